@@ -1,0 +1,5 @@
+"""`python -m teamrouter` is the CLI."""
+
+from teamrouter.cli import main
+
+main()

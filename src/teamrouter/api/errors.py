@@ -1,0 +1,95 @@
+"""Every error leaves as the OpenRouter envelope, including the framework's own 404/405/422."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import JSONResponse
+
+from teamrouter.errors import TeamrouterError
+
+log = logging.getLogger(__name__)
+
+_STATUS_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "unprocessable",
+    429: "rate_limited",
+}
+
+
+def envelope(status: int, message: str, code: str, **metadata: Any) -> dict[str, Any]:
+    return {"error": {"code": status, "message": message, "metadata": {"code": code, **metadata}}}
+
+
+def error_response(exc: TeamrouterError) -> JSONResponse:
+    headers = {}
+    retry_after = exc.metadata.get("retry_after")
+    if retry_after is not None:
+        headers["Retry-After"] = str(int(retry_after))
+    return JSONResponse(exc.envelope(), status_code=exc.status, headers=headers)
+
+
+def _field_name(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    return ".".join(parts) or "body"
+
+
+def describe_validation(errors: list[dict[str, Any]]) -> tuple[str, str]:
+    """(message, first field) for pydantic errors, in words a person can act on."""
+    messages = []
+    first_field = ""
+    for err in errors[:5]:
+        kind = err.get("type", "")
+        field = _field_name(tuple(err.get("loc", ())))
+        if kind == "json_invalid":
+            return "Malformed JSON body", "body"
+        if kind == "extra_forbidden":
+            text = f"{field}: unknown field"
+        elif kind == "missing":
+            text = f"{field}: field required"
+        else:
+            text = f"{field}: {err.get('msg', 'invalid value')}"
+        first_field = first_field or field
+        messages.append(text)
+    return "; ".join(messages), first_field
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(TeamrouterError)
+    async def _domain(_request: Request, exc: TeamrouterError) -> JSONResponse:
+        if exc.status >= 500:
+            log.error("request failed: %s (%s)", exc.code, exc.message)
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        message, field = describe_validation(list(exc.errors()))
+        code = "malformed_json" if message == "Malformed JSON body" else "invalid_field"
+        return JSONResponse(envelope(400, message, code, field=field), status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        message = exc.detail if isinstance(exc.detail, str) else "Request failed"
+        code = _STATUS_CODES.get(exc.status_code, "http_error")
+        return JSONResponse(
+            envelope(exc.status_code, message, code),
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        # Log the type and traceback only: exception text can carry request content.
+        log.error("unhandled %s", type(exc).__name__, exc_info=exc)
+        return JSONResponse(envelope(500, "Internal error", "internal"), status_code=500)

@@ -1,0 +1,1 @@
+"""Domain services: all rules live here; no web framework imports."""

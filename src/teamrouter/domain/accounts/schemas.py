@@ -1,0 +1,52 @@
+"""Request and response shapes for accounts; unknown fields on writes are refused."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field
+
+from teamrouter.domain.accounts.models import User
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+
+
+class SignUp(Strict):
+    email: EmailStr = Field(max_length=320)
+    password: str = Field(min_length=1, max_length=1024)
+    name: str = Field(default="", max_length=200)
+
+
+class VerifyEmail(Strict):
+    token: str = Field(min_length=1, max_length=200)
+
+
+class LogIn(Strict):
+    email: str = Field(min_length=1, max_length=320)
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class ResendVerification(Strict):
+    email: EmailStr = Field(max_length=320)
+
+
+class SetContext(Strict):
+    organization_id: str | None = Field(max_length=40)
+
+
+def user_public(user: User) -> dict[str, Any]:
+    return {
+        "id": user.id,
+        "email": user.email,
+        "name": user.name,
+        "email_verified": user.email_verified_at is not None,
+        "is_staff": user.is_staff,
+        "created_at": _iso(user.created_at),
+    }
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value else None

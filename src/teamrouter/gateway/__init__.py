@@ -1,0 +1,1 @@
+"""The inference path: catalog, pricing, routing, admission, settlement (no HTTP types)."""

@@ -1,0 +1,362 @@
+"""Choosing endpoints: which provider endpoints may serve a request, and in what order.
+
+Pure functions over the catalog. The request's ``provider`` object follows OpenRouter's
+provider routing: ``order``, ``only``, ``ignore``, ``allow_fallbacks``, ``sort``
+("price" | "latency" | "throughput"), ``data_collection`` ("allow" | "deny"), ``zdr`` and
+``max_price`` — whose ``prompt`` / ``completion`` are USD per *million* tokens and ``request``
+USD per request, as in OpenRouter's API (catalog prices are per token). ``require_parameters``
+is accepted and ignored (the catalog does not list supported parameters).
+
+Organization settings can only tighten what a request may use: ``only`` lists are
+intersected, ``ignore`` lists united, "deny" and ZDR win, ``allow_fallbacks = false`` on either
+side wins. ``order`` and ``sort`` are preferences, so the request's take precedence.
+
+Provider names in lists match a provider's slug or display name, case-insensitively.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Literal
+
+from teamrouter.gateway.catalog import Catalog, Endpoint
+
+Sort = Literal["price", "latency", "throughput"]
+SORTS: tuple[str, ...] = ("price", "latency", "throughput")
+_PER_MILLION = Decimal(10**6)
+
+
+class RoutingError(Exception):
+    """Base of routing failures; ``status`` is the HTTP status the API should answer."""
+
+    status = 400
+
+
+class InvalidRoutingRequest(RoutingError):
+    """The ``provider`` object, ``model`` or ``models`` is malformed (names the field)."""
+
+    status = 400
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+
+
+class UnknownModelError(RoutingError):
+    """A requested model id is not in the catalog."""
+
+    status = 400
+
+    def __init__(self, model_id: str) -> None:
+        super().__init__(f"{model_id} is not a valid model ID")
+        self.model_id = model_id
+
+
+class NoEndpointsError(RoutingError):
+    """Every endpoint of every requested model was excluded; the message says by what."""
+
+    status = 503
+
+    def __init__(self, reasons: Mapping[str, str]) -> None:
+        parts = [f"All endpoints for model {m} were excluded by {why}" for m, why in reasons.items()]
+        super().__init__("No endpoint available. " + "; ".join(parts) + ".")
+        self.reasons = dict(reasons)
+
+
+@dataclass(frozen=True, slots=True)
+class MaxPrice:
+    """Price ceilings: prompt/completion in USD per million tokens, request in USD."""
+
+    prompt: Decimal | None = None
+    completion: Decimal | None = None
+    request: Decimal | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderPreferences:
+    """The parsed ``provider`` object of a request (all fields optional)."""
+
+    order: tuple[str, ...] | None = None
+    only: tuple[str, ...] | None = None
+    ignore: tuple[str, ...] | None = None
+    allow_fallbacks: bool | None = None
+    sort: Sort | None = None
+    data_collection: Literal["allow", "deny"] | None = None
+    zdr: bool | None = None
+    max_price: MaxPrice | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OrgPolicy:
+    """What an organization's admins allow (settings ``provider`` + ``privacy``)."""
+
+    order: tuple[str, ...] | None = None
+    only: tuple[str, ...] | None = None
+    ignore: tuple[str, ...] | None = None
+    allow_fallbacks: bool | None = None
+    sort: Sort | None = None
+    data_collection: Literal["allow", "deny"] = "allow"
+    zdr_only: bool = False
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, object]) -> OrgPolicy:
+        """Build from the settings document ``{provider: {...}, privacy: {...}}``."""
+        provider = settings.get("provider") or {}
+        privacy = settings.get("privacy") or {}
+        if not isinstance(provider, Mapping) or not isinstance(privacy, Mapping):
+            raise InvalidRoutingRequest("settings", "provider and privacy must be objects")
+        prefs = parse_provider_preferences(
+            {k: v for k, v in provider.items() if v is not None}, where="settings.provider"
+        )
+        data_collection = privacy.get("data_collection", "allow") or "allow"
+        if data_collection not in ("allow", "deny"):
+            raise InvalidRoutingRequest("settings.privacy.data_collection", "must be allow or deny")
+        zdr_only = privacy.get("zdr_only", False) or False
+        if not isinstance(zdr_only, bool):
+            raise InvalidRoutingRequest("settings.privacy.zdr_only", "must be a boolean")
+        return cls(
+            order=prefs.order,
+            only=prefs.only,
+            ignore=prefs.ignore,
+            allow_fallbacks=prefs.allow_fallbacks,
+            sort=prefs.sort,
+            data_collection=data_collection,  # type: ignore[arg-type]  # checked above
+            zdr_only=zdr_only,
+        )
+
+
+_PREF_FIELDS = {
+    "order", "only", "ignore", "allow_fallbacks", "sort", "data_collection", "zdr", "max_price",
+    "require_parameters",
+}  # fmt: skip
+_MAX_PRICE_FIELDS = {"prompt", "completion", "request", "image", "audio"}
+MAX_LIST = 100  # longer provider lists are surely a mistake; bounded work per request
+
+
+def _names(value: object, field: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise InvalidRoutingRequest(field, "must be a list of provider names")
+    if len(value) > MAX_LIST:
+        raise InvalidRoutingRequest(field, f"at most {MAX_LIST} entries")
+    return tuple(value)
+
+
+def _bool(value: object, field: str) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidRoutingRequest(field, "must be true or false")
+    return value
+
+
+def _money(value: object, field: str) -> Decimal:
+    # OpenRouter's SDKs send numbers or strings; str() of a float gives its shortest decimal.
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise InvalidRoutingRequest(field, "must be a number")
+    try:
+        amount = Decimal(str(value))
+    except InvalidOperation:
+        raise InvalidRoutingRequest(field, "must be a number") from None
+    if not amount.is_finite() or amount < 0:
+        raise InvalidRoutingRequest(field, "must be a non-negative number")
+    return amount
+
+
+def parse_provider_preferences(value: object, *, where: str = "provider") -> ProviderPreferences:
+    """Strictly validate a request's ``provider`` object (``None`` means no preferences)."""
+    if value is None:
+        return ProviderPreferences()
+    if not isinstance(value, Mapping):
+        raise InvalidRoutingRequest(where, "must be an object")
+    for key in value:
+        if key not in _PREF_FIELDS:
+            raise InvalidRoutingRequest(f"{where}.{key}", "unknown field")
+    get = value.get
+    order = _names(get("order"), f"{where}.order") if get("order") is not None else None
+    only = _names(get("only"), f"{where}.only") if get("only") is not None else None
+    ignore = _names(get("ignore"), f"{where}.ignore") if get("ignore") is not None else None
+    allow = get("allow_fallbacks")
+    allow_fallbacks = _bool(allow, f"{where}.allow_fallbacks") if allow is not None else None
+    if get("require_parameters") is not None:
+        _bool(get("require_parameters"), f"{where}.require_parameters")
+    sort = get("sort")
+    if sort is not None and sort not in SORTS:
+        raise InvalidRoutingRequest(f"{where}.sort", f"must be one of {', '.join(SORTS)}")
+    data_collection = get("data_collection")
+    if data_collection is not None and data_collection not in ("allow", "deny"):
+        raise InvalidRoutingRequest(f"{where}.data_collection", 'must be "allow" or "deny"')
+    zdr = _bool(get("zdr"), f"{where}.zdr") if get("zdr") is not None else None
+    max_price = None
+    raw_max = get("max_price")
+    if raw_max is not None:
+        if not isinstance(raw_max, Mapping):
+            raise InvalidRoutingRequest(f"{where}.max_price", "must be an object")
+        for key in raw_max:
+            if key not in _MAX_PRICE_FIELDS:
+                raise InvalidRoutingRequest(f"{where}.max_price.{key}", "unknown field")
+        limits = {
+            key: _money(raw_max[key], f"{where}.max_price.{key}")
+            for key in ("prompt", "completion", "request")
+            if raw_max.get(key) is not None
+        }
+        max_price = MaxPrice(**limits)
+    return ProviderPreferences(
+        order=order,
+        only=only,
+        ignore=ignore,
+        allow_fallbacks=allow_fallbacks,
+        sort=sort,
+        data_collection=data_collection,
+        zdr=zdr,
+        max_price=max_price,
+    )
+
+
+def _matcher(names: Sequence[str]) -> Callable[[Endpoint], bool]:
+    wanted = {n.casefold() for n in names}
+    return lambda e: e.provider.slug.casefold() in wanted or e.provider.name.casefold() in wanted
+
+
+def _rank(names: Sequence[str], endpoint: Endpoint) -> int | None:
+    for i, name in enumerate(names):
+        folded = name.casefold()
+        if endpoint.provider.slug.casefold() == folded or endpoint.provider.name.casefold() == folded:
+            return i
+    return None
+
+
+Filter = tuple[str, Callable[[Endpoint], bool]]
+
+
+def _filters(prefs: ProviderPreferences, org: OrgPolicy) -> list[Filter]:
+    """Each constraint with the words the error message uses when it removes the last one."""
+    out: list[Filter] = []
+    if prefs.only is not None:
+        out.append(("provider.only", _matcher(prefs.only)))
+    if org.only is not None:
+        out.append(("the organization's allowed providers (only)", _matcher(org.only)))
+    if prefs.ignore:
+        keep = _matcher(prefs.ignore)
+        out.append(("provider.ignore", lambda e: not keep(e)))
+    if org.ignore:
+        drop = _matcher(org.ignore)
+        out.append(("the organization's ignored providers", lambda e: not drop(e)))
+    if prefs.data_collection == "deny":
+        out.append(('provider.data_collection = "deny"', _denies_collection))
+    if org.data_collection == "deny":
+        out.append(('the organization\'s privacy setting data_collection = "deny"', _denies_collection))
+    if prefs.zdr:
+        out.append(("provider.zdr = true", lambda e: e.provider.zdr))
+    if org.zdr_only:
+        out.append(("the organization's privacy setting zdr_only = true", lambda e: e.provider.zdr))
+    if prefs.max_price is not None:
+        mp = prefs.max_price
+        if mp.prompt is not None:
+            limit = mp.prompt
+            out.append(("provider.max_price.prompt", lambda e: e.prices.prompt * _PER_MILLION <= limit))
+        if mp.completion is not None:
+            climit = mp.completion
+            out.append(
+                (
+                    "provider.max_price.completion",
+                    lambda e: e.prices.completion * _PER_MILLION <= climit,
+                )
+            )
+        if mp.request is not None:
+            rlimit = mp.request
+            out.append(("provider.max_price.request", lambda e: e.prices.request <= rlimit))
+    return out
+
+
+def _denies_collection(endpoint: Endpoint) -> bool:
+    return endpoint.provider.data_collection == "deny"
+
+
+def _sorted(
+    endpoints: list[Endpoint], sort: Sort | None, stats: Mapping[str, float] | None
+) -> list[Endpoint]:
+    def by_price(e: Endpoint) -> tuple[Decimal, int]:
+        return (e.prices.sort_key(), e.position)
+
+    if sort in ("latency", "throughput") and stats:
+        sign = 1.0 if sort == "latency" else -1.0  # low latency first, high throughput first
+
+        def by_stat(e: Endpoint) -> tuple[int, float, Decimal, int]:
+            observed = stats.get(e.provider.slug)
+            # Providers with no observation yet go after measured ones, cheapest first.
+            if observed is None:
+                return (1, 0.0, *by_price(e))
+            return (0, sign * observed, *by_price(e))
+
+        return sorted(endpoints, key=by_stat)
+    return sorted(endpoints, key=by_price)
+
+
+def route(
+    catalog: Catalog,
+    *,
+    model: str | None,
+    models: Sequence[str] | None = None,
+    prefs: ProviderPreferences | None = None,
+    org: OrgPolicy | None = None,
+    stats: Mapping[str, Mapping[str, float]] | None = None,
+) -> list[Endpoint]:
+    """The endpoints to try, in order: the first that answers wins.
+
+    ``model`` is tried first, then each of ``models`` (OpenRouter's fallback list; when
+    ``model`` is missing the list alone is used). ``stats`` maps ``"latency"`` (ms) or
+    ``"throughput"`` (tokens/s) to per-provider observations; without them the sort is by price.
+    """
+    prefs = prefs or ProviderPreferences()
+    org = org or OrgPolicy()
+    wanted: list[str] = []
+    for i, name in enumerate(([model] if model is not None else []) + list(models or ())):
+        if not isinstance(name, str) or not name:
+            raise InvalidRoutingRequest("model" if i == 0 and model else "models", "must be a model id")
+        if name not in wanted:
+            wanted.append(name)
+    if not wanted:
+        raise InvalidRoutingRequest("model", "is required")
+    if len(wanted) > MAX_LIST:
+        raise InvalidRoutingRequest("models", f"at most {MAX_LIST} models")
+    for name in wanted:
+        if catalog.model(name) is None:
+            raise UnknownModelError(name)
+
+    filters = _filters(prefs, org)
+    sort = prefs.sort or org.sort
+    sort_stats = stats.get(sort) if stats is not None and sort is not None else None
+    order = prefs.order if prefs.order is not None else org.order
+    allow_fallbacks = prefs.allow_fallbacks is not False and org.allow_fallbacks is not False
+
+    result: list[Endpoint] = []
+    reasons: dict[str, str] = {}
+    for name in wanted:
+        candidates = list(catalog.endpoints_for(name))
+        for label, keep in filters:
+            candidates = [e for e in candidates if keep(e)]
+            if not candidates:
+                reasons[name] = label
+                break
+        if not candidates:
+            continue
+        ranked = _sorted(candidates, sort, sort_stats)
+        if order:
+            listed = sorted(
+                (e for e in ranked if _rank(order, e) is not None),
+                key=lambda e: _rank(order, e) or 0,
+            )
+            rest = [e for e in ranked if _rank(order, e) is None]
+            if not allow_fallbacks:
+                if not listed:
+                    reasons[name] = "provider.order with allow_fallbacks = false"
+                    continue
+                ranked = listed
+            else:
+                ranked = listed + rest
+        elif not allow_fallbacks:
+            ranked = ranked[:1]
+        result.extend(ranked)
+    if not result:
+        raise NoEndpointsError(reasons)
+    return result

@@ -1,0 +1,53 @@
+"""Identifiers, secret tokens and API keys.
+
+Ids are prefixed and time-sortable (48-bit millisecond time + 80 random bits, Crockford base32), so
+newest-first listings and cursors can order by id. Secrets are `secrets` randomness, stored only as
+SHA-256 hex.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+
+_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
+KEY_PREFIX = "sk-tr-v1-"
+KEY_SECRET_BYTES = 32  # 256 bits after the prefix
+TOKEN_BYTES = 24  # 192 bits for email and invitation tokens, session tokens
+
+
+def _b32(value: int, length: int) -> str:
+    chars = []
+    for _ in range(length):
+        chars.append(_ALPHABET[value & 31])
+        value >>= 5
+    return "".join(reversed(chars))
+
+
+def new_id(prefix: str) -> str:
+    """`prefix_` + 26 chars: 10 of millisecond time, 16 of randomness."""
+    millis = time.time_ns() // 1_000_000
+    return f"{prefix}_{_b32(millis, 10)}{_b32(secrets.randbits(80), 16)}"
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(TOKEN_BYTES)
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def new_api_key() -> str:
+    return KEY_PREFIX + secrets.token_hex(KEY_SECRET_BYTES)
+
+
+def key_label(plaintext: str) -> str:
+    """What a person sees of a key after creation: enough to recognise it, not to use it."""
+    return f"{plaintext[: len(KEY_PREFIX) + 3]}...{plaintext[-3:]}"
+
+
+def constant_time_equal(a: str, b: str) -> bool:
+    return hmac.compare_digest(a.encode("utf-8"), b.encode("utf-8"))

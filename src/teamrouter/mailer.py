@@ -1,0 +1,82 @@
+"""Outgoing email: real SMTP when TEAMROUTER_SMTP_URL is set, otherwise (dev) an outbox folder.
+
+The outbox writes each message as an .eml file under var/outbox/ and logs the first link in it, so
+someone running `make serve` locally can still verify their email. Links carry one-time tokens; the
+log line is the only place one is printed, and only in dev mode.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from email.message import EmailMessage
+from email.utils import make_msgid
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import unquote, urlsplit
+
+import aiosmtplib
+
+from teamrouter.ids import new_id
+
+log = logging.getLogger(__name__)
+_LINK = re.compile(r"https?://\S+")
+
+
+class Mailer(Protocol):
+    async def send(self, *, to: str, subject: str, body: str) -> None: ...
+
+
+def _message(sender: str, to: str, subject: str, body: str) -> EmailMessage:
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = to
+    message["Subject"] = subject
+    message["Message-ID"] = make_msgid(domain="teamrouter.local")
+    message.set_content(body)
+    return message
+
+
+class SmtpMailer:
+    def __init__(self, url: str, sender: str, *, timeout: float = 10.0) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in {"smtp", "smtps"} or not parts.hostname:
+            raise ValueError(f"TEAMROUTER_SMTP_URL must look like smtp://host:port, not {url!r}")
+        self._host = parts.hostname
+        self._port = parts.port or (465 if parts.scheme == "smtps" else 25)
+        self._tls = parts.scheme == "smtps"
+        self._user = unquote(parts.username) if parts.username else None
+        self._password = unquote(parts.password) if parts.password else None
+        self._sender = sender
+        self._timeout = timeout
+
+    async def send(self, *, to: str, subject: str, body: str) -> None:
+        await aiosmtplib.send(
+            _message(self._sender, to, subject, body),
+            hostname=self._host,
+            port=self._port,
+            use_tls=self._tls,
+            start_tls=False if self._tls else None,
+            username=self._user,
+            password=self._password,
+            timeout=self._timeout,
+        )
+
+
+class OutboxMailer:
+    def __init__(self, folder: Path, sender: str) -> None:
+        self._folder = folder
+        self._sender = sender
+
+    async def send(self, *, to: str, subject: str, body: str) -> None:
+        self._folder.mkdir(parents=True, exist_ok=True)
+        path = self._folder / f"{new_id('mail')}.eml"
+        path.write_bytes(bytes(_message(self._sender, to, subject, body)))
+        link = _LINK.search(body)
+        log.warning(
+            "email to %s (%s) written to %s%s",
+            to,
+            subject,
+            path,
+            f"; link: {link.group(0)}" if link else "",
+        )

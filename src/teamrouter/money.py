@@ -1,0 +1,44 @@
+"""Integer money. One unit is 1e-9 USD (a nano-dollar); no float ever holds an amount.
+
+The API shows USD as JSON numbers (OpenRouter does); `to_usd` makes that number for display only.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+
+UNITS_PER_USD = 1_000_000_000
+# Largest amount one operation may move: far above any real purchase, far below int64 overflow.
+MAX_AMOUNT_USD = Decimal(1_000_000)
+MAX_AMOUNT_UNITS = int(MAX_AMOUNT_USD) * UNITS_PER_USD
+
+
+class AmountError(ValueError):
+    """An amount that is not an exact, finite, in-range USD value."""
+
+
+def usd_to_units(value: Decimal | str | int) -> int:
+    """Exact conversion; refuses anything finer than one unit or not finite."""
+    try:
+        amount = value if isinstance(value, Decimal) else Decimal(str(value))
+    except InvalidOperation as exc:
+        raise AmountError(f"not a number: {value!r}") from exc
+    if not amount.is_finite():
+        raise AmountError("must be a finite number")
+    units = amount * UNITS_PER_USD
+    if units != units.to_integral_value():
+        raise AmountError("has more than 9 decimal places")
+    return int(units)
+
+
+def to_usd(units: int) -> float:
+    """USD as a JSON number; display only (exact to the cent and well beyond for realistic sums)."""
+    return float(Decimal(units) / UNITS_PER_USD)
+
+
+def to_usd_str(units: int) -> str:
+    """Exact decimal text, for CSV exports and audit rows."""
+    text = format(Decimal(units) / UNITS_PER_USD, "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return text or "0"

@@ -1,0 +1,388 @@
+"""Typed shapes shared by every adapter: request, usage, upstream call, parsed answer, errors.
+
+The client always speaks OpenAI's chat (or legacy text) completion format; an adapter turns it
+into its upstream's format and the answer (whole or streamed) back into OpenAI's format.
+Streams are parsed incrementally: ``StreamParser.feed`` takes raw upstream bytes as they come
+and returns the OpenAI SSE events to forward, while it tracks usage and the finish reason.
+The upstream's usage chunk and ``[DONE]`` are *not* forwarded: the gateway ends every stream
+itself with one usage chunk carrying ``cost`` (see `usage_chunk`) and `DONE`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+from teamrouter.gateway.pricing import (
+    estimate_completion_prompt_tokens,
+    estimate_prompt_tokens,
+)
+
+if TYPE_CHECKING:
+    from teamrouter.gateway.catalog import Endpoint
+
+Kind = Literal["chat", "completion"]
+DONE = b"data: [DONE]\n\n"
+# One SSE event larger than this is a broken or hostile upstream; memory stays bounded.
+MAX_SSE_EVENT_BYTES = 4 * 1024 * 1024
+# Typical English output is ~4 characters per token; used only when usage never arrives.
+CHARS_PER_TOKEN_ESTIMATE = 4
+
+
+class UpstreamError(Exception):
+    """The upstream failed. ``retryable`` means another endpoint may be tried (before the first
+    byte reached the client): connection errors, timeouts, 408, 429 and 5xx."""
+
+    def __init__(self, status: int, message: str, *, retryable: bool) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.retryable = retryable
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.status}, {self.message!r}, retryable={self.retryable})"
+
+
+class UnsupportedRequestError(UpstreamError):
+    """This upstream cannot serve the request as asked (e.g. ``n > 1`` on Anthropic).
+
+    Retryable, because another endpoint of the same model may support it; status 400."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(400, message, retryable=True)
+
+
+class RequestError(ValueError):
+    """The client's request body is malformed; ``field`` names the offending field (HTTP 400)."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+
+
+def is_retryable_status(status: int) -> bool:
+    """Statuses worth trying the next endpoint for (only before the first byte is sent)."""
+    return status in (408, 425, 429) or status >= 500
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token usage in OpenAI semantics: ``prompt_tokens`` includes ``cached_tokens`` and
+    ``completion_tokens`` includes ``reasoning_tokens`` and sums every choice."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    reasoning_tokens: int = 0
+    cached_tokens: int = 0
+    estimated: bool = False  # True when the upstream never reported usage
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def to_openai(self) -> dict[str, Any]:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.total_tokens,
+            "prompt_tokens_details": {"cached_tokens": self.cached_tokens},
+            "completion_tokens_details": {"reasoning_tokens": self.reasoning_tokens},
+        }
+
+    @classmethod
+    def from_openai(cls, usage: object) -> Usage | None:
+        """Parse an OpenAI ``usage`` object; ``None`` when absent or malformed."""
+        if not isinstance(usage, Mapping):
+            return None
+        prompt = _count(usage.get("prompt_tokens"))
+        completion = _count(usage.get("completion_tokens"))
+        if prompt is None or completion is None:
+            return None
+        prompt_details = usage.get("prompt_tokens_details")
+        completion_details = usage.get("completion_tokens_details")
+        cached = _count(prompt_details.get("cached_tokens")) if isinstance(prompt_details, Mapping) else 0
+        reasoning = (
+            _count(completion_details.get("reasoning_tokens"))
+            if isinstance(completion_details, Mapping)
+            else 0
+        )
+        return cls(prompt, completion, reasoning or 0, min(cached or 0, prompt))
+
+
+def _count(value: object) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return None
+    return value
+
+
+def estimate_completion_tokens(chars: int) -> int:
+    """Completion tokens for ``chars`` characters seen, when the upstream gave no usage."""
+    return -(-chars // CHARS_PER_TOKEN_ESTIMATE)
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamRequest:
+    """An HTTP request for the gateway to send (it owns the aiohttp session)."""
+
+    method: str
+    url: str
+    headers: Mapping[str, str]
+    json_body: bytes
+    stream: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedResponse:
+    """A whole (non-streamed) answer in OpenAI shape."""
+
+    body: dict[str, Any]
+    usage: Usage | None
+    finish_reason: str | None
+
+
+class StreamParser(Protocol):
+    """Incremental translator of one upstream stream into OpenAI SSE events."""
+
+    usage: Usage | None
+    finish_reason: str | None
+    completion_chars_seen: int
+    error: UpstreamError | None  # an error event inside the stream (not forwarded)
+    done: bool  # the upstream said it finished ([DONE] / message_stop)
+    created: int | None  # the `created` of the stream, for the gateway's final chunk
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """Consume raw upstream bytes; return complete ``data: ...\\n\\n`` events to forward."""
+        ...
+
+    def close(self) -> list[bytes]:
+        """The upstream closed: flush a final event that lacked its blank line."""
+        ...
+
+
+class ProviderAdapter(Protocol):
+    """What the gateway needs from one upstream API. All methods are pure."""
+
+    kind: str
+
+    def build_request(
+        self,
+        endpoint: Endpoint,
+        body: Mapping[str, Any],
+        stream: bool,
+        *,
+        max_tokens: int | None = None,
+        kind: Kind = "chat",
+    ) -> UpstreamRequest: ...
+
+    def parse_response(
+        self,
+        status: int,
+        body: bytes,
+        *,
+        kind: Kind = "chat",
+        response_id: str | None = None,
+        model: str | None = None,
+    ) -> ParsedResponse: ...
+
+    def stream_parser(
+        self, *, kind: Kind = "chat", response_id: str | None = None, model: str | None = None
+    ) -> StreamParser: ...
+
+    def map_error(self, status: int, body: bytes) -> UpstreamError: ...
+
+
+def sse_event(payload: Mapping[str, Any]) -> bytes:
+    """One SSE ``data:`` event with compact JSON."""
+    return b"data: " + dumps(payload) + b"\n\n"
+
+
+def dumps(payload: object) -> bytes:
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def usage_chunk(
+    *,
+    response_id: str,
+    model: str,
+    created: int,
+    usage: Usage,
+    kind: Kind = "chat",
+    extra_usage: Mapping[str, Any] | None = None,
+) -> bytes:
+    """The final SSE chunk the gateway sends: empty ``choices`` and ``usage`` (plus e.g. cost)."""
+    usage_obj = usage.to_openai()
+    if extra_usage:
+        usage_obj.update(extra_usage)
+    return sse_event(
+        {
+            "id": response_id,
+            "object": "chat.completion.chunk" if kind == "chat" else "text_completion",
+            "created": created,
+            "model": model,
+            "choices": [],
+            "usage": usage_obj,
+        }
+    )
+
+
+def error_message(body: bytes, *, limit: int = 300) -> str:
+    """A short human message out of an upstream error body (JSON ``error.message`` or text)."""
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        text = body[:limit].decode("utf-8", "replace").strip()
+        return text or "no error message"
+    if isinstance(data, Mapping):
+        err = data.get("error", data)
+        if isinstance(err, Mapping) and isinstance(err.get("message"), str):
+            return str(err["message"])[:limit]
+        if isinstance(err, str):
+            return err[:limit]
+    return body[:limit].decode("utf-8", "replace")
+
+
+class SSEDecoder:
+    """Splits a byte stream into SSE events ``(event name or None, data bytes)``.
+
+    Handles events split across reads, ``\\r\\n`` line ends and multi-line data; ignores
+    comment lines. Memory is bounded by `MAX_SSE_EVENT_BYTES`.
+    """
+
+    __slots__ = ("_buf", "_data", "_event")
+
+    def __init__(self) -> None:
+        self._buf = b""
+        self._event: str | None = None
+        self._data: list[bytes] = []
+
+    def feed(self, data: bytes) -> list[tuple[str | None, bytes]]:
+        buf = self._buf + data if self._buf else data
+        events: list[tuple[str | None, bytes]] = []
+        start = 0
+        while True:
+            end = buf.find(b"\n", start)
+            if end < 0:
+                break
+            line = buf[start:end]
+            start = end + 1
+            if line.endswith(b"\r"):
+                line = line[:-1]
+            self._line(line, events)
+        self._buf = buf[start:]
+        if len(self._buf) + sum(map(len, self._data)) > MAX_SSE_EVENT_BYTES:
+            raise UpstreamError(502, "upstream sent an oversized stream event", retryable=False)
+        return events
+
+    def close(self) -> list[tuple[str | None, bytes]]:
+        events: list[tuple[str | None, bytes]] = []
+        if self._buf:
+            self._line(self._buf.rstrip(b"\r"), events)
+            self._buf = b""
+        self._line(b"", events)
+        return events
+
+    def _line(self, line: bytes, events: list[tuple[str | None, bytes]]) -> None:
+        if not line:
+            if self._data:
+                events.append((self._event, b"\n".join(self._data)))
+            self._event = None
+            self._data = []
+        elif line.startswith(b"data:"):
+            value = line[5:]
+            self._data.append(value[1:] if value.startswith(b" ") else value)
+        elif line.startswith(b"event:"):
+            self._event = line[6:].strip().decode("utf-8", "replace")
+        # Comments (":") and unknown fields (id:, retry:) carry nothing we forward.
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    """A client request, minimally parsed: the body passes through, the fields the gateway needs
+    for routing, admission and billing are extracted and checked."""
+
+    body: Mapping[str, Any]
+    kind: Kind
+    model: str | None
+    models: tuple[str, ...]
+    stream: bool
+    max_tokens: int | None
+    n: int
+    messages: Sequence[Mapping[str, Any]] = ()
+    prompt: object = None
+    provider: object = None  # the raw `provider` object; gateway.routing validates it
+    user: str | None = None
+
+    @classmethod
+    def parse(
+        cls, body: object, *, kind: Kind = "chat", max_messages: int = 10_000, max_n: int = 128
+    ) -> ChatRequest:
+        """Check the fields teamrouter relies on; everything else goes upstream untouched."""
+        if not isinstance(body, Mapping):
+            raise RequestError("body", "must be a JSON object")
+        model = body.get("model")
+        if model is not None and (not isinstance(model, str) or not model):
+            raise RequestError("model", "must be a non-empty string")
+        models = body.get("models")
+        if models is None:
+            models = []
+        if not isinstance(models, list) or not all(isinstance(m, str) and m for m in models):
+            raise RequestError("models", "must be a list of model ids")
+        if model is None and not models:
+            raise RequestError("model", "is required")
+        stream = body.get("stream", False)
+        if stream is None:
+            stream = False
+        if not isinstance(stream, bool):
+            raise RequestError("stream", "must be a boolean")
+        max_tokens = _positive(body, "max_completion_tokens") or _positive(body, "max_tokens")
+        n = _positive(body, "n") or 1
+        if n > max_n:
+            raise RequestError("n", f"must be at most {max_n}")
+        user = body.get("user")
+        if user is not None and not isinstance(user, str):
+            raise RequestError("user", "must be a string")
+        messages: Sequence[Mapping[str, Any]] = ()
+        prompt: object = None
+        if kind == "chat":
+            raw = body.get("messages")
+            if not isinstance(raw, list) or not raw:
+                raise RequestError("messages", "must be a non-empty list")
+            if len(raw) > max_messages:
+                raise RequestError("messages", f"at most {max_messages} messages")
+            for i, message in enumerate(raw):
+                if not isinstance(message, Mapping) or not isinstance(message.get("role"), str):
+                    raise RequestError(f"messages[{i}]", "must be an object with a role")
+            messages = raw
+        else:
+            prompt = body.get("prompt")
+            if not isinstance(prompt, str | list):
+                raise RequestError("prompt", "must be a string or a list")
+        return cls(
+            body=body,
+            kind=kind,
+            model=model,
+            models=tuple(models),
+            stream=stream,
+            max_tokens=max_tokens,
+            n=n,
+            messages=messages,
+            prompt=prompt,
+            provider=body.get("provider"),
+            user=user,
+        )
+
+    def prompt_tokens_estimate(self) -> int:
+        if self.kind == "chat":
+            return estimate_prompt_tokens(self.messages, tools=self.body.get("tools"))
+        return estimate_completion_prompt_tokens(self.prompt)
+
+
+def _positive(body: Mapping[str, Any], key: str) -> int | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise RequestError(key, "must be a positive integer")
+    return value

@@ -1,0 +1,161 @@
+"""The offline ``demo`` provider: a deterministic echo that needs no network and no key.
+
+It speaks the OpenAI wire format in process, so the gateway treats it like any OpenAI-compatible
+upstream: build the request with `DemoAdapter.build_request` (the OpenAI adapter's), then
+instead of sending it, hand it to ``adapter.backend.respond(request)`` (whole answer) or
+iterate ``adapter.backend.stream(request)`` (SSE bytes, ending with a usage chunk and
+``[DONE]``), and parse the result with the same parser as a real upstream.
+
+The reply is ``"[teamrouter demo] You said: <last user text>"``, cut to ``max_tokens``.
+Token counts use the gateway's own estimator (gateway.pricing): the prompt counts exactly what
+`estimate_prompt_tokens` says, and the reply ``ceil(UTF-8 bytes / 3)``; the reply is cut at
+``3 * max_tokens`` bytes, so it never exceeds ``max_tokens`` and a demo request never costs
+more than its hold.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping
+from typing import Any
+
+from teamrouter.gateway.pricing import (
+    BYTES_PER_TOKEN,
+    estimate_completion_prompt_tokens,
+    estimate_prompt_tokens,
+    estimate_text_tokens,
+)
+from teamrouter.providers.base import DONE, UpstreamRequest, Usage, dumps, sse_event
+from teamrouter.providers.openai import OpenAIAdapter
+
+PREFIX = "[teamrouter demo] You said: "
+DEFAULT_MAX_TOKENS = 256
+_WORD = re.compile(r"\S+\s*|\s+")
+
+
+def _last_user_text(messages: object) -> str:
+    if not isinstance(messages, list):
+        return ""
+    for message in reversed(messages):
+        if isinstance(message, Mapping) and message.get("role") == "user":
+            content = message.get("content")
+            if isinstance(content, str):
+                return content
+            if isinstance(content, list):
+                return " ".join(
+                    str(p.get("text", ""))
+                    for p in content
+                    if isinstance(p, Mapping) and p.get("type") == "text"
+                )
+    return ""
+
+
+def _truncate(text: str, max_tokens: int) -> tuple[str, bool]:
+    """Cut to at most ``max_tokens`` estimated tokens, at a character boundary."""
+    raw = text.encode("utf-8")
+    limit = max_tokens * BYTES_PER_TOKEN
+    if len(raw) <= limit:
+        return text, False
+    return raw[:limit].decode("utf-8", "ignore"), True
+
+
+class DemoBackend:
+    """Answers an OpenAI-format `UpstreamRequest` in process."""
+
+    def __init__(self, *, chunk_delay: float = 0.0) -> None:
+        self.chunk_delay = chunk_delay
+
+    def reply(self, body: Mapping[str, Any], *, chat: bool) -> tuple[str, bool, Usage]:
+        """The reply text, whether it was cut by max_tokens, and the usage (all n choices)."""
+        if chat:
+            said = _last_user_text(body.get("messages"))
+            prompt_tokens = estimate_prompt_tokens(body.get("messages") or [], tools=body.get("tools"))
+        else:
+            prompt = body.get("prompt")
+            said = prompt if isinstance(prompt, str) else " ".join(map(str, prompt or []))
+            prompt_tokens = estimate_completion_prompt_tokens(prompt)
+        budget = body.get("max_completion_tokens") or body.get("max_tokens") or DEFAULT_MAX_TOKENS
+        text, cut = _truncate(PREFIX + said, int(budget))
+        n = int(body.get("n") or 1)
+        return text, cut, Usage(prompt_tokens, n * estimate_text_tokens(text))
+
+    def respond(self, request: UpstreamRequest, *, created: int | None = None) -> tuple[int, bytes]:
+        """The (status, body) an OpenAI server would answer to a non-streamed request."""
+        body = json.loads(request.json_body)
+        chat = request.url.endswith("/chat/completions")
+        text, cut, usage = self.reply(body, chat=chat)
+        finish = "length" if cut else "stop"
+        n = int(body.get("n") or 1)
+        if chat:
+            choices: list[dict[str, Any]] = [
+                {
+                    "index": i,
+                    "message": {"role": "assistant", "content": text},
+                    "finish_reason": finish,
+                    "logprobs": None,
+                }
+                for i in range(n)
+            ]
+        else:
+            choices = [
+                {"index": i, "text": text, "finish_reason": finish, "logprobs": None} for i in range(n)
+            ]
+        answer = {
+            "id": "demo-" + str(abs(hash(text)) % 10**12),
+            "object": "chat.completion" if chat else "text_completion",
+            "created": created if created is not None else int(time.time()),
+            "model": body.get("model", "demo"),
+            "system_fingerprint": None,
+            "choices": choices,
+            "usage": usage.to_openai(),
+        }
+        return 200, dumps(answer)
+
+    def chunks(self, request: UpstreamRequest, *, created: int | None = None) -> Iterator[bytes]:
+        """The SSE events of a streamed answer, as an OpenAI server would send them."""
+        body = json.loads(request.json_body)
+        chat = request.url.endswith("/chat/completions")
+        text, cut, usage = self.reply(body, chat=chat)
+        n = int(body.get("n") or 1)
+        base = {
+            "id": "demo-stream",
+            "object": "chat.completion.chunk" if chat else "text_completion",
+            "created": created if created is not None else int(time.time()),
+            "model": body.get("model", "demo"),
+        }
+
+        def event(index: int, piece: dict[str, Any], finish: str | None = None) -> bytes:
+            if chat:
+                choice = {"index": index, "delta": piece, "finish_reason": finish, "logprobs": None}
+            else:
+                choice = {"index": index, "text": piece.get("content", ""), "finish_reason": finish}
+            return sse_event({**base, "choices": [choice]})
+
+        for i in range(n):
+            if chat:
+                yield event(i, {"role": "assistant", "content": ""})
+            for word in _WORD.findall(text):
+                yield event(i, {"content": word})
+            yield event(i, {}, "length" if cut else "stop")
+        options = body.get("stream_options")
+        if isinstance(options, Mapping) and options.get("include_usage"):
+            yield sse_event({**base, "choices": [], "usage": usage.to_openai()})
+        yield DONE
+
+    async def stream(self, request: UpstreamRequest, *, created: int | None = None) -> AsyncIterator[bytes]:
+        """`chunks` as an async iterator, yielding to the event loop between events."""
+        for chunk in self.chunks(request, created=created):
+            yield chunk
+            await asyncio.sleep(self.chunk_delay)
+
+
+class DemoAdapter(OpenAIAdapter):
+    """OpenAI wire format, answered by `backend` instead of the network."""
+
+    kind = "demo"
+
+    def __init__(self, backend: DemoBackend | None = None) -> None:
+        self.backend = backend or DemoBackend()

@@ -1,0 +1,236 @@
+"""Adapter for any OpenAI-compatible server (OpenAI, vLLM, Ollama, llama.cpp, Together, ...).
+
+Requests pass through with the model replaced by the endpoint's upstream model name, the
+gateway-only fields removed, and ``stream_options.include_usage`` forced on when streaming so
+usage arrives in-band. Streams pass through byte for byte as far as possible: each event is
+parsed for usage and finish reason, but forwarded as received except that ``id`` and ``model``
+are rewritten to the gateway's (a byte substitution; the JSON is re-encoded only when that
+substitution cannot be done safely or when the event also carries usage, which is stripped).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from teamrouter.providers.base import (
+    Kind,
+    ParsedResponse,
+    SSEDecoder,
+    UpstreamError,
+    UpstreamRequest,
+    Usage,
+    dumps,
+    error_message,
+    is_retryable_status,
+)
+
+if TYPE_CHECKING:
+    from teamrouter.gateway.catalog import Endpoint
+
+# OpenRouter request fields the gateway consumes itself; upstreams reject or misread them.
+GATEWAY_FIELDS = frozenset({"models", "provider", "route", "transforms", "plugins", "usage"})
+
+
+class OpenAIAdapter:
+    """OpenAI chat completions (``/chat/completions``) and legacy ``/completions``."""
+
+    kind = "openai"
+
+    def build_request(
+        self,
+        endpoint: Endpoint,
+        body: Mapping[str, Any],
+        stream: bool,
+        *,
+        max_tokens: int | None = None,
+        kind: Kind = "chat",
+    ) -> UpstreamRequest:
+        out = {k: v for k, v in body.items() if k not in GATEWAY_FIELDS}
+        out["model"] = endpoint.upstream_model
+        # The client may have said max_completion_tokens (newer) or max_tokens; older
+        # OpenAI-compatible servers only know max_tokens, which OpenAI itself still accepts.
+        # o-series models need max_completion_tokens, so keep the client's spelling.
+        budget = max_tokens
+        if budget is None:
+            budget = body.get("max_completion_tokens") or body.get("max_tokens")
+        if budget is not None:
+            key = "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"
+            out.pop("max_tokens", None)
+            out[key] = budget
+        if stream:
+            out["stream"] = True
+            options = body.get("stream_options")
+            out["stream_options"] = {
+                **(options if isinstance(options, Mapping) else {}),
+                "include_usage": True,
+            }
+        else:
+            out.pop("stream", None)
+            out.pop("stream_options", None)
+        headers = {
+            "Content-Type": "application/json",
+            "Accept": "text/event-stream" if stream else "application/json",
+        }
+        headers.update(endpoint.provider.headers)
+        if endpoint.provider.api_key:
+            headers["Authorization"] = f"Bearer {endpoint.provider.api_key}"
+        path = "/chat/completions" if kind == "chat" else "/completions"
+        return UpstreamRequest("POST", endpoint.provider.base_url + path, headers, dumps(out), stream=stream)
+
+    def parse_response(
+        self,
+        status: int,
+        body: bytes,
+        *,
+        kind: Kind = "chat",
+        response_id: str | None = None,
+        model: str | None = None,
+    ) -> ParsedResponse:
+        if not 200 <= status < 300:
+            raise self.map_error(status, body)
+        try:
+            data = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            raise UpstreamError(502, "upstream sent invalid JSON", retryable=True) from None
+        if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
+            if isinstance(data, dict) and data.get("error"):
+                # Some servers answer 200 with an error object; nothing was produced.
+                raise UpstreamError(502, error_message(body), retryable=True)
+            raise UpstreamError(502, "upstream answer has no choices", retryable=True)
+        if response_id is not None:
+            data["id"] = response_id
+        if model is not None:
+            data["model"] = model
+        finish = None
+        for choice in data["choices"]:
+            if isinstance(choice, Mapping) and choice.get("finish_reason"):
+                finish = str(choice["finish_reason"])
+                break
+        return ParsedResponse(data, Usage.from_openai(data.get("usage")), finish)
+
+    def stream_parser(
+        self, *, kind: Kind = "chat", response_id: str | None = None, model: str | None = None
+    ) -> OpenAIStreamParser:
+        return OpenAIStreamParser(response_id=response_id, model=model)
+
+    def map_error(self, status: int, body: bytes) -> UpstreamError:
+        return UpstreamError(
+            status,
+            f"upstream error {status}: {error_message(body)}",
+            retryable=is_retryable_status(status),
+        )
+
+
+class OpenAIStreamParser:
+    """Pass OpenAI SSE through, rewriting ``id``/``model``, extracting usage on the fly."""
+
+    def __init__(self, *, response_id: str | None = None, model: str | None = None) -> None:
+        self.usage: Usage | None = None
+        self.finish_reason: str | None = None
+        self.completion_chars_seen = 0
+        self.error: UpstreamError | None = None
+        self.done = False
+        self.created: int | None = None
+        self._decoder = SSEDecoder()
+        self._new = {"id": response_id, "model": model}
+        # (key, upstream value) -> byte patterns to replace; learned from the first chunk.
+        self._patterns: dict[tuple[str, str], tuple[tuple[bytes, ...], bytes]] = {}
+
+    def feed(self, data: bytes) -> list[bytes]:
+        return self._events(self._decoder.feed(data))
+
+    def close(self) -> list[bytes]:
+        return self._events(self._decoder.close())
+
+    def _events(self, events: list[tuple[str | None, bytes]]) -> list[bytes]:
+        out: list[bytes] = []
+        for _name, payload in events:
+            forwarded = self._event(payload)
+            if forwarded is not None:
+                out.append(b"data: " + forwarded + b"\n\n")
+        return out
+
+    def _event(self, payload: bytes) -> bytes | None:
+        if payload.strip() == b"[DONE]":
+            self.done = True
+            return None
+        try:
+            chunk = json.loads(payload)
+        except (ValueError, UnicodeDecodeError):
+            return None  # not JSON: nothing a client could use
+        if not isinstance(chunk, dict):
+            return None
+        if chunk.get("error"):
+            err = chunk["error"]
+            message = err.get("message") if isinstance(err, Mapping) else str(err)
+            self.error = UpstreamError(502, f"upstream error in stream: {message}", retryable=False)
+            self.finish_reason = "error"
+            return None
+        if self.created is None and isinstance(chunk.get("created"), int):
+            self.created = chunk["created"]
+        usage = Usage.from_openai(chunk.get("usage"))
+        if usage is not None:
+            self.usage = usage
+        choices = chunk.get("choices")
+        if isinstance(choices, list):
+            for choice in choices:
+                if isinstance(choice, Mapping):
+                    self._count(choice)
+        if usage is not None:
+            if not choices:
+                return None  # the usage-only chunk: the gateway sends its own, with cost
+            chunk.pop("usage", None)
+            return self._redump(chunk)
+        return self._rewrite(payload, chunk)
+
+    def _count(self, choice: Mapping[str, Any]) -> None:
+        if choice.get("finish_reason"):
+            self.finish_reason = str(choice["finish_reason"])
+        delta = choice.get("delta")
+        if isinstance(delta, Mapping):
+            for key in ("content", "reasoning", "reasoning_content", "refusal"):
+                value = delta.get(key)
+                if isinstance(value, str):
+                    self.completion_chars_seen += len(value)
+            tool_calls = delta.get("tool_calls")
+            if isinstance(tool_calls, list):
+                for call in tool_calls:
+                    fn = call.get("function") if isinstance(call, Mapping) else None
+                    if isinstance(fn, Mapping) and isinstance(fn.get("arguments"), str):
+                        self.completion_chars_seen += len(fn["arguments"])
+        elif isinstance(choice.get("text"), str):  # legacy /completions
+            self.completion_chars_seen += len(choice["text"])
+
+    def _redump(self, chunk: dict[str, Any]) -> bytes:
+        for key, new in self._new.items():
+            if new is not None:
+                chunk[key] = new
+        return dumps(chunk)
+
+    def _rewrite(self, payload: bytes, chunk: dict[str, Any]) -> bytes:
+        out = payload
+        for key, new in self._new.items():
+            old = chunk.get(key)
+            if new is None or old == new:
+                continue
+            if not isinstance(old, str):
+                return self._redump(chunk)
+            patterns = self._patterns.get((key, old))
+            if patterns is None:
+                # Keyed patterns ("id":"x") cannot match inside string content, where quotes
+                # are escaped, so the substitution never touches generated text.
+                literal = json.dumps(old).encode()
+                patterns = (
+                    (b'"%s":%s' % (key.encode(), literal), b'"%s": %s' % (key.encode(), literal)),
+                    b'"%s":%s' % (key.encode(), dumps(new)),
+                )
+                self._patterns[(key, old)] = patterns
+            for pattern in patterns[0]:
+                if pattern in out:
+                    out = out.replace(pattern, patterns[1], 1)
+                    break
+            else:
+                return self._redump(chunk)
+        return out

@@ -1,0 +1,51 @@
+"""The composition root: everything a request needs, built once per process and passed down."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from teamrouter.clock import Clock, SystemClock
+from teamrouter.config import Settings, resolve_secret
+from teamrouter.domain.accounts.passwords import Passwords
+from teamrouter.mailer import Mailer, OutboxMailer, SmtpMailer
+from teamrouter.storage.db import Database
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    db: Database
+    clock: Clock
+    mailer: Mailer
+    passwords: Passwords
+    secret: bytes
+    # Filled by the parts that need them (gateway, caches) at start-up.
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    async def close(self) -> None:
+        await self.db.dispose()
+
+
+def build_runtime(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    mailer: Mailer | None = None,
+    passwords: Passwords | None = None,
+) -> Runtime:
+    settings = resolve_secret(settings)
+    assert settings.secret_key is not None  # resolve_secret guarantees it
+    if mailer is None:
+        if settings.smtp_url:
+            mailer = SmtpMailer(settings.smtp_url, settings.email_from)
+        else:
+            mailer = OutboxMailer(settings.outbox_dir, settings.email_from)
+    return Runtime(
+        settings=settings,
+        db=Database(settings.effective_database_url),
+        clock=clock or SystemClock(),
+        mailer=mailer,
+        passwords=passwords or Passwords(),
+        secret=settings.secret_key.get_secret_value().encode("utf-8"),
+    )

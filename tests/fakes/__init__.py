@@ -1,0 +1,1 @@
+"""Test doubles that run real servers on loopback (fake upstream, ...)."""
