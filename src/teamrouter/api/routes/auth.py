@@ -8,6 +8,7 @@ from fastapi import APIRouter, Request, Response
 from starlette.responses import JSONResponse
 
 from teamrouter.api.deps import SESSION_COOKIE, RuntimeDep, SessionActor
+from teamrouter.api.policy import Access, access
 from teamrouter.domain.accounts import service as accounts
 from teamrouter.domain.accounts.schemas import (
     LogIn,
@@ -20,28 +21,28 @@ from teamrouter.domain.accounts.schemas import (
 router = APIRouter(prefix="/auth", tags=["accounts"])
 
 
-@router.post("/signup", status_code=201)
+@router.post("/signup", status_code=201, openapi_extra=access(Access.PUBLIC))
 async def sign_up(body: SignUp, rt: RuntimeDep) -> dict[str, Any]:
     """Create an account and email a verification link."""
     user = await accounts.sign_up(rt, email=body.email, password=body.password, name=body.name)
     return {"data": {"user": user_public(user)}}
 
 
-@router.post("/verify-email")
+@router.post("/verify-email", openapi_extra=access(Access.PUBLIC))
 async def verify_email(body: VerifyEmail, rt: RuntimeDep) -> dict[str, Any]:
     """Consume a verification token (single use)."""
     user = await accounts.verify_email(rt, token=body.token)
     return {"data": {"user": user_public(user)}}
 
 
-@router.post("/resend-verification", status_code=202)
+@router.post("/resend-verification", status_code=202, openapi_extra=access(Access.PUBLIC))
 async def resend_verification(body: ResendVerification, rt: RuntimeDep) -> dict[str, Any]:
     """Mail a fresh verification link, if the address has an unverified account."""
     await accounts.resend_verification(rt, email=body.email)
     return {"data": {"sent": True}}
 
 
-@router.post("/login")
+@router.post("/login", openapi_extra=access(Access.PUBLIC))
 async def log_in(body: LogIn, request: Request, rt: RuntimeDep) -> JSONResponse:
     """Open a session: sets an HttpOnly cookie and returns the CSRF token for unsafe requests."""
     user, token = await accounts.log_in(
@@ -65,7 +66,7 @@ async def log_in(body: LogIn, request: Request, rt: RuntimeDep) -> JSONResponse:
     return response
 
 
-@router.post("/logout", status_code=204)
+@router.post("/logout", status_code=204, openapi_extra=access(Access.SESSION))
 async def log_out(_actor: SessionActor, request: Request, rt: RuntimeDep) -> Response:
     """End this session server-side."""
     token = request.cookies.get(SESSION_COOKIE)

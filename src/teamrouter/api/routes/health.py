@@ -6,17 +6,18 @@ from fastapi import APIRouter
 from starlette.responses import JSONResponse
 
 from teamrouter.api.deps import RuntimeDep
+from teamrouter.api.policy import Access, access
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz")
+@router.get("/healthz", openapi_extra=access(Access.PUBLIC))
 async def healthz() -> dict[str, str]:
     """The process is up."""
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get("/readyz", openapi_extra=access(Access.PUBLIC))
 async def readyz(rt: RuntimeDep) -> JSONResponse:
     """Ready only when the database answers."""
     if await rt.db.ping():
