@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -22,9 +23,10 @@ class ServerProcess:
         self.cwd = cwd
         self.log_path = (cwd or Path.cwd()) / f"server-{self.port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self._log_file: Any = None
 
     def start(self, timeout: float = 30.0) -> None:
-        log = self.log_path.open("wb")
+        log = self._log_file = self.log_path.open("wb")
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -65,3 +67,6 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None

@@ -1,0 +1,243 @@
+"""OpenAI-compatible adapter: request building, response parsing, stream passthrough."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from teamrouter.gateway.catalog import Endpoint, parse_catalog
+from teamrouter.providers.base import DONE, UpstreamError, Usage, usage_chunk
+from teamrouter.providers.openai import OpenAIAdapter
+
+CATALOG = """
+[[providers]]
+slug = "acme"
+kind = "openai"
+base_url = "http://up.example/v1"
+api_key_env = "ACME_KEY"
+headers = { "HTTP-Referer" = "https://teamrouter.test" }
+
+[[providers]]
+slug = "local"
+kind = "openai"
+base_url = "http://localhost:11434/v1"
+
+[[models]]
+id = "acme/chat"
+context_length = 1000
+
+[[models.endpoints]]
+provider = "acme"
+upstream_model = "chat-v2"
+prompt_price = "0.000001"
+completion_price = "0.000002"
+
+[[models.endpoints]]
+provider = "local"
+upstream_model = "llama3"
+prompt_price = "0"
+completion_price = "0"
+"""
+
+
+@pytest.fixture(scope="module")
+def endpoints() -> tuple[Endpoint, ...]:
+    return parse_catalog(CATALOG, env={"ACME_KEY": "sk-up"}).endpoints_for("acme/chat")
+
+
+ADAPTER = OpenAIAdapter()
+BODY = {
+    "model": "acme/chat",
+    "models": ["acme/other"],
+    "provider": {"sort": "price"},
+    "usage": {"include": True},
+    "messages": [{"role": "user", "content": "hi"}],
+    "temperature": 0.3,
+    "max_tokens": 50,
+}
+
+
+def test_build_chat_request(endpoints: tuple[Endpoint, ...]) -> None:
+    req = ADAPTER.build_request(endpoints[0], BODY, False)
+    assert (req.method, req.url) == ("POST", "http://up.example/v1/chat/completions")
+    assert req.headers["Authorization"] == "Bearer sk-up"
+    assert req.headers["HTTP-Referer"] == "https://teamrouter.test"
+    sent = json.loads(req.json_body)
+    assert sent == {
+        "model": "chat-v2",
+        "messages": [{"role": "user", "content": "hi"}],
+        "temperature": 0.3,
+        "max_tokens": 50,
+    }
+    assert BODY["model"] == "acme/chat"  # the client's body is not mutated
+
+
+def test_build_stream_request_forces_usage_and_clamps(endpoints: tuple[Endpoint, ...]) -> None:
+    body = {**BODY, "stream": True, "stream_options": {"include_usage": False, "x": 1}}
+    req = ADAPTER.build_request(endpoints[0], body, True, max_tokens=20)
+    sent = json.loads(req.json_body)
+    assert sent["stream"] is True and sent["stream_options"] == {"include_usage": True, "x": 1}
+    assert sent["max_tokens"] == 20
+    assert req.headers["Accept"] == "text/event-stream"
+
+
+def test_build_keeps_max_completion_tokens_spelling(endpoints: tuple[Endpoint, ...]) -> None:
+    body = {"model": "m", "messages": [], "max_completion_tokens": 99}
+    sent = json.loads(ADAPTER.build_request(endpoints[0], body, False, max_tokens=10).json_body)
+    assert sent["max_completion_tokens"] == 10 and "max_tokens" not in sent
+    sent = json.loads(ADAPTER.build_request(endpoints[0], {"model": "m", "messages": []}, False, max_tokens=7).json_body)
+    assert sent["max_tokens"] == 7
+
+
+def test_build_without_key_and_legacy_completions(endpoints: tuple[Endpoint, ...]) -> None:
+    req = ADAPTER.build_request(endpoints[1], {"model": "m", "prompt": "once upon"}, False, kind="completion")
+    assert req.url == "http://localhost:11434/v1/completions"
+    assert "Authorization" not in req.headers
+    assert json.loads(req.json_body) == {"model": "llama3", "prompt": "once upon"}
+
+
+def test_parse_response() -> None:
+    body = {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "chat-v2",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "yo"}, "finish_reason": "stop"}],
+        "usage": {
+            "prompt_tokens": 12,
+            "completion_tokens": 3,
+            "total_tokens": 15,
+            "prompt_tokens_details": {"cached_tokens": 4},
+            "completion_tokens_details": {"reasoning_tokens": 1},
+        },
+    }
+    parsed = ADAPTER.parse_response(200, json.dumps(body).encode(), response_id="gen-1", model="acme/chat")
+    assert parsed.usage == Usage(12, 3, 1, 4)
+    assert parsed.finish_reason == "stop"
+    assert parsed.body["id"] == "gen-1" and parsed.body["model"] == "acme/chat"
+    assert parsed.body["choices"][0]["message"]["content"] == "yo"
+
+
+def test_parse_response_legacy_text() -> None:
+    body = {"id": "c", "object": "text_completion", "choices": [{"text": "x", "index": 0, "finish_reason": "length"}]}
+    parsed = ADAPTER.parse_response(200, json.dumps(body).encode(), kind="completion")
+    assert parsed.finish_reason == "length" and parsed.usage is None
+
+
+@pytest.mark.parametrize(
+    ("status", "retryable"), [(400, False), (401, False), (404, False), (408, True), (429, True), (500, True), (503, True)]
+)
+def test_error_statuses(status: int, retryable: bool) -> None:
+    body = json.dumps({"error": {"message": "boom here", "type": "x"}}).encode()
+    with pytest.raises(UpstreamError) as info:
+        ADAPTER.parse_response(status, body)
+    assert info.value.status == status and info.value.retryable is retryable
+    assert "boom here" in info.value.message
+
+
+@pytest.mark.parametrize("body", [b"<html>", b"[]", b'{"error": {"message": "overloaded"}}'])
+def test_malformed_success_bodies_are_retryable_errors(body: bytes) -> None:
+    with pytest.raises(UpstreamError) as info:
+        ADAPTER.parse_response(200, body)
+    assert info.value.retryable and info.value.status == 502
+
+
+# A realistic upstream stream, with spacing as OpenAI's Python servers write it.
+STREAM = (
+    b'data: {"id": "chatcmpl-9", "object": "chat.completion.chunk", "created": 7, "model": "chat-v2", '
+    b'"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}], "usage": null}\n\n'
+    b": keep-alive\n\n"
+    b'data: {"id": "chatcmpl-9", "object": "chat.completion.chunk", "created": 7, "model": "chat-v2", '
+    b'"choices": [{"index": 0, "delta": {"content": "He said \\"id\\": \\"chatcmpl-9\\" "}, "finish_reason": null}], "usage": null}\n\n'
+    b'data: {"id":"chatcmpl-9","object":"chat.completion.chunk","created":7,"model":"chat-v2",'
+    b'"choices":[{"index":0,"delta":{"content":"\xc3\xa9t\xc3\xa9"},"finish_reason":null}]}\r\n\r\n'
+    b'data: {"id":"chatcmpl-9","object":"chat.completion.chunk","created":7,"model":"chat-v2",'
+    b'"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\n'
+    b'data: {"id":"chatcmpl-9","object":"chat.completion.chunk","created":7,"model":"chat-v2","choices":[],'
+    b'"usage":{"prompt_tokens":9,"completion_tokens":4,"total_tokens":13}}\n\n'
+    b"data: [DONE]\n\n"
+)
+
+
+def run(stream: bytes, pieces: list[int], **kw: str) -> tuple[list[bytes], object]:
+    parser = ADAPTER.stream_parser(**kw)
+    out: list[bytes] = []
+    start = 0
+    for cut in [*pieces, len(stream)]:
+        out += parser.feed(stream[start:cut])
+        start = cut
+    out += parser.close()
+    return out, parser
+
+
+def test_stream_passthrough_rewrites_only_id_and_model() -> None:
+    out, parser = run(STREAM, [], response_id="gen-abc", model="acme/chat")
+    assert len(out) == 4  # usage chunk and [DONE] withheld; the comment dropped
+    events = [json.loads(e[len(b"data: ") : -2]) for e in out]
+    assert all(e["id"] == "gen-abc" and e["model"] == "acme/chat" for e in events)
+    # Bytes are forwarded as received apart from the two values: spacing is preserved...
+    assert out[0].startswith(b'data: {"id":"gen-abc", "object": "chat.completion.chunk"')
+    # ...and generated text that merely looks like the id is untouched.
+    assert events[1]["choices"][0]["delta"]["content"] == 'He said "id": "chatcmpl-9" '
+    assert events[2]["choices"][0]["delta"]["content"] == "été"
+    assert parser.usage == Usage(9, 4)  # type: ignore[attr-defined]
+    assert parser.finish_reason == "stop"  # type: ignore[attr-defined]
+    assert parser.done and parser.created == 7  # type: ignore[attr-defined]
+    assert parser.completion_chars_seen == len('He said "id": "chatcmpl-9" ') + 3  # type: ignore[attr-defined]
+
+
+def test_stream_without_rewrite_is_byte_identical() -> None:
+    out, _ = run(STREAM, [])
+    assert out[0] == STREAM.split(b"\n\n")[0] + b"\n\n"
+
+
+def test_stream_split_anywhere_gives_the_same_events() -> None:
+    whole, _ = run(STREAM, [], response_id="gen-abc", model="acme/chat")
+    for cut in range(1, len(STREAM)):
+        got, parser = run(STREAM, [cut], response_id="gen-abc", model="acme/chat")
+        assert got == whole, cut
+        assert parser.usage == Usage(9, 4)  # type: ignore[attr-defined]
+    got, _ = run(STREAM, list(range(1, len(STREAM))), response_id="gen-abc", model="acme/chat")
+    assert got == whole
+
+
+def test_usage_on_a_content_chunk_is_stripped_and_kept() -> None:
+    stream = (
+        b'data: {"id":"x","model":"m","created":1,"choices":[{"index":0,"delta":{"content":"hi"},'
+        b'"finish_reason":"length"}],"usage":{"prompt_tokens":2,"completion_tokens":1}}\n\n'
+    )
+    out, parser = run(stream, [], response_id="gen-1", model="a/b")
+    (event,) = out
+    data = json.loads(event[6:])
+    assert "usage" not in data and data["id"] == "gen-1" and data["model"] == "a/b"
+    assert parser.usage == Usage(2, 1) and parser.finish_reason == "length"  # type: ignore[attr-defined]
+    assert not parser.done  # type: ignore[attr-defined]
+
+
+def test_error_event_in_stream_is_captured_not_forwarded() -> None:
+    stream = b'data: {"id":"x","choices":[{"index":0,"delta":{"content":"a"}}]}\n\ndata: {"error":{"message":"model crashed"}}\n\n'
+    out, parser = run(stream, [])
+    assert len(out) == 1
+    assert parser.error is not None and "model crashed" in parser.error.message  # type: ignore[attr-defined]
+    assert parser.finish_reason == "error"  # type: ignore[attr-defined]
+
+
+def test_legacy_completion_stream_counts_text() -> None:
+    stream = b'data: {"id":"c","object":"text_completion","choices":[{"index":0,"text":"abc","finish_reason":null}]}\n\n'
+    _, parser = run(stream, [])
+    assert parser.completion_chars_seen == 3  # type: ignore[attr-defined]
+
+
+def test_oversized_event_is_refused() -> None:
+    parser = ADAPTER.stream_parser()
+    with pytest.raises(UpstreamError, match="oversized"):
+        parser.feed(b"data: " + b"x" * (5 * 1024 * 1024))
+
+
+def test_final_usage_chunk_helper() -> None:
+    chunk = usage_chunk(response_id="gen-1", model="a/b", created=5, usage=Usage(3, 4, 0, 1), extra_usage={"cost": 0.5})
+    data = json.loads(chunk[6:])
+    assert data["choices"] == [] and data["usage"]["cost"] == 0.5
+    assert data["usage"]["total_tokens"] == 7 and data["usage"]["prompt_tokens_details"]["cached_tokens"] == 1
+    assert chunk.endswith(b"\n\n") and DONE == b"data: [DONE]\n\n"
