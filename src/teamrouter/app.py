@@ -12,6 +12,8 @@ from teamrouter import __version__
 from teamrouter.api import errors
 from teamrouter.api.limits import BodyLimit
 from teamrouter.api.routes import api_routers, root_routers
+from teamrouter.gateway.asgi import GATEWAY_KEY, InferenceFront
+from teamrouter.gateway.setup import build_gateway, close_gateway, start_sweeper, stop_sweeper
 from teamrouter.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -22,9 +24,13 @@ def create_app(runtime: Runtime) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.runtime = runtime
+        runtime.extras[GATEWAY_KEY] = gateway = await build_gateway(runtime)
+        sweeper = start_sweeper(runtime)
         try:
             yield
         finally:
+            await stop_sweeper(sweeper)
+            await close_gateway(gateway)
             await runtime.close()
 
     app = FastAPI(
@@ -43,4 +49,6 @@ def create_app(runtime: Runtime) -> FastAPI:
     for router in root_routers():
         app.include_router(router)
     app.add_middleware(BodyLimit, max_bytes=runtime.settings.max_body_bytes)
+    # Added last, so it runs first: inference requests never enter the framework's routing.
+    app.add_middleware(InferenceFront, state=runtime.extras, max_body_bytes=runtime.settings.max_body_bytes)
     return app

@@ -112,19 +112,13 @@ class Settings(BaseModel):
                 "characters (e.g. `python -c 'import secrets; print(secrets.token_urlsafe(48))'`)"
             )
         if self.effective_payments is PaymentsBackend.DEV:
-            problems.append(
-                "TEAMROUTER_PAYMENTS=dev credits accounts for free; it is allowed only in dev mode"
-            )
+            problems.append("TEAMROUTER_PAYMENTS=dev credits accounts for free; it is allowed only in dev mode")
         if self.effective_payments is PaymentsBackend.STRIPE and not (
             self.stripe_api_key and self.stripe_webhook_secret
         ):
-            problems.append(
-                "TEAMROUTER_PAYMENTS=stripe needs TEAMROUTER_STRIPE_API_KEY and _STRIPE_WEBHOOK_SECRET"
-            )
+            problems.append("TEAMROUTER_PAYMENTS=stripe needs TEAMROUTER_STRIPE_API_KEY and _STRIPE_WEBHOOK_SECRET")
         if not self.smtp_url:
-            problems.append(
-                "TEAMROUTER_SMTP_URL is required outside dev mode (the email outbox is for dev only)"
-            )
+            problems.append("TEAMROUTER_SMTP_URL is required outside dev mode (the email outbox is for dev only)")
         return problems
 
 
@@ -164,6 +158,11 @@ def _read_toml(path: Path) -> dict[str, Any]:
     if unknown:
         raise ConfigError(f"unknown keys in {path}: {', '.join(sorted(unknown))}")
     return values
+
+
+def upstream_credentials() -> Mapping[str, str]:
+    """Where catalog providers' `api_key_env` names are looked up: the process environment."""
+    return os.environ
 
 
 def resolve_secret(settings: Settings) -> Settings:

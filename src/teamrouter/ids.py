@@ -51,3 +51,8 @@ def key_label(plaintext: str) -> str:
 
 def constant_time_equal(a: str, b: str) -> bool:
     return hmac.compare_digest(a.encode("utf-8"), b.encode("utf-8"))
+
+
+def new_generation_id() -> str:
+    """`gen-` + a time-sortable id, as OpenRouter's generation ids look."""
+    return "gen-" + new_id("g")[2:]

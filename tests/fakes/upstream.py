@@ -273,9 +273,7 @@ class FakeUpstream:
     async def _messages(self, request: web.Request) -> web.StreamResponse:
         return await self._serve(request, "anthropic")
 
-    def _script_for(
-        self, request: web.Request, body: Mapping[str, Any]
-    ) -> tuple[Script, dict[str, Any] | None]:
+    def _script_for(self, request: web.Request, body: Mapping[str, Any]) -> tuple[Script, dict[str, Any] | None]:
         raw = request.headers.get("X-Fake-Script") or _marker_script(body)
         if raw is not None:
             script = Script.from_obj(raw)
@@ -326,9 +324,7 @@ class FakeUpstream:
             await asyncio.sleep(HANG_SECONDS)
         if script.status is not None:
             headers = {"Retry-After": str(script.retry_after)} if script.retry_after is not None else None
-            return web.json_response(
-                fail(script.status, script.error_message), status=script.status, headers=headers
-            )
+            return web.json_response(fail(script.status, script.error_message), status=script.status, headers=headers)
 
         pieces = script.pieces()
         finish = script.finish_reason or "stop"
@@ -347,9 +343,7 @@ class FakeUpstream:
         return web.json_response(self._openai_json(call, api, script, pieces, finish, usage))
 
     @staticmethod
-    def _usage(
-        script: Script, body: Mapping[str, Any], pieces: list[str], n: int, limit: int | None
-    ) -> dict[str, int]:
+    def _usage(script: Script, body: Mapping[str, Any], pieces: list[str], n: int, limit: int | None) -> dict[str, int]:
         given = dict(script.usage or {})
         prompt_chars = sum(len(t) for t in _texts(body))
         completion = len(pieces) * n
@@ -428,9 +422,7 @@ class FakeUpstream:
         return out
 
     async def _begin(self, request: web.Request) -> web.StreamResponse:
-        response = web.StreamResponse(
-            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
-        )
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await response.prepare(request)
         return response
 
@@ -473,16 +465,12 @@ class FakeUpstream:
             return {"index": i, "delta": delta, "finish_reason": reason, "logprobs": None}
 
         if chat:
-            await response.write(
-                _sse({**base, "choices": [choice(i, None, None, role=True) for i in range(call.n)]})
-            )
+            await response.write(_sse({**base, "choices": [choice(i, None, None, role=True) for i in range(call.n)]}))
         for number, piece in enumerate(pieces):
             if script.reset_after_chunks is not None and number >= script.reset_after_chunks:
                 return await self._reset(request, response)
             if script.stream_error_after_chunks is not None and number >= script.stream_error_after_chunks:
-                await response.write(
-                    _sse({**_openai_error(500, script.error_message), **base, "choices": []})
-                )
+                await response.write(_sse({**_openai_error(500, script.error_message), **base, "choices": []}))
                 await response.write_eof()
                 return response
             if delay:
@@ -511,7 +499,7 @@ class FakeUpstream:
         response = await self._begin(request)
         delay = script.chunk_delay_ms / 1000
         start_usage = {**self._anthropic_usage(usage), "output_tokens": 1}
-        message = {
+        message: dict[str, Any] = {
             "id": "msg_fake",
             "type": "message",
             "role": "assistant",
@@ -590,7 +578,8 @@ class FakeUpstreamThread:
 
     @property
     def calls(self) -> list[Call]:
-        return self._call(lambda: list(self.server.calls))
+        calls: list[Call] = self._call(lambda: list(self.server.calls))
+        return calls
 
     def reset(self) -> None:
         self._call(self.server.reset)

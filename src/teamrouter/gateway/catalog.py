@@ -336,14 +336,10 @@ class _Loader:
         request = self.price(raw, "request_price", where, required=False)
         cached = self.price(raw, "cached_prompt_price", where, required=False)
         assert prompt is not None and completion is not None  # required=True
-        context_length = (
-            self.integer(raw, "context_length", where) if "context_length" in raw else model_context
-        )
+        context_length = self.integer(raw, "context_length", where) if "context_length" in raw else model_context
         # Without an explicit output cap, the context length bounds what a hold must cover.
         max_completion = (
-            self.integer(raw, "max_completion_tokens", where)
-            if "max_completion_tokens" in raw
-            else context_length
+            self.integer(raw, "max_completion_tokens", where) if "max_completion_tokens" in raw else context_length
         )
         return Endpoint(
             id=f"{model_id}@{slug}",

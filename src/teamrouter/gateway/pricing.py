@@ -121,16 +121,10 @@ class Prices:
             raise ValueError("n must be >= 1")
         # A cached price above the normal one would be odd, but the hold must still cover it.
         prompt_n = max(self._prompt_n, self._cached_n)
-        exact = (
-            prompt_tokens_estimate * prompt_n
-            + n * max_completion_tokens * self._completion_n
-            + self._request_n
-        )
+        exact = prompt_tokens_estimate * prompt_n + n * max_completion_tokens * self._completion_n + self._request_n
         return math.ceil(exact)
 
-    def affordable_completion_tokens(
-        self, prompt_tokens_estimate: int, available_nano: int, n: int = 1
-    ) -> int:
+    def affordable_completion_tokens(self, prompt_tokens_estimate: int, available_nano: int, n: int = 1) -> int:
         """How many completion tokens (per choice) `available_nano` pays for after the prompt
         and request price; 0 when not even the prompt fits. Used for the 402 message."""
         prompt_n = max(self._prompt_n, self._cached_n)

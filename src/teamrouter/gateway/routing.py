@@ -272,9 +272,7 @@ def _denies_collection(endpoint: Endpoint) -> bool:
     return endpoint.provider.data_collection == "deny"
 
 
-def _sorted(
-    endpoints: list[Endpoint], sort: Sort | None, stats: Mapping[str, float] | None
-) -> list[Endpoint]:
+def _sorted(endpoints: list[Endpoint], sort: Sort | None, stats: Mapping[str, float] | None) -> list[Endpoint]:
     def by_price(e: Endpoint) -> tuple[Decimal, int]:
         return (e.prices.sort_key(), e.position)
 

@@ -114,9 +114,7 @@ class AnthropicAdapter:
         headers.update(endpoint.provider.headers)
         if endpoint.provider.api_key:
             headers["x-api-key"] = endpoint.provider.api_key
-        return UpstreamRequest(
-            "POST", endpoint.provider.base_url + "/messages", headers, dumps(out), stream=stream
-        )
+        return UpstreamRequest("POST", endpoint.provider.base_url + "/messages", headers, dumps(out), stream=stream)
 
     def parse_response(
         self,
@@ -227,9 +225,7 @@ def _text_of(content: object) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, Sequence):
-        return "".join(
-            str(p.get("text", "")) for p in content if isinstance(p, Mapping) and p.get("type") == "text"
-        )
+        return "".join(str(p.get("text", "")) for p in content if isinstance(p, Mapping) and p.get("type") == "text")
     return ""
 
 
@@ -350,6 +346,7 @@ class AnthropicStreamParser:
         created: int | None = None,
     ) -> None:
         self.usage: Usage | None = None
+        self.prompt_tokens: int | None = None
         self.finish_reason: str | None = None
         self.completion_chars_seen = 0
         self.error: UpstreamError | None = None
@@ -412,7 +409,9 @@ class AnthropicStreamParser:
             if self.created is None:
                 self.created = int(time.time())
             self._prompt = usage_from_anthropic(message.get("usage")) or Usage()
-            self.usage = self._prompt
+            if "usage" in message:
+                self.prompt_tokens = self._prompt.prompt_tokens
+            # Final usage only comes with message_delta; a stream cut before it is estimated.
             return self._chunk({"role": "assistant", "content": ""})
         if kind == "content_block_start":
             block = event.get("content_block") or {}

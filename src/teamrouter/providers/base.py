@@ -103,11 +103,7 @@ class Usage:
         prompt_details = usage.get("prompt_tokens_details")
         completion_details = usage.get("completion_tokens_details")
         cached = _count(prompt_details.get("cached_tokens")) if isinstance(prompt_details, Mapping) else 0
-        reasoning = (
-            _count(completion_details.get("reasoning_tokens"))
-            if isinstance(completion_details, Mapping)
-            else 0
-        )
+        reasoning = _count(completion_details.get("reasoning_tokens")) if isinstance(completion_details, Mapping) else 0
         return cls(prompt, completion, reasoning or 0, min(cached or 0, prompt))
 
 
@@ -120,6 +116,17 @@ def _count(value: object) -> int | None:
 def estimate_completion_tokens(chars: int) -> int:
     """Completion tokens for ``chars`` characters seen, when the upstream gave no usage."""
     return -(-chars // CHARS_PER_TOKEN_ESTIMATE)
+
+
+def billable_usage(parser: StreamParser, *, prompt_estimate: int) -> Usage:
+    """The usage to settle a stream with: the upstream's when it reported it, else an estimate
+    (flagged ``estimated``) from the prompt tokens the upstream announced, or the gateway's own
+    prompt estimate, plus the characters delivered. Never zero prompt tokens: the prompt was sent.
+    """
+    if parser.usage is not None:
+        return parser.usage
+    prompt = parser.prompt_tokens if parser.prompt_tokens is not None else prompt_estimate
+    return Usage(prompt, estimate_completion_tokens(parser.completion_chars_seen), estimated=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,9 +150,14 @@ class ParsedResponse:
 
 
 class StreamParser(Protocol):
-    """Incremental translator of one upstream stream into OpenAI SSE events."""
+    """Incremental translator of one upstream stream into OpenAI SSE events.
+
+    ``usage`` is set only once the upstream reported the *final* usage; when a stream is cut
+    or never reports it, bill with `billable_usage`, which falls back to an estimate.
+    """
 
     usage: Usage | None
+    prompt_tokens: int | None  # known early from some upstreams (Anthropic's message_start)
     finish_reason: str | None
     completion_chars_seen: int
     error: UpstreamError | None  # an error event inside the stream (not forwarded)
@@ -315,9 +327,7 @@ class ChatRequest:
     user: str | None = None
 
     @classmethod
-    def parse(
-        cls, body: object, *, kind: Kind = "chat", max_messages: int = 10_000, max_n: int = 128
-    ) -> ChatRequest:
+    def parse(cls, body: object, *, kind: Kind = "chat", max_messages: int = 10_000, max_n: int = 128) -> ChatRequest:
         """Check the fields teamrouter relies on; everything else goes upstream untouched."""
         if not isinstance(body, Mapping):
             raise RequestError("body", "must be a JSON object")

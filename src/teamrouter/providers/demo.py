@@ -19,6 +19,7 @@ import asyncio
 import json
 import re
 import time
+import zlib
 from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
@@ -46,9 +47,7 @@ def _last_user_text(messages: object) -> str:
                 return content
             if isinstance(content, list):
                 return " ".join(
-                    str(p.get("text", ""))
-                    for p in content
-                    if isinstance(p, Mapping) and p.get("type") == "text"
+                    str(p.get("text", "")) for p in content if isinstance(p, Mapping) and p.get("type") == "text"
                 )
     return ""
 
@@ -100,11 +99,9 @@ class DemoBackend:
                 for i in range(n)
             ]
         else:
-            choices = [
-                {"index": i, "text": text, "finish_reason": finish, "logprobs": None} for i in range(n)
-            ]
+            choices = [{"index": i, "text": text, "finish_reason": finish, "logprobs": None} for i in range(n)]
         answer = {
-            "id": "demo-" + str(abs(hash(text)) % 10**12),
+            "id": f"demo-{zlib.crc32(text.encode()):08x}",  # stable across processes
             "object": "chat.completion" if chat else "text_completion",
             "created": created if created is not None else int(time.time()),
             "model": body.get("model", "demo"),

@@ -128,6 +128,7 @@ class OpenAIStreamParser:
 
     def __init__(self, *, response_id: str | None = None, model: str | None = None) -> None:
         self.usage: Usage | None = None
+        self.prompt_tokens: int | None = None  # OpenAI reports usage only at the end
         self.finish_reason: str | None = None
         self.completion_chars_seen = 0
         self.error: UpstreamError | None = None

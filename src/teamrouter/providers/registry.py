@@ -37,7 +37,5 @@ def error_from_exception(exc: BaseException) -> UpstreamError:
     if isinstance(exc, aiohttp.ClientConnectionError | aiohttp.ClientPayloadError | ConnectionError):
         return UpstreamError(502, f"upstream connection failed: {type(exc).__name__}", retryable=True)
     if isinstance(exc, aiohttp.ClientResponseError):
-        return UpstreamError(
-            exc.status, f"upstream error {exc.status}", retryable=is_retryable_status(exc.status)
-        )
+        return UpstreamError(exc.status, f"upstream error {exc.status}", retryable=is_retryable_status(exc.status))
     return UpstreamError(502, f"upstream call failed: {type(exc).__name__}", retryable=False)

@@ -97,7 +97,7 @@ def test_good_catalog_loads_in_order_with_keys_from_env(tmp_path: Path) -> None:
 
 
 def test_missing_file_is_a_catalog_error(tmp_path: Path) -> None:
-    with pytest.raises(CatalogError, match="missing.toml"):
+    with pytest.raises(CatalogError, match=r"missing\.toml"):
         load_catalog(tmp_path / "missing.toml", env={})
 
 
@@ -160,7 +160,11 @@ BAD = [
     ("no endpoints", GOOD.split("[[models]]")[0] + '[[models]]\nid = "a/b"\ncontext_length = 5\n', "a/b.*no"),
     ("bad model id", replace('id = "acme/other"', 'id = "other"'), "author/slug"),
     ("bad context", replace("context_length = 1000", "context_length = 0"), "context_length"),
-    ("bad max tokens", replace("max_completion_tokens = 4096", "max_completion_tokens = -4"), "max_completion_tokens"),
+    (
+        "bad max tokens",
+        replace("max_completion_tokens = 4096", "max_completion_tokens = -4"),
+        "max_completion_tokens",
+    ),
 ]
 
 

@@ -121,7 +121,15 @@ def test_estimates() -> None:
     one = estimate_prompt_tokens([{"role": "user", "content": "hello world!"}])
     assert one == 3 + 4 + 4
     parts = estimate_prompt_tokens(
-        [{"role": "user", "content": [{"type": "text", "text": "hello world!"}, {"type": "image_url", "image_url": {"url": "data:" + "A" * 10**6}}]}]
+        [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "hello world!"},
+                    {"type": "image_url", "image_url": {"url": "data:" + "A" * 10**6}},
+                ],
+            }
+        ]
     )
     assert parts == one + 1600  # an image is a flat 1,600 tokens, not its base64 size
     with_tools = estimate_prompt_tokens([{"role": "user", "content": "hello world!"}], tools=[{"type": "function"}])
@@ -164,5 +172,7 @@ def test_real_cost_never_exceeds_the_hold(
     cached = data.draw(st.integers(0, prompt))
     assert pr.cost(prompt, completion, cached) <= pr.worst_case(estimate, max_tokens, n)
     # And the hold itself is never more than one nano-USD above the exact worst case.
-    exact = Decimal(estimate) * max(pr.prompt, pr.cached_prompt or 0) + Decimal(n * max_tokens) * pr.completion + pr.request
+    exact = (
+        Decimal(estimate) * max(pr.prompt, pr.cached_prompt or 0) + Decimal(n * max_tokens) * pr.completion + pr.request
+    )
     assert pr.worst_case(estimate, max_tokens, n) - exact * 10**9 < 1

@@ -183,13 +183,19 @@ def test_org_can_only_tighten(catalog: Catalog) -> None:
 def test_org_policy_from_settings(catalog: Catalog) -> None:
     org = OrgPolicy.from_settings(
         {
-            "provider": {"order": None, "only": None, "ignore": ["cheap"], "sort": "price", "allow_fallbacks": True},
+            "provider": {
+                "order": None,
+                "only": None,
+                "ignore": ["cheap"],
+                "sort": "price",
+                "allow_fallbacks": True,
+            },
             "privacy": {"data_collection": "deny", "zdr_only": False},
         }
     )
     assert org.ignore == ("cheap",) and org.data_collection == "deny"
     assert go(catalog, org=org) == ["mid", "safe", "pricey"]
-    with pytest.raises(InvalidRoutingRequest, match="settings.privacy.data_collection"):
+    with pytest.raises(InvalidRoutingRequest, match=r"settings\.privacy\.data_collection"):
         OrgPolicy.from_settings({"privacy": {"data_collection": "sometimes"}})
 
 
@@ -211,10 +217,18 @@ def test_models_fallback_list(catalog: Catalog) -> None:
         ({"only": ["cheap"]}, OrgPolicy(only=("mid",)), "the organization's allowed providers"),
         (None, OrgPolicy(ignore=("cheap", "mid", "safe", "pricey")), "the organization's ignored providers"),
         ({"only": ["cheap"], "data_collection": "deny"}, None, 'provider.data_collection = "deny"'),
-        ({"only": ["cheap"]}, OrgPolicy(data_collection="deny"), "the organization's privacy setting data_collection = \"deny\""),
+        (
+            {"only": ["cheap"]},
+            OrgPolicy(data_collection="deny"),
+            'the organization\'s privacy setting data_collection = "deny"',
+        ),
         ({"only": ["mid"], "zdr": True}, None, "provider.zdr = true"),
         ({"only": ["mid"]}, OrgPolicy(zdr_only=True), "the organization's privacy setting zdr_only = true"),
-        ({"order": ["nobody"], "allow_fallbacks": False}, None, "provider.order with allow_fallbacks = false"),
+        (
+            {"order": ["nobody"], "allow_fallbacks": False},
+            None,
+            "provider.order with allow_fallbacks = false",
+        ),
     ],
 )
 def test_errors_say_which_constraint_removed_the_candidates(
@@ -228,7 +242,12 @@ def test_errors_say_which_constraint_removed_the_candidates(
 
 def test_error_lists_every_model(catalog: Catalog) -> None:
     with pytest.raises(NoEndpointsError) as info:
-        route(catalog, model="x/chat", models=["x/backup"], prefs=parse_provider_preferences({"only": ["nobody"]}))
+        route(
+            catalog,
+            model="x/chat",
+            models=["x/backup"],
+            prefs=parse_provider_preferences({"only": ["nobody"]}),
+        )
     assert info.value.reasons == {"x/chat": "provider.only", "x/backup": "provider.only"}
 
 

@@ -6,11 +6,11 @@ import json
 
 import aiohttp
 import pytest
+from tests.fakes.upstream import FakeUpstream
 
 from teamrouter.gateway.catalog import Endpoint, parse_catalog
 from teamrouter.providers.anthropic import AnthropicAdapter, to_anthropic_messages
-from teamrouter.providers.base import UnsupportedRequestError, UpstreamError, Usage
-from tests.fakes.upstream import FakeUpstream
+from teamrouter.providers.base import UnsupportedRequestError, UpstreamError, Usage, billable_usage
 
 ADAPTER = AnthropicAdapter()
 
@@ -50,15 +50,32 @@ def test_build_request_translates_messages_and_parameters() -> None:
             {
                 "role": "assistant",
                 "content": None,
-                "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "weather", "arguments": '{"city":"Oslo"}'}}],
+                "tool_calls": [
+                    {
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {"name": "weather", "arguments": '{"city":"Oslo"}'},
+                    }
+                ],
             },
             {"role": "tool", "tool_call_id": "call_1", "content": "rain"},
-            {"role": "user", "content": [{"type": "text", "text": "And "}, {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "And "},
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+                ],
+            },
         ],
         "temperature": 1.7,
         "stop": "END",
         "user": "u-1",
-        "tools": [{"type": "function", "function": {"name": "weather", "description": "w", "parameters": {"type": "object"}}}],
+        "tools": [
+            {
+                "type": "function",
+                "function": {"name": "weather", "description": "w", "parameters": {"type": "object"}},
+            }
+        ],
         "tool_choice": "required",
         "provider": {"sort": "price"},
     }
@@ -79,7 +96,10 @@ def test_build_request_translates_messages_and_parameters() -> None:
     assert "provider" not in sent
     assert sent["messages"] == [
         {"role": "user", "content": "What's the weather?"},
-        {"role": "assistant", "content": [{"type": "tool_use", "id": "call_1", "name": "weather", "input": {"city": "Oslo"}}]},
+        {
+            "role": "assistant",
+            "content": [{"type": "tool_use", "id": "call_1", "name": "weather", "input": {"city": "Oslo"}}],
+        },
         {
             # The tool result and the next user turn merge into one user message.
             "role": "user",
@@ -118,27 +138,49 @@ RESPONSE = {
         {"type": "tool_use", "id": "toolu_1", "name": "weather", "input": {"city": "Oslo"}},
     ],
     "stop_reason": "tool_use",
-    "usage": {"input_tokens": 10, "cache_read_input_tokens": 5, "cache_creation_input_tokens": 2, "output_tokens": 7},
+    "usage": {
+        "input_tokens": 10,
+        "cache_read_input_tokens": 5,
+        "cache_creation_input_tokens": 2,
+        "output_tokens": 7,
+    },
 }
 
 
 def test_parse_response() -> None:
-    parsed = ADAPTER.parse_response(200, json.dumps(RESPONSE).encode(), response_id="gen-1", model="anthropic/claude", created=9)
+    parsed = ADAPTER.parse_response(
+        200, json.dumps(RESPONSE).encode(), response_id="gen-1", model="anthropic/claude", created=9
+    )
     assert parsed.usage == Usage(prompt_tokens=17, completion_tokens=7, reasoning_tokens=0, cached_tokens=5)
     assert parsed.finish_reason == "tool_calls"
     body = parsed.body
-    assert (body["id"], body["model"], body["created"], body["object"]) == ("gen-1", "anthropic/claude", 9, "chat.completion")
+    assert (body["id"], body["model"], body["created"], body["object"]) == (
+        "gen-1",
+        "anthropic/claude",
+        9,
+        "chat.completion",
+    )
     message = body["choices"][0]["message"]
     assert message["content"] == "Let me check." and message["reasoning"] == "hmm"
     assert message["tool_calls"] == [
-        {"id": "toolu_1", "type": "function", "function": {"name": "weather", "arguments": '{"city": "Oslo"}'}}
+        {
+            "id": "toolu_1",
+            "type": "function",
+            "function": {"name": "weather", "arguments": '{"city": "Oslo"}'},
+        }
     ]
     assert body["usage"]["prompt_tokens"] == 17 and body["usage"]["total_tokens"] == 24
 
 
 @pytest.mark.parametrize(
     ("stop", "finish"),
-    [("end_turn", "stop"), ("stop_sequence", "stop"), ("max_tokens", "length"), ("tool_use", "tool_calls"), ("refusal", "content_filter")],
+    [
+        ("end_turn", "stop"),
+        ("stop_sequence", "stop"),
+        ("max_tokens", "length"),
+        ("tool_use", "tool_calls"),
+        ("refusal", "content_filter"),
+    ],
 )
 def test_stop_reasons(stop: str, finish: str) -> None:
     body = {**RESPONSE, "content": [{"type": "text", "text": "x"}], "stop_reason": stop}
@@ -166,16 +208,59 @@ def sse(event: str, data: object) -> bytes:
 
 STREAM = b"".join(
     [
-        sse("message_start", {"type": "message_start", "message": {"id": "msg_1", "model": "claude-x", "usage": {"input_tokens": 20, "cache_read_input_tokens": 4, "output_tokens": 1}}}),
-        sse("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+        sse(
+            "message_start",
+            {
+                "type": "message_start",
+                "message": {
+                    "id": "msg_1",
+                    "model": "claude-x",
+                    "usage": {"input_tokens": 20, "cache_read_input_tokens": 4, "output_tokens": 1},
+                },
+            },
+        ),
+        sse(
+            "content_block_start",
+            {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        ),
         sse("ping", {"type": "ping"}),
-        sse("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hel"}}),
-        sse("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "lo"}}),
+        sse(
+            "content_block_delta",
+            {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hel"}},
+        ),
+        sse(
+            "content_block_delta",
+            {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "lo"}},
+        ),
         sse("content_block_stop", {"type": "content_block_stop", "index": 0}),
-        sse("content_block_start", {"type": "content_block_start", "index": 1, "content_block": {"type": "tool_use", "id": "toolu_1", "name": "f", "input": {}}}),
-        sse("content_block_delta", {"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": '{"a":'}}),
-        sse("content_block_delta", {"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": "1}"}}),
-        sse("message_delta", {"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 15}}),
+        sse(
+            "content_block_start",
+            {
+                "type": "content_block_start",
+                "index": 1,
+                "content_block": {"type": "tool_use", "id": "toolu_1", "name": "f", "input": {}},
+            },
+        ),
+        sse(
+            "content_block_delta",
+            {
+                "type": "content_block_delta",
+                "index": 1,
+                "delta": {"type": "input_json_delta", "partial_json": '{"a":'},
+            },
+        ),
+        sse(
+            "content_block_delta",
+            {
+                "type": "content_block_delta",
+                "index": 1,
+                "delta": {"type": "input_json_delta", "partial_json": "1}"},
+            },
+        ),
+        sse(
+            "message_delta",
+            {"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 15}},
+        ),
         sse("message_stop", {"type": "message_stop"}),
     ]
 )
@@ -225,8 +310,10 @@ def test_stream_error_event() -> None:
     chunks, parser = translate(stream)
     assert len(chunks) == 3
     assert parser.error is not None and parser.finish_reason == "error" and not parser.done  # type: ignore[attr-defined]
-    # Usage so far is known from message_start (prompt), output not yet reported.
-    assert parser.usage.prompt_tokens == 24  # type: ignore[attr-defined]
+    # No final usage; the prompt is known from message_start, the output is estimated.
+    assert parser.usage is None and parser.prompt_tokens == 24  # type: ignore[attr-defined]
+    usage = billable_usage(parser, prompt_estimate=1000)  # type: ignore[arg-type]
+    assert usage == Usage(prompt_tokens=24, completion_tokens=2, estimated=True)  # "Hello": 5 chars
 
 
 async def test_round_trip_through_fake_anthropic_server() -> None:

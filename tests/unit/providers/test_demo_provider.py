@@ -50,7 +50,9 @@ def test_max_tokens_is_honoured_and_cost_stays_under_the_hold(echo: Endpoint, ma
     assert parsed.usage is not None
     assert parsed.usage.completion_tokens <= max_tokens
     assert parsed.finish_reason == "length"
-    hold = echo.worst_case(estimate_prompt_tokens(messages), clamp_max_tokens(max_tokens, cap=echo.max_completion_tokens))
+    hold = echo.worst_case(
+        estimate_prompt_tokens(messages), clamp_max_tokens(max_tokens, cap=echo.max_completion_tokens)
+    )
     assert echo.cost(parsed.usage.prompt_tokens, parsed.usage.completion_tokens) <= hold
 
 
@@ -76,7 +78,9 @@ async def test_stream_through_the_openai_parser(echo: Endpoint) -> None:
 
 def test_n_choices_and_legacy_completions(echo: Endpoint) -> None:
     adapter = DemoAdapter()
-    req = adapter.build_request(echo, {"model": "demo/echo", "messages": [{"role": "user", "content": "x"}], "n": 3}, False)
+    req = adapter.build_request(
+        echo, {"model": "demo/echo", "messages": [{"role": "user", "content": "x"}], "n": 3}, False
+    )
     parsed = adapter.parse_response(*adapter.backend.respond(req))
     assert len(parsed.body["choices"]) == 3
     assert parsed.usage is not None and parsed.usage.completion_tokens == 3 * estimate_text_tokens(PREFIX + "x")

@@ -86,7 +86,9 @@ def test_build_keeps_max_completion_tokens_spelling(endpoints: tuple[Endpoint, .
     body = {"model": "m", "messages": [], "max_completion_tokens": 99}
     sent = json.loads(ADAPTER.build_request(endpoints[0], body, False, max_tokens=10).json_body)
     assert sent["max_completion_tokens"] == 10 and "max_tokens" not in sent
-    sent = json.loads(ADAPTER.build_request(endpoints[0], {"model": "m", "messages": []}, False, max_tokens=7).json_body)
+    sent = json.loads(
+        ADAPTER.build_request(endpoints[0], {"model": "m", "messages": []}, False, max_tokens=7).json_body
+    )
     assert sent["max_tokens"] == 7
 
 
@@ -120,13 +122,18 @@ def test_parse_response() -> None:
 
 
 def test_parse_response_legacy_text() -> None:
-    body = {"id": "c", "object": "text_completion", "choices": [{"text": "x", "index": 0, "finish_reason": "length"}]}
+    body = {
+        "id": "c",
+        "object": "text_completion",
+        "choices": [{"text": "x", "index": 0, "finish_reason": "length"}],
+    }
     parsed = ADAPTER.parse_response(200, json.dumps(body).encode(), kind="completion")
     assert parsed.finish_reason == "length" and parsed.usage is None
 
 
 @pytest.mark.parametrize(
-    ("status", "retryable"), [(400, False), (401, False), (404, False), (408, True), (429, True), (500, True), (503, True)]
+    ("status", "retryable"),
+    [(400, False), (401, False), (404, False), (408, True), (429, True), (500, True), (503, True)],
 )
 def test_error_statuses(status: int, retryable: bool) -> None:
     body = json.dumps({"error": {"message": "boom here", "type": "x"}}).encode()
@@ -146,10 +153,12 @@ def test_malformed_success_bodies_are_retryable_errors(body: bytes) -> None:
 # A realistic upstream stream, with spacing as OpenAI's Python servers write it.
 STREAM = (
     b'data: {"id": "chatcmpl-9", "object": "chat.completion.chunk", "created": 7, "model": "chat-v2", '
-    b'"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}], "usage": null}\n\n'
+    b'"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}], '
+    b'"usage": null}\n\n'
     b": keep-alive\n\n"
     b'data: {"id": "chatcmpl-9", "object": "chat.completion.chunk", "created": 7, "model": "chat-v2", '
-    b'"choices": [{"index": 0, "delta": {"content": "He said \\"id\\": \\"chatcmpl-9\\" "}, "finish_reason": null}], "usage": null}\n\n'
+    b'"choices": [{"index": 0, "delta": {"content": "He said \\"id\\": \\"chatcmpl-9\\" "}, '
+    b'"finish_reason": null}], "usage": null}\n\n'
     b'data: {"id":"chatcmpl-9","object":"chat.completion.chunk","created":7,"model":"chat-v2",'
     b'"choices":[{"index":0,"delta":{"content":"\xc3\xa9t\xc3\xa9"},"finish_reason":null}]}\r\n\r\n'
     b'data: {"id":"chatcmpl-9","object":"chat.completion.chunk","created":7,"model":"chat-v2",'
@@ -160,8 +169,10 @@ STREAM = (
 )
 
 
-def run(stream: bytes, pieces: list[int], **kw: str) -> tuple[list[bytes], object]:
-    parser = ADAPTER.stream_parser(**kw)
+def run(
+    stream: bytes, pieces: list[int], *, response_id: str | None = None, model: str | None = None
+) -> tuple[list[bytes], object]:
+    parser = ADAPTER.stream_parser(response_id=response_id, model=model)
     out: list[bytes] = []
     start = 0
     for cut in [*pieces, len(stream)]:
@@ -216,7 +227,10 @@ def test_usage_on_a_content_chunk_is_stripped_and_kept() -> None:
 
 
 def test_error_event_in_stream_is_captured_not_forwarded() -> None:
-    stream = b'data: {"id":"x","choices":[{"index":0,"delta":{"content":"a"}}]}\n\ndata: {"error":{"message":"model crashed"}}\n\n'
+    stream = (
+        b'data: {"id":"x","choices":[{"index":0,"delta":{"content":"a"}}]}\n\n'
+        b'data: {"error":{"message":"model crashed"}}\n\n'
+    )
     out, parser = run(stream, [])
     assert len(out) == 1
     assert parser.error is not None and "model crashed" in parser.error.message  # type: ignore[attr-defined]
@@ -224,7 +238,9 @@ def test_error_event_in_stream_is_captured_not_forwarded() -> None:
 
 
 def test_legacy_completion_stream_counts_text() -> None:
-    stream = b'data: {"id":"c","object":"text_completion","choices":[{"index":0,"text":"abc","finish_reason":null}]}\n\n'
+    stream = (
+        b'data: {"id":"c","object":"text_completion","choices":[{"index":0,"text":"abc","finish_reason":null}]}\n\n'
+    )
     _, parser = run(stream, [])
     assert parser.completion_chars_seen == 3  # type: ignore[attr-defined]
 

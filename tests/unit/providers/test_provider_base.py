@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import aiohttp
 import pytest
 
@@ -25,7 +23,14 @@ def test_chat_request_extracts_fields() -> None:
         "seed": 4,
     }
     req = ChatRequest.parse(body)
-    assert (req.model, req.models, req.stream, req.max_tokens, req.n, req.user) == ("a/b", ("c/d",), True, 40, 2, "me")
+    assert (req.model, req.models, req.stream, req.max_tokens, req.n, req.user) == (
+        "a/b",
+        ("c/d",),
+        True,
+        40,
+        2,
+        "me",
+    )
     assert req.provider == {"sort": "price"} and req.body is body
     assert req.prompt_tokens_estimate() == 3 + 4 + 2
     legacy = ChatRequest.parse({"model": "a/b", "prompt": "hi"}, kind="completion")
@@ -67,16 +72,30 @@ def test_sse_decoder_handles_multiline_events_names_and_comments() -> None:
 def test_usage_from_openai_is_defensive() -> None:
     assert Usage.from_openai(None) is None
     assert Usage.from_openai({"prompt_tokens": "3", "completion_tokens": 1}) is None
-    assert Usage.from_openai({"prompt_tokens": 3, "completion_tokens": 1, "prompt_tokens_details": {"cached_tokens": 9}}) == Usage(3, 1, 0, 3)
+    assert Usage.from_openai(
+        {"prompt_tokens": 3, "completion_tokens": 1, "prompt_tokens_details": {"cached_tokens": 9}}
+    ) == Usage(3, 1, 0, 3)
 
 
-@pytest.mark.parametrize(("status", "retryable"), [(200, False), (400, False), (404, False), (408, True), (429, True), (500, True), (502, True), (529, True)])
+@pytest.mark.parametrize(
+    ("status", "retryable"),
+    [
+        (200, False),
+        (400, False),
+        (404, False),
+        (408, True),
+        (429, True),
+        (500, True),
+        (502, True),
+        (529, True),
+    ],
+)
 def test_retryable_statuses(status: int, retryable: bool) -> None:
     assert is_retryable_status(status) is retryable
 
 
 def test_error_from_exception() -> None:
-    timeout = error_from_exception(asyncio.TimeoutError())
+    timeout = error_from_exception(TimeoutError())
     assert (timeout.status, timeout.retryable) == (504, True)
     refused = error_from_exception(aiohttp.ClientConnectorError(None, OSError(111, "refused")))  # type: ignore[arg-type]
     assert (refused.status, refused.retryable) == (502, True)

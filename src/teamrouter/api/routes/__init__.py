@@ -9,9 +9,11 @@ from teamrouter.api.routes import (
     analytics,
     auth,
     credits,
+    generation,
     health,
     keys,
     me,
+    models,
     organization,
     orgs,
     staff,
@@ -30,6 +32,8 @@ def api_routers() -> list[APIRouter]:
         staff.router,
         activity.router,
         analytics.router,
+        models.router,
+        generation.router,
     ]
 
 

@@ -1,0 +1,156 @@
+"""The inference endpoints as a bare ASGI layer in front of the FastAPI app.
+
+`POST /api/v1/chat/completions` and `/api/v1/completions` skip the framework's routing, dependency
+injection and validation (DESIGN.md measures them at several milliseconds of CPU a request); every
+other path goes to the app. Errors still leave in the OpenRouter envelope.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+import orjson
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from teamrouter.errors import PayloadTooLarge, TeamrouterError, Unauthorized
+from teamrouter.gateway.core import Gateway
+from teamrouter.providers.base import Kind
+
+ROUTES: dict[str, Kind] = {"/api/v1/chat/completions": "chat", "/api/v1/completions": "completion"}
+GATEWAY_KEY = "gateway"
+
+
+def _json_head(status: int, extra: list[tuple[bytes, bytes]], length: int) -> Message:
+    return {
+        "type": "http.response.start",
+        "status": status,
+        "headers": [(b"content-type", b"application/json"), (b"content-length", str(length).encode()), *extra],
+    }
+
+
+class InferenceFront:
+    def __init__(self, app: ASGIApp, *, state: dict[str, Any], max_body_bytes: int) -> None:
+        self.app = app
+        self.state = state  # the runtime's extras; the lifespan puts the Gateway there
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in ROUTES:
+            await self.app(scope, receive, send)
+            return
+        await self._handle(scope, receive, send, ROUTES[scope["path"]])
+
+    async def _handle(self, scope: Scope, receive: Receive, send: Send, kind: Kind) -> None:
+        started = time.perf_counter()
+        gateway: Gateway = self.state[GATEWAY_KEY]
+        headers = dict(scope["headers"])
+        try:
+            body = await self._body(receive, headers)
+            token = _bearer(headers.get(b"authorization"))
+            prepared = await gateway.prepare(
+                token=token,
+                body=body,
+                kind=kind,
+                referer=_text(headers.get(b"http-referer") or headers.get(b"referer")),
+                title=_text(headers.get(b"x-title")),
+                started=started,
+            )
+        except TeamrouterError as exc:
+            await _send_error(send, exc)
+            return
+        generation = [(b"x-generation-id", prepared.generation_id.encode())]
+        if not prepared.admission.request.stream:
+            try:
+                payload = await gateway.complete(prepared)
+            except TeamrouterError as exc:
+                await _send_error(send, exc, generation)
+                return
+            await send(_json_head(200, generation, len(payload)))
+            await send({"type": "http.response.body", "body": payload})
+            return
+        await self._stream(gateway, prepared, receive, send, generation)
+
+    async def _stream(
+        self, gateway: Gateway, prepared: Any, receive: Receive, send: Send, generation: list[tuple[bytes, bytes]]
+    ) -> None:
+        disconnected = asyncio.Event()
+
+        async def listen() -> None:
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    disconnected.set()
+                    return
+
+        async def start() -> None:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [
+                        (b"content-type", b"text/event-stream"),
+                        (b"cache-control", b"no-cache"),
+                        (b"x-accel-buffering", b"no"),
+                        *generation,
+                    ],
+                }
+            )
+
+        async def emit(data: bytes) -> None:
+            await send({"type": "http.response.body", "body": data, "more_body": True})
+
+        listener = asyncio.create_task(listen())
+        try:
+            await gateway.stream(prepared, emit, start, disconnected)
+        except TeamrouterError as exc:
+            await _send_error(send, exc, generation)  # nothing was sent yet: an ordinary error
+            return
+        finally:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _body(self, receive: Receive, headers: dict[bytes, bytes]) -> bytes:
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+            raise PayloadTooLarge(f"Request body exceeds {self.max_body_bytes} bytes")
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise PayloadTooLarge("Client went away while sending the body", code="client_disconnected")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                raise PayloadTooLarge(f"Request body exceeds {self.max_body_bytes} bytes")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+
+def _bearer(value: bytes | None) -> str:
+    if not value:
+        raise Unauthorized("No API key provided: send 'Authorization: Bearer <key>'", code="no_credentials")
+    scheme, _, token = value.decode("latin-1").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("Authorization header must be 'Bearer <key>'", code="bad_authorization")
+    return token.strip()
+
+
+def _text(value: bytes | None) -> str | None:
+    return value.decode("utf-8", "replace") if value else None
+
+
+async def _send_error(send: Send, exc: TeamrouterError, extra: list[tuple[bytes, bytes]] | None = None) -> None:
+    payload = orjson.dumps(exc.envelope())
+    headers = list(extra or [])
+    retry_after = exc.metadata.get("retry_after")
+    if retry_after is not None:
+        headers.append((b"retry-after", str(int(retry_after)).encode()))
+    await send(_json_head(exc.status, headers, len(payload)))
+    await send({"type": "http.response.body", "body": payload})

@@ -1,0 +1,111 @@
+"""Upstream I/O: one pooled aiohttp session per process, explicit timeouts, and the demo backend.
+
+A call is "committed" once its first body bytes arrive: before that any connection error, timeout,
+429 or 5xx is retryable on the next endpoint; after it, failures belong to this generation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from teamrouter.gateway.catalog import Endpoint
+from teamrouter.providers.base import ProviderAdapter, UpstreamError, UpstreamRequest
+from teamrouter.providers.demo import DemoAdapter
+from teamrouter.providers.registry import error_from_exception
+
+
+def make_http_session(*, connect_timeout: float) -> aiohttp.ClientSession:
+    connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300, enable_cleanup_closed=True)
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout),
+        auto_decompress=True,
+        skip_auto_headers=("User-Agent",),
+    )
+
+
+@dataclass
+class OpenStream:
+    """A committed upstream stream: the first bytes already read, the rest to iterate."""
+
+    first: bytes
+    rest: AsyncIterator[bytes]
+    close: Any = field(default=None)  # closes the upstream connection (cancels the generation)
+
+
+async def fetch(
+    http: aiohttp.ClientSession, adapter: ProviderAdapter, endpoint: Endpoint, request: UpstreamRequest
+) -> tuple[int, bytes]:
+    """A whole (non-streamed) answer; raises UpstreamError (retryable or not)."""
+    if isinstance(adapter, DemoAdapter):
+        return adapter.backend.respond(request)
+    provider = endpoint.provider
+    try:
+        async with asyncio.timeout(provider.first_byte_timeout + provider.read_timeout):
+            async with http.request(
+                request.method,
+                request.url,
+                data=request.json_body,
+                headers=dict(request.headers),
+                timeout=aiohttp.ClientTimeout(
+                    sock_connect=provider.connect_timeout, sock_read=provider.first_byte_timeout
+                ),
+            ) as response:
+                body = await response.read()
+                status = response.status
+    except Exception as exc:
+        raise error_from_exception(exc) from exc
+    if status != 200:
+        raise adapter.map_error(status, body)
+    return status, body
+
+
+async def open_stream(
+    http: aiohttp.ClientSession, adapter: ProviderAdapter, endpoint: Endpoint, request: UpstreamRequest
+) -> OpenStream:
+    """Open a stream and read its first bytes; raises UpstreamError before anything is committed."""
+    if isinstance(adapter, DemoAdapter):
+        iterator = adapter.backend.stream(request)
+        first = await anext(iterator)
+        return OpenStream(first=first, rest=iterator, close=None)
+    provider = endpoint.provider
+    response: aiohttp.ClientResponse | None = None
+    try:
+        async with asyncio.timeout(provider.first_byte_timeout):
+            response = await http.request(
+                request.method,
+                request.url,
+                data=request.json_body,
+                headers=dict(request.headers),
+                timeout=aiohttp.ClientTimeout(sock_connect=provider.connect_timeout, sock_read=provider.read_timeout),
+            )
+            if response.status != 200:
+                body = await response.read()
+                response.release()
+                raise adapter.map_error(response.status, body)
+            first = await response.content.readany()
+            if not first:
+                raise UpstreamError(502, "upstream closed the stream without data", retryable=True)
+    except Exception as exc:
+        if response is not None:
+            response.close()
+        raise error_from_exception(exc) from exc
+    return OpenStream(first=first, rest=_chunks(response), close=response.close)
+
+
+async def _chunks(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+    try:
+        while True:
+            chunk = await response.content.readany()
+            if not chunk:
+                return
+            yield chunk
+    finally:
+        with contextlib.suppress(Exception):
+            response.release()

@@ -1,0 +1,453 @@
+"""The inference path, without HTTP types: authenticate → route → reserve → call → settle → record.
+
+`Gateway.prepare` does everything up to and including the hold; `complete` and `stream` call the
+upstream (falling back before the first byte), settle exactly once and write the activity row. Every
+path out of a prepared request either settles or voids its hold.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import orjson
+
+from teamrouter.clock import Clock
+from teamrouter.config import Settings
+from teamrouter.errors import (
+    BadRequest,
+    NotFound,
+    ServiceUnavailable,
+    TeamrouterError,
+    UpstreamFailed,
+    UpstreamTimeout,
+    bad_field,
+)
+from teamrouter.gateway import calls
+from teamrouter.gateway.admission import Admission, KeyInfo, admit
+from teamrouter.gateway.billing import Bill, bill
+from teamrouter.gateway.catalog import Catalog, Endpoint
+from teamrouter.gateway.ratelimit import KeyRateLimiter
+from teamrouter.gateway.routing import (
+    InvalidRoutingRequest,
+    NoEndpointsError,
+    OrgPolicy,
+    RoutingError,
+    UnknownModelError,
+    parse_provider_preferences,
+    route,
+)
+from teamrouter.gateway.store.base import GatewayStore, GenerationRecord
+from teamrouter.ids import new_generation_id
+from teamrouter.money import to_usd
+from teamrouter.providers.base import (
+    DONE,
+    ChatRequest,
+    Kind,
+    ProviderAdapter,
+    RequestError,
+    UpstreamError,
+    Usage,
+    sse_event,
+    usage_chunk,
+)
+
+log = logging.getLogger(__name__)
+
+KeyResolver = Callable[[str], Awaitable[KeyInfo]]
+PolicyLoader = Callable[[str], Awaitable[OrgPolicy]]
+Emit = Callable[[bytes], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class Prepared:
+    key: KeyInfo
+    admission: Admission
+    generation_id: str
+    started: float  # perf_counter at arrival
+    created: int  # unix seconds, the `created` of the answer
+    referer: str | None
+    title: str | None
+
+
+@dataclass(slots=True)
+class StreamOutcome:
+    """How a stream ended, for billing and the activity row."""
+
+    cancelled: bool = False  # the client went away
+    broken: UpstreamError | None = None  # the upstream failed after the first byte
+
+
+class Gateway:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        clock: Clock,
+        catalog: Catalog,
+        store: GatewayStore,
+        http: aiohttp.ClientSession,
+        adapters: Mapping[str, ProviderAdapter],
+        resolve_key: KeyResolver,
+        org_policy: PolicyLoader,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.catalog = catalog
+        self.store = store
+        self.http = http
+        self.adapters = adapters
+        self.resolve_key = resolve_key
+        self.org_policy = org_policy
+        self.limiter = KeyRateLimiter(settings.key_rate_limit_per_minute)
+
+    # -- admission ---------------------------------------------------------------------------
+
+    async def prepare(
+        self, *, token: str, body: bytes, kind: Kind, referer: str | None, title: str | None, started: float
+    ) -> Prepared:
+        key = await self.resolve_key(token)
+        self.limiter.check(key.key_id)
+        try:
+            payload = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise BadRequest("Malformed JSON body", code="malformed_json") from exc
+        try:
+            request = ChatRequest.parse(payload, kind=kind)
+            prefs = parse_provider_preferences(request.provider) if request.provider is not None else None
+        except (RequestError, InvalidRoutingRequest) as exc:
+            raise bad_field(exc.field, str(exc).split(": ", 1)[-1]) from exc
+        policy = await self.org_policy(key.organization_id) if key.organization_id else None
+        try:
+            candidates = route(self.catalog, model=request.model, models=request.models, prefs=prefs, org=policy)
+        except UnknownModelError as exc:
+            raise BadRequest(str(exc), code="unknown_model", field="model") from exc
+        except NoEndpointsError as exc:
+            raise ServiceUnavailable(str(exc), code="no_endpoints") from exc
+        except RoutingError as exc:
+            raise BadRequest(str(exc), code="routing") from exc
+        if kind == "completion":
+            candidates = [e for e in candidates if e.provider.kind != "anthropic"]
+            if not candidates:
+                raise NotFound("No endpoint of this model serves legacy text completions", code="no_endpoints")
+        admission = await admit(
+            self.store,
+            key=key,
+            request=request,
+            candidates=tuple(candidates),
+            clock=self.clock,
+            hold_ttl_seconds=self.settings.hold_ttl_seconds,
+        )
+        return Prepared(
+            key=key,
+            admission=admission,
+            generation_id=new_generation_id(),
+            started=started,
+            created=int(time.time()),
+            referer=referer,
+            title=title,
+        )
+
+    async def abandon(self, prepared: Prepared) -> None:
+        """Void the hold of a request that never reached an upstream answer."""
+        await self.store.void(prepared.admission.hold, now=self.clock.now())
+
+    # -- calling upstream ----------------------------------------------------------------------
+
+    def _attempts(self, prepared: Prepared, *, stream: bool) -> list[tuple[Endpoint, ProviderAdapter, Any]]:
+        attempts = []
+        for endpoint in prepared.admission.candidates:
+            adapter = self.adapters[endpoint.provider.kind]
+            upstream = adapter.build_request(
+                endpoint,
+                prepared.admission.request.body,
+                stream,
+                max_tokens=prepared.admission.budget(endpoint),
+                kind=prepared.admission.request.kind,
+            )
+            attempts.append((endpoint, adapter, upstream))
+        return attempts
+
+    async def complete(self, prepared: Prepared) -> bytes:
+        """A whole answer as JSON bytes, settled. Voids the hold if every endpoint failed."""
+        last: UpstreamError | None = None
+        try:
+            for endpoint, adapter, upstream in self._attempts(prepared, stream=False):
+                try:
+                    status, raw = await calls.fetch(self.http, adapter, endpoint, upstream)
+                    parsed = adapter.parse_response(
+                        status,
+                        raw,
+                        kind=prepared.admission.request.kind,
+                        response_id=prepared.generation_id,
+                        model=endpoint.model_id,
+                    )
+                except UpstreamError as exc:
+                    last = exc
+                    log.info("upstream %s failed: %s", endpoint.id, exc.status)
+                    if exc.retryable:
+                        continue
+                    break
+                first_byte = time.perf_counter()
+                charged = bill(
+                    endpoint,
+                    usage=parsed.usage,
+                    finish_reason=parsed.finish_reason,
+                    prompt_estimate=prepared.admission.prompt_estimate,
+                    completion_chars=_content_chars(parsed.body),
+                )
+                await self._settle(
+                    prepared,
+                    endpoint,
+                    charged,
+                    parsed.finish_reason,
+                    streamed=False,
+                    first_byte=first_byte,
+                    outcome=StreamOutcome(),
+                )
+                body = parsed.body
+                body["id"] = prepared.generation_id
+                body["model"] = endpoint.model_id
+                body["provider"] = endpoint.provider.name
+                body.setdefault("system_fingerprint", None)
+                body["usage"] = _usage_json(charged)
+                return orjson.dumps(body)
+        except BaseException:
+            await self._void_quietly(prepared)
+            raise
+        await self._void_quietly(prepared)
+        raise _as_api_error(last)
+
+    async def stream(
+        self, prepared: Prepared, emit: Emit, on_start: Callable[[], Awaitable[None]], disconnected: asyncio.Event
+    ) -> None:
+        """Stream the answer through `emit`, ending with one usage chunk (with cost) and [DONE].
+
+        `on_start` sends the response head; it is called only once an upstream has committed, so a
+        failure before that can still become an ordinary JSON error (and a fallback).
+        """
+        last: UpstreamError | None = None
+        opened: calls.OpenStream | None = None
+        chosen: tuple[Endpoint, ProviderAdapter] | None = None
+        try:
+            for endpoint, adapter, upstream in self._attempts(prepared, stream=True):
+                try:
+                    opened = await calls.open_stream(self.http, adapter, endpoint, upstream)
+                except UpstreamError as exc:
+                    last = exc
+                    log.info("upstream %s failed before the first byte: %s", endpoint.id, exc.status)
+                    if exc.retryable:
+                        continue
+                    break
+                chosen = (endpoint, adapter)
+                break
+        except BaseException:
+            await self._void_quietly(prepared)
+            raise
+        if opened is None or chosen is None:
+            await self._void_quietly(prepared)
+            raise _as_api_error(last)
+        await self._pump(prepared, chosen[0], chosen[1], opened, emit, on_start, disconnected)
+
+    async def _pump(
+        self,
+        prepared: Prepared,
+        endpoint: Endpoint,
+        adapter: ProviderAdapter,
+        opened: calls.OpenStream,
+        emit: Emit,
+        on_start: Callable[[], Awaitable[None]],
+        disconnected: asyncio.Event,
+    ) -> None:
+        parser = adapter.stream_parser(
+            kind=prepared.admission.request.kind, response_id=prepared.generation_id, model=endpoint.model_id
+        )
+        outcome = StreamOutcome()
+        first_byte = time.perf_counter()
+
+        async def watch() -> None:
+            await disconnected.wait()
+            outcome.cancelled = True
+            if opened.close is not None:
+                opened.close()  # cancels the upstream generation: its connection is dropped
+
+        watcher = asyncio.create_task(watch())
+        try:
+            await on_start()
+            for event in parser.feed(opened.first):
+                await emit(event)
+            try:
+                async for chunk in opened.rest:
+                    if outcome.cancelled:
+                        break
+                    for event in parser.feed(chunk):
+                        await emit(event)
+                for event in parser.close():
+                    await emit(event)
+            except (UpstreamError, aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
+                if not outcome.cancelled:
+                    outcome.broken = (
+                        exc
+                        if isinstance(exc, UpstreamError)
+                        else UpstreamError(502, f"upstream stream broke: {type(exc).__name__}", retryable=False)
+                    )
+            if parser.error is not None and outcome.broken is None:
+                outcome.broken = parser.error
+        finally:
+            watcher.cancel()
+            # Settle even when the client is gone or this task is being cancelled: the upstream
+            # has done (some of) the work, and the hold must resolve exactly once.
+            charged = bill(
+                endpoint,
+                usage=parser.usage,
+                finish_reason="error" if outcome.broken and not parser.finish_reason else parser.finish_reason,
+                prompt_estimate=prepared.admission.prompt_estimate,
+                completion_chars=parser.completion_chars_seen,
+                cancelled=outcome.cancelled,
+                broken=outcome.broken is not None,
+            )
+            await asyncio.shield(
+                self._settle(
+                    prepared,
+                    endpoint,
+                    charged,
+                    parser.finish_reason,
+                    streamed=True,
+                    first_byte=first_byte,
+                    outcome=outcome,
+                )
+            )
+        if outcome.cancelled:
+            return
+        created = parser.created or prepared.created
+        if outcome.broken is not None:
+            await emit(_error_event(prepared, endpoint, created, outcome.broken))
+        await emit(
+            usage_chunk(
+                response_id=prepared.generation_id,
+                model=endpoint.model_id,
+                created=created,
+                usage=charged.usage,
+                kind=prepared.admission.request.kind,
+                extra_usage=_cost_fields(charged),
+            )
+        )
+        await emit(DONE)
+
+    # -- settlement ------------------------------------------------------------------------------
+
+    async def _settle(
+        self,
+        prepared: Prepared,
+        endpoint: Endpoint,
+        charged: Bill,
+        finish_reason: str | None,
+        *,
+        streamed: bool,
+        first_byte: float,
+        outcome: StreamOutcome,
+    ) -> None:
+        now = time.perf_counter()
+        key = prepared.key
+        request = prepared.admission.request
+        record = GenerationRecord(
+            id=prepared.generation_id,
+            created_at=self.clock.now(),
+            account_id=key.account_id,
+            organization_id=key.organization_id,
+            key_id=key.key_id,
+            key_hash=key.hash,
+            user_id=key.creator_user_id,
+            model=endpoint.model_id,
+            provider=endpoint.provider.slug,
+            endpoint_id=endpoint.id,
+            upstream_model=endpoint.upstream_model,
+            tokens_prompt=charged.usage.prompt_tokens,
+            tokens_completion=charged.usage.completion_tokens,
+            tokens_reasoning=charged.usage.reasoning_tokens,
+            tokens_cached=charged.usage.cached_tokens,
+            cost=charged.cost,
+            latency_ms=int((first_byte - prepared.started) * 1000),
+            generation_time_ms=int((now - first_byte) * 1000),
+            finish_reason="error" if outcome.broken and not finish_reason else finish_reason,
+            streamed=streamed,
+            cancelled=outcome.cancelled,
+            usage_estimated=charged.estimated,
+            status_code=502 if outcome.broken else 200,
+            external_user=request.user[:200] if request.user else None,
+            app_referer=prepared.referer[:500] if prepared.referer else None,
+            app_title=prepared.title[:200] if prepared.title else None,
+        )
+        try:
+            await self.store.settle(prepared.admission.hold, record, now=record.created_at)
+        except Exception:
+            # The hold stays open; the sweeper expires it. Logged without request content.
+            log.exception("settlement failed for %s", prepared.generation_id)
+            raise
+
+    async def _void_quietly(self, prepared: Prepared) -> None:
+        try:
+            await asyncio.shield(self.store.void(prepared.admission.hold, now=self.clock.now()))
+        except Exception:
+            log.exception("void failed for %s (the sweeper will expire it)", prepared.generation_id)
+
+
+def _content_chars(body: Mapping[str, Any]) -> int:
+    total = 0
+    for choice in body.get("choices") or ():
+        if isinstance(choice, Mapping):
+            message = choice.get("message")
+            content = message.get("content") if isinstance(message, Mapping) else choice.get("text")
+            if isinstance(content, str):
+                total += len(content)
+    return total
+
+
+def _cost_fields(charged: Bill) -> dict[str, Any]:
+    return {"cost": to_usd(charged.cost), "is_byok": False, "estimated": charged.estimated}
+
+
+def _usage_json(charged: Bill) -> dict[str, Any]:
+    usage: dict[str, Any] = charged.usage.to_openai()
+    usage.update(_cost_fields(charged))
+    return usage
+
+
+def _error_event(prepared: Prepared, endpoint: Endpoint, created: int, error: UpstreamError) -> bytes:
+    return sse_event(
+        {
+            "id": prepared.generation_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": endpoint.model_id,
+            "provider": endpoint.provider.name,
+            "error": {
+                "code": 502,
+                "message": f"Upstream error: {error.message}",
+                "metadata": {"error_type": "upstream_error", "provider_name": endpoint.provider.name},
+            },
+            "choices": [{"index": 0, "delta": {"content": ""}, "finish_reason": "error"}],
+        }
+    )
+
+
+def _as_api_error(error: UpstreamError | None) -> TeamrouterError:
+    if error is None:
+        return ServiceUnavailable("No provider available", code="no_endpoints")
+    if error.status == 504:
+        return UpstreamTimeout(f"Upstream timed out: {error.message}")
+    if 400 <= error.status < 500 and error.status not in (401, 403, 408, 429):
+        # The upstream refused the request itself (a parameter it does not accept): the client's to fix.
+        return BadRequest(f"Provider rejected the request: {error.message}", code="upstream_rejected")
+    if error.status == 429:
+        return UpstreamFailed(f"Provider rate limited the request: {error.message}", code="upstream_rate_limited")
+    return UpstreamFailed(f"Upstream failed: {error.message}", code="upstream_failed")
+
+
+# Keeps `Usage` importable for type users of this module's outputs.
+__all__ = ["Gateway", "Prepared", "StreamOutcome", "Usage"]

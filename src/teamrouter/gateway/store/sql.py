@@ -1,0 +1,132 @@
+"""The SQL both stores run, with `:name` parameters (converted to `$n` for asyncpg).
+
+Windows roll over lazily: a key's `usage_day` counts only while `day_start` is today's start, so no
+job resets counters at midnight and a restart loses nothing.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from teamrouter.domain.credits.holds import usage_entry_key as usage_idempotency_key
+from teamrouter.gateway.store.base import GenerationRecord
+
+__all__ = ["usage_idempotency_key"]
+
+# The current window's spend for the key's limit_reset (lifetime when NULL).
+_WINDOW_SPEND = """(CASE limit_reset
+    WHEN 'daily' THEN (CASE WHEN day_start = :day THEN usage_day ELSE 0 END)
+    WHEN 'weekly' THEN (CASE WHEN week_start = :week THEN usage_week ELSE 0 END)
+    WHEN 'monthly' THEN (CASE WHEN month_start = :month THEN usage_month ELSE 0 END)
+    ELSE usage END)"""
+
+RESERVE_POOL = (
+    "UPDATE credit_account SET held = held + :amount, updated_at = :now "
+    "WHERE id = :account_id AND balance - held >= :amount"
+)
+POOL_AVAILABLE = "SELECT balance - held FROM credit_account WHERE id = :account_id"
+
+RESERVE_KEY = (
+    "UPDATE api_key SET held = held + :amount WHERE id = :key_id "
+    f"AND (spend_limit IS NULL OR spend_limit - held - {_WINDOW_SPEND} >= :amount)"
+)
+KEY_REMAINING = f"SELECT spend_limit - held - {_WINDOW_SPEND} FROM api_key WHERE id = :key_id"
+
+INSERT_HOLD = (
+    "INSERT INTO credit_hold (id, account_id, key_id, amount, status, idempotency_key, created_at, expires_at) "
+    "VALUES (:hold_id, :account_id, :key_id, :amount, 'open', :idempotency_key, :now, :expires_at)"
+)
+
+# Resolving a hold is the exactly-once gate: only the statement that flips it from 'open' proceeds.
+POST_HOLD = (
+    "UPDATE credit_hold SET status = 'posted', posted_amount = :cost, resolved_at = :now, "
+    "generation_id = :generation_id WHERE id = :hold_id AND status = 'open'"
+)
+# A hold the sweeper expired while the answer was still streaming: bill it once, release nothing.
+POST_EXPIRED_HOLD = (
+    "UPDATE credit_hold SET posted_amount = :cost, generation_id = :generation_id "
+    "WHERE id = :hold_id AND status = 'expired' AND posted_amount IS NULL"
+)
+VOID_HOLD = "UPDATE credit_hold SET status = 'voided', resolved_at = :now WHERE id = :hold_id AND status = 'open'"
+
+SETTLE_POOL = (
+    "UPDATE credit_account SET held = held - :release, balance = balance - :cost, updated_at = :now "
+    "WHERE id = :account_id RETURNING balance"
+)
+RELEASE_POOL = "UPDATE credit_account SET held = held - :release, updated_at = :now WHERE id = :account_id"
+
+SETTLE_KEY = """UPDATE api_key SET held = held - :release, usage = usage + :cost,
+    usage_day = (CASE WHEN day_start = :day THEN usage_day + :cost ELSE :cost END), day_start = :day,
+    usage_week = (CASE WHEN week_start = :week THEN usage_week + :cost ELSE :cost END), week_start = :week,
+    usage_month = (CASE WHEN month_start = :month THEN usage_month + :cost ELSE :cost END), month_start = :month,
+    last_used_at = :now
+    WHERE id = :key_id"""
+RELEASE_KEY = "UPDATE api_key SET held = held - :release WHERE id = :key_id"
+
+INSERT_USAGE_ENTRY = (
+    "INSERT INTO ledger_entry (id, account_id, amount, kind, idempotency_key, transaction_id, balance_after, "
+    "hold_id, generation_id, created_at) "
+    "VALUES (:entry_id, :account_id, :amount, 'usage', :idempotency_key, :entry_id, :balance_after, "
+    ":hold_id, :generation_id, :now)"
+)
+
+GENERATION_COLUMNS = (
+    "id", "created_at", "account_id", "organization_id", "key_id", "key_hash", "user_id", "hold_id", "model",
+    "provider", "endpoint_id", "upstream_model", "tokens_prompt", "tokens_completion", "tokens_reasoning",
+    "tokens_cached", "cost", "latency_ms", "generation_time_ms", "finish_reason", "streamed", "cancelled",
+    "usage_estimated", "status_code", "external_user", "app_referer", "app_title",
+)  # fmt: skip
+INSERT_GENERATION = (
+    f"INSERT INTO generation ({', '.join(GENERATION_COLUMNS)}) "
+    f"VALUES ({', '.join(':g_' + c for c in GENERATION_COLUMNS)})"
+)
+
+UPSERT_ROLLUP = """INSERT INTO usage_rollup (hour, account_id, key_id, user_id, model, provider, requests,
+    tokens_prompt, tokens_completion, tokens_reasoning, tokens_cached, cost)
+    VALUES (:hour, :account_id, :key_id, :user_id, :model, :provider, 1,
+    :tokens_prompt, :tokens_completion, :tokens_reasoning, :tokens_cached, :cost)
+    ON CONFLICT (hour, account_id, key_id, user_id, model, provider) DO UPDATE SET
+    requests = usage_rollup.requests + 1,
+    tokens_prompt = usage_rollup.tokens_prompt + excluded.tokens_prompt,
+    tokens_completion = usage_rollup.tokens_completion + excluded.tokens_completion,
+    tokens_reasoning = usage_rollup.tokens_reasoning + excluded.tokens_reasoning,
+    tokens_cached = usage_rollup.tokens_cached + excluded.tokens_cached,
+    cost = usage_rollup.cost + excluded.cost"""
+
+_PARAM = re.compile(r"(?<!:):([a-z_]+)")
+
+
+def numbered(statement: str) -> tuple[str, tuple[str, ...]]:
+    """`:name` → `$n` for asyncpg, with the parameter order to pass values in."""
+    names: list[str] = []
+
+    def replace(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in names:
+            names.append(name)
+        return f"${names.index(name) + 1}"
+
+    return _PARAM.sub(replace, statement), tuple(names)
+
+
+def generation_params(record: GenerationRecord, hold_id: str) -> dict[str, Any]:
+    values = {f"g_{name}": getattr(record, name, None) for name in GENERATION_COLUMNS}
+    values["g_hold_id"] = hold_id
+    return values
+
+
+def rollup_params(record: GenerationRecord) -> dict[str, Any]:
+    return {
+        "hour": record.created_at.replace(minute=0, second=0, microsecond=0),
+        "account_id": record.account_id,
+        "key_id": record.key_id,
+        "user_id": record.user_id,
+        "model": record.model,
+        "provider": record.provider,
+        "tokens_prompt": record.tokens_prompt,
+        "tokens_completion": record.tokens_completion,
+        "tokens_reasoning": record.tokens_reasoning,
+        "tokens_cached": record.tokens_cached,
+        "cost": record.cost,
+    }
