@@ -110,13 +110,9 @@ async def make_person(app: Any, rt: Runtime) -> AsyncIterator[Any]:
     clients: list[httpx.AsyncClient] = []
     counter = iter(range(1, 10_000))
 
-    async def make(
-        email: str | None = None, *, verified: bool = True, staff: bool = False, name: str = ""
-    ) -> Person:
+    async def make(email: str | None = None, *, verified: bool = True, staff: bool = False, name: str = "") -> Person:
         email = email or f"person{next(counter)}@example.com"
-        user = await accounts.create_user(
-            rt, email=email, password=PASSWORD, name=name, verified=verified, staff=staff
-        )
+        user = await accounts.create_user(rt, email=email, password=PASSWORD, name=name, verified=verified, staff=staff)
         c = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver")
         clients.append(c)
         response = await c.post("/api/v1/auth/login", json={"email": email, "password": PASSWORD})

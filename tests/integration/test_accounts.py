@@ -35,9 +35,7 @@ def assert_envelope(response: httpx.Response, status: int, *words: str) -> dict:
 
 
 async def test_full_account_flow_over_real_smtp(client, rt, smtp):
-    r = await client.post(
-        f"{API}/auth/signup", json={"email": "Ada@Example.com", "password": PASSWORD, "name": "Ada"}
-    )
+    r = await client.post(f"{API}/auth/signup", json={"email": "Ada@Example.com", "password": PASSWORD, "name": "Ada"})
     assert r.status_code == 201, r.text
     user = r.json()["data"]["user"]
     assert user["email"] == "ada@example.com" and user["email_verified"] is False
@@ -133,13 +131,9 @@ async def test_bad_sign_ups_are_refused_and_change_nothing(client, rt, body, sta
 
 
 async def test_malformed_json_and_wrong_content(client, rt):
-    r = await client.post(
-        f"{API}/auth/signup", content=b"{not json", headers={"content-type": "application/json"}
-    )
+    r = await client.post(f"{API}/auth/signup", content=b"{not json", headers={"content-type": "application/json"})
     assert_envelope(r, 400, "malformed json")
-    r = await client.post(
-        f"{API}/auth/signup", content=b"[1,2]", headers={"content-type": "application/json"}
-    )
+    r = await client.post(f"{API}/auth/signup", content=b"[1,2]", headers={"content-type": "application/json"})
     assert_envelope(r, 400)
     assert await count(rt, User) == 0
 
@@ -161,18 +155,12 @@ async def test_verification_tokens_are_hashed_single_use_and_expire(client, rt, 
     token = smtp.sink.token_in(smtp.sink.wait_for("tok@example.com")[0])
     async with rt.db.read() as s:
         stored = (await s.scalars(select(EmailToken.token_hash))).all()
-        dump = " ".join(
-            str(v) for row in (await s.execute(text("SELECT * FROM email_token"))).all() for v in row
-        )
+        dump = " ".join(str(v) for row in (await s.execute(text("SELECT * FROM email_token"))).all() for v in row)
     assert token not in dump and len(stored[0]) == 64
 
-    assert_envelope(
-        await client.post(f"{API}/auth/verify-email", json={"token": "nope" * 8}), 400, "not valid"
-    )
+    assert_envelope(await client.post(f"{API}/auth/verify-email", json={"token": "nope" * 8}), 400, "not valid")
     assert (await client.post(f"{API}/auth/verify-email", json={"token": token})).status_code == 200
-    assert_envelope(
-        await client.post(f"{API}/auth/verify-email", json={"token": token}), 400, "already been used"
-    )
+    assert_envelope(await client.post(f"{API}/auth/verify-email", json={"token": token}), 400, "already been used")
 
     # An expired token: resend, then age it.
     async with rt.db.uow() as uow:
@@ -194,9 +182,7 @@ async def test_csrf_and_origin_are_required_for_unsafe_session_requests(make_per
     person = await make_person()
     r = await person.client.put(f"{API}/me/context", json={"organization_id": None})
     assert_envelope(r, 403, "csrf")
-    r = await person.client.put(
-        f"{API}/me/context", json={"organization_id": None}, headers={"X-CSRF-Token": "x" * 64}
-    )
+    r = await person.client.put(f"{API}/me/context", json={"organization_id": None}, headers={"X-CSRF-Token": "x" * 64})
     assert_envelope(r, 403, "csrf")
     r = await person.call(
         "PUT", "/me/context", json={"organization_id": None}, headers={"Origin": "https://evil.example"}
@@ -209,21 +195,15 @@ async def test_csrf_and_origin_are_required_for_unsafe_session_requests(make_per
 
 async def test_context_switch_refuses_orgs_one_is_not_in(make_person):
     person = await make_person()
-    error = assert_envelope(
-        await person.call("PUT", "/me/context", json={"organization_id": "org_nope"}), 404
-    )
+    error = assert_envelope(await person.call("PUT", "/me/context", json={"organization_id": "org_nope"}), 404)
     assert error["metadata"]["code"] == "organization_not_found"
-    assert_envelope(
-        await person.call("PUT", "/me/context", json={"organization_id": 5}), 400, "organization_id"
-    )
+    assert_envelope(await person.call("PUT", "/me/context", json={"organization_id": 5}), 400, "organization_id")
     assert_envelope(await person.call("PUT", "/me/context", json={}), 400, "organization_id")
 
 
 async def test_wrong_password_and_unknown_email_look_alike(client, make_person):
     person = await make_person()
-    wrong = await client.post(
-        f"{API}/auth/login", json={"email": person.email, "password": "wrong password!!"}
-    )
+    wrong = await client.post(f"{API}/auth/login", json={"email": person.email, "password": "wrong password!!"})
     unknown = await client.post(
         f"{API}/auth/login", json={"email": "ghost@example.com", "password": "wrong password!!"}
     )

@@ -53,9 +53,7 @@ class PostgresFactory:
         return self.admin.set(database=name).render_as_string(hide_password=False)
 
     async def _exec(self, *statements: str) -> None:
-        conn = await asyncpg.connect(
-            self.admin.set(drivername="postgresql").render_as_string(hide_password=False)
-        )
+        conn = await asyncpg.connect(self.admin.set(drivername="postgresql").render_as_string(hide_password=False))
         try:
             for statement in statements:
                 await conn.execute(statement)

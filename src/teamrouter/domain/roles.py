@@ -16,9 +16,7 @@ class Scope(StrEnum):
     KEYS_MANAGE_ALL = "keys:manage_all"  # every key of the context
     KEYS_CREATE_MANAGEMENT = "keys:create_management"
     ACTIVITY_READ_OWN = "activity:read_own"
-    ACTIVITY_READ_ALL = (
-        "activity:read_all"  # members get it too when the org allows (activity_visibility=all)
-    )
+    ACTIVITY_READ_ALL = "activity:read_all"  # members get it too when the org allows (activity_visibility=all)
 
 
 class Role(StrEnum):

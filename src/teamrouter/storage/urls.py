@@ -12,9 +12,7 @@ def async_url(url: str) -> URL:
         return parsed.set(drivername="sqlite+aiosqlite")
     if backend in {"postgresql", "postgres"}:
         return parsed.set(drivername="postgresql+asyncpg")
-    raise ValueError(
-        f"unsupported database URL scheme {parsed.drivername!r}: use sqlite:/// or postgresql://"
-    )
+    raise ValueError(f"unsupported database URL scheme {parsed.drivername!r}: use sqlite:/// or postgresql://")
 
 
 def is_sqlite(url: str) -> bool:

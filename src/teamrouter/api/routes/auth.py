@@ -51,9 +51,7 @@ async def log_in(body: LogIn, request: Request, rt: RuntimeDep) -> JSONResponse:
         password=body.password,
         previous_token=request.cookies.get(SESSION_COOKIE),
     )
-    response = JSONResponse(
-        {"data": {"user": user_public(user), "csrf_token": accounts.csrf_token(rt, token)}}
-    )
+    response = JSONResponse({"data": {"user": user_public(user), "csrf_token": accounts.csrf_token(rt, token)}})
     response.set_cookie(
         SESSION_COOKIE,
         token,
@@ -73,7 +71,5 @@ async def log_out(_actor: SessionActor, request: Request, rt: RuntimeDep) -> Res
     if token:
         await accounts.log_out(rt, token=token)
     response = Response(status_code=204)
-    response.delete_cookie(
-        SESSION_COOKIE, path="/", httponly=True, samesite="lax", secure=rt.settings.secure_cookies
-    )
+    response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="lax", secure=rt.settings.secure_cookies)
     return response

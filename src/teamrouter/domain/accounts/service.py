@@ -170,9 +170,7 @@ async def verify_email(rt: Runtime, *, token: str) -> User:
     now = rt.clock.now()
     async with rt.db.uow() as uow:
         row = await uow.session.scalar(
-            select(EmailToken).where(
-                EmailToken.token_hash == hash_token(token), EmailToken.purpose == VERIFY_EMAIL
-            )
+            select(EmailToken).where(EmailToken.token_hash == hash_token(token), EmailToken.purpose == VERIFY_EMAIL)
         )
         if row is None:
             raise bad_field("token", "This verification link is not valid")
@@ -186,9 +184,7 @@ async def verify_email(rt: Runtime, *, token: str) -> User:
             raise BadRequest("token: This verification link has expired", code="token_expired", field="token")
         # Guarded so two concurrent clicks consume it once.
         consumed = await uow.session.execute(
-            update(EmailToken)
-            .where(EmailToken.id == row.id, EmailToken.used_at.is_(None))
-            .values(used_at=now)
+            update(EmailToken).where(EmailToken.id == row.id, EmailToken.used_at.is_(None)).values(used_at=now)
         )
         if consumed.rowcount != 1:  # type: ignore[attr-defined]
             raise BadRequest(
@@ -214,9 +210,7 @@ async def verify_email(rt: Runtime, *, token: str) -> User:
     return user
 
 
-async def log_in(
-    rt: Runtime, *, email: str, password: str, previous_token: str | None = None
-) -> tuple[User, str]:
+async def log_in(rt: Runtime, *, email: str, password: str, previous_token: str | None = None) -> tuple[User, str]:
     """Check the password and open a new session (the previous one, if any, is revoked: rotation)."""
     email = normalize_email(email)
     email_hash = hash_token(email)
@@ -350,9 +344,7 @@ async def set_context(rt: Runtime, *, actor: Actor, organization_id: str | None)
             if role is None:
                 raise NotFound("Organization not found", code="organization_not_found")
         await uow.session.execute(
-            update(WebSession)
-            .where(WebSession.id == actor.session_id)
-            .values(organization_id=organization_id)
+            update(WebSession).where(WebSession.id == actor.session_id).values(organization_id=organization_id)
         )
     return Actor(
         user_id=actor.user_id,
@@ -378,7 +370,5 @@ async def me(rt: Runtime, *, actor: Actor) -> dict[str, Any]:
     return {
         "user": user_public(user),
         "context": {"organization_id": actor.organization_id},
-        "memberships": [
-            {"organization_id": org_id, "name": name, "role": role} for org_id, name, role in rows
-        ],
+        "memberships": [{"organization_id": org_id, "name": name, "role": role} for org_id, name, role in rows],
     }

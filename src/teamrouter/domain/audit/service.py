@@ -29,9 +29,7 @@ def record(
         created_at=clock.now(),
         actor_user_id=actor.user_id if actor else None,
         actor_key_id=actor.key_id if actor else None,
-        organization_id=organization_id
-        if organization_id is not None
-        else (actor.organization_id if actor else None),
+        organization_id=organization_id if organization_id is not None else (actor.organization_id if actor else None),
         action=action,
         target_type=target_type,
         target_id=target_id,

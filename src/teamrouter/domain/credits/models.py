@@ -20,12 +20,8 @@ class CreditAccount(Base):
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    user_id: Mapped[str | None] = mapped_column(
-        ForeignKey("user_account.id", ondelete="CASCADE"), unique=True
-    )
-    organization_id: Mapped[str | None] = mapped_column(
-        ForeignKey("organization.id", ondelete="CASCADE"), unique=True
-    )
+    user_id: Mapped[str | None] = mapped_column(ForeignKey("user_account.id", ondelete="CASCADE"), unique=True)
+    organization_id: Mapped[str | None] = mapped_column(ForeignKey("organization.id", ondelete="CASCADE"), unique=True)
     balance: Mapped[int] = mapped_column(Money, default=0)
     held: Mapped[int] = mapped_column(Money, default=0)
     created_at: Mapped[datetime]
@@ -40,9 +36,7 @@ class LedgerEntry(Base):
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     account_id: Mapped[str] = mapped_column(ForeignKey("credit_account.id"))
     amount: Mapped[int] = mapped_column(Money)  # signed: credits > 0, debits < 0
-    kind: Mapped[str] = mapped_column(
-        String(24)
-    )  # purchase grant transfer_in transfer_out usage refund correction
+    kind: Mapped[str] = mapped_column(String(24))  # purchase grant transfer_in transfer_out usage refund correction
     idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
     # SHA-256 of what the caller asked for, so a replayed key with a different body is refused.
     request_fingerprint: Mapped[str | None] = mapped_column(String(64))

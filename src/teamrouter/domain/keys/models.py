@@ -23,9 +23,7 @@ class ApiKey(Base):
     name: Mapped[str] = mapped_column(String(200))
     # The context: an org, or (NULL) the creator's personal account. account_id is the credit account
     # it bills, denormalised so the hot path needs one row.
-    organization_id: Mapped[str | None] = mapped_column(
-        ForeignKey("organization.id", ondelete="CASCADE"), index=True
-    )
+    organization_id: Mapped[str | None] = mapped_column(ForeignKey("organization.id", ondelete="CASCADE"), index=True)
     account_id: Mapped[str] = mapped_column(ForeignKey("credit_account.id"), index=True)
     creator_user_id: Mapped[str] = mapped_column(ForeignKey("user_account.id"), index=True)
     management: Mapped[bool] = mapped_column(default=False)

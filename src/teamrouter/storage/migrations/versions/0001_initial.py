@@ -296,9 +296,7 @@ def upgrade() -> None:
         sa.Column("month_start", sa.Date(), nullable=True),
         sa.Column("held", sa.BigInteger(), nullable=False),
         sa.CheckConstraint("held >= 0", name=op.f("ck_api_key_held_nonnegative")),
-        sa.CheckConstraint(
-            "spend_limit IS NULL OR spend_limit >= 0", name=op.f("ck_api_key_limit_nonnegative")
-        ),
+        sa.CheckConstraint("spend_limit IS NULL OR spend_limit >= 0", name=op.f("ck_api_key_limit_nonnegative")),
         sa.ForeignKeyConstraint(
             ["account_id"], ["credit_account.id"], name=op.f("fk_api_key_account_id_credit_account")
         ),

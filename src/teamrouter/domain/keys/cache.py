@@ -1,0 +1,147 @@
+"""An in-process cache of resolved inference keys, keyed by key hash.
+
+The hot path authenticates a key without touching the database while an entry is fresh. Every change
+to a key invalidates its entry after commit (`uow.on_commit`), so this process sees the change at
+once; other processes see it within the TTL (`settings.cache_ttl_seconds`). The cache also remembers
+when this process last wrote `last_used_at` for a key, so that write happens at most once a minute.
+
+One cache per Runtime, kept in `rt.extras` (no module globals).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from teamrouter.runtime import Runtime
+
+EXTRAS_KEY = "key_cache"
+MEMBERSHIP_LISTENERS = "membership_listeners"
+MAX_ENTRIES = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class KeyAuth:
+    """What the gateway needs to admit a request with a key (a snapshot of the row, no secret)."""
+
+    key_id: str
+    hash: str
+    account_id: str
+    organization_id: str | None
+    creator_user_id: str
+    management: bool
+    disabled: bool
+    deleted: bool
+    spend_limit: int | None  # nano-USD; None = no limit
+    limit_reset: str | None
+    expires_at: datetime | None
+    last_used_at: datetime | None
+
+
+class KeyCache:
+    def __init__(self, ttl_seconds: float, *, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.ttl = ttl_seconds
+        self._monotonic = monotonic
+        self._entries: dict[str, tuple[float, KeyAuth]] = {}
+        self._touched: dict[str, datetime] = {}
+        self._loading: dict[str, asyncio.Future[KeyAuth | None]] = {}
+        # Bumped by every invalidation: a load that raced one must not cache what it read.
+        self._epoch = 0
+
+    def get(self, key_hash: str) -> KeyAuth | None:
+        found = self._entries.get(key_hash)
+        if found is None:
+            return None
+        stored_at, value = found
+        if self._monotonic() - stored_at >= self.ttl:
+            del self._entries[key_hash]
+            return None
+        return value
+
+    def put(self, value: KeyAuth) -> None:
+        if len(self._entries) >= MAX_ENTRIES and value.hash not in self._entries:
+            # Drop the oldest insertion: bounded memory under a flood of distinct valid keys.
+            self._entries.pop(next(iter(self._entries)))
+        self._entries[value.hash] = (self._monotonic(), value)
+
+    async def get_or_load(self, key_hash: str, load: Callable[[], Awaitable[KeyAuth | None]]) -> KeyAuth | None:
+        """A fresh entry, or one load shared by every concurrent caller for the same hash.
+
+        A burst of requests with a key not yet cached (start-up, TTL expiry) makes one database read,
+        not one per request. Unknown keys (None) are not cached.
+        """
+        hit = self.get(key_hash)
+        if hit is not None:
+            return hit
+        pending = self._loading.get(key_hash)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[KeyAuth | None] = asyncio.get_running_loop().create_future()
+        self._loading[key_hash] = future
+        epoch = self._epoch
+        try:
+            value = await load()
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: no "never retrieved" noise when nobody was waiting
+            raise
+        finally:
+            self._loading.pop(key_hash, None)
+        if value is not None and epoch == self._epoch:
+            self.put(value)
+        future.set_result(value)
+        return value
+
+    def invalidate(self, key_hash: str) -> None:
+        self._epoch += 1
+        self._entries.pop(key_hash, None)
+
+    def clear(self) -> None:
+        self._epoch += 1
+        self._entries.clear()
+        self._touched.clear()
+
+    def last_touched(self, key_hash: str) -> datetime | None:
+        return self._touched.get(key_hash)
+
+    def note_touched(self, key_hash: str, at: datetime) -> None:
+        if len(self._touched) >= MAX_ENTRIES and key_hash not in self._touched:
+            self._touched.pop(next(iter(self._touched)))
+        self._touched[key_hash] = at
+
+    def forget_member(self, organization_id: str, user_id: str) -> None:
+        """Drop the keys a person created in an org (their membership ended: keys may be disabled)."""
+        self._epoch += 1
+        stale = [
+            key_hash
+            for key_hash, (_, value) in self._entries.items()
+            if value.organization_id == organization_id and value.creator_user_id == user_id
+        ]
+        for key_hash in stale:
+            del self._entries[key_hash]
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+def key_cache(rt: Runtime) -> KeyCache:
+    """This runtime's key cache, created on first use."""
+    cache = rt.extras.get(EXTRAS_KEY)
+    if not isinstance(cache, KeyCache):
+        cache = KeyCache(rt.settings.cache_ttl_seconds)
+        rt.extras[EXTRAS_KEY] = cache
+        # The orgs domain disables a leaver's keys in bulk and calls these after commit.
+        rt.extras.setdefault(MEMBERSHIP_LISTENERS, []).append(cache.forget_member)
+    return cache
+
+
+def invalidate_after_commit(rt: Runtime, key_hash: str) -> Callable[[], None]:
+    """A callback for `uow.on_commit` that drops one key from this process's cache."""
+
+    def invalidate() -> None:
+        key_cache(rt).invalidate(key_hash)
+
+    return invalidate

@@ -1,0 +1,113 @@
+"""Request and response shapes of the OpenRouter-compatible keys API.
+
+Requests refuse unknown fields (`usage`, `organization_id`, `hash`, … are not settable). Responses
+carry every field the official `openrouter` SDK requires (docs/sdk-compat.md §4.1, §4.2), with 0,
+false, null or "default" where teamrouter has no such concept (BYOK, workspaces, budgets).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from teamrouter.domain.credits.windows import key_usage, limit_remaining
+from teamrouter.domain.keys.models import ApiKey
+from teamrouter.money import to_usd
+
+NAME_MAX = 200
+# teamrouter has no workspaces; the SDK needs a non-null string on key objects.
+WORKSPACE_ID = "default"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class KeyCreate(Strict):
+    name: str = Field(max_length=NAME_MAX)
+    limit: Decimal | None = None  # USD
+    limit_reset: str | None = Field(default=None, max_length=16)
+    expires_at: datetime | None = None
+    management: bool = False
+    creator_user_id: str | None = Field(default=None, max_length=40)
+
+
+class KeyUpdate(Strict):
+    """Only the fields present in the body change; `limit: null` removes the limit."""
+
+    name: str | None = Field(default=None, max_length=NAME_MAX)
+    disabled: bool | None = None
+    limit: Decimal | None = None
+    limit_reset: str | None = Field(default=None, max_length=16)
+
+
+def iso(value: datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value else None
+
+
+def _usd(units: int | None) -> float | None:
+    return None if units is None else to_usd(units)
+
+
+def key_public(key: ApiKey, now: datetime) -> dict[str, Any]:
+    """The `Key` object of API.md, plus the fields the SDK requires."""
+    usage = key_usage(key, now)
+    return {
+        "hash": key.hash,
+        "name": key.name,
+        "label": key.label,
+        "disabled": key.disabled,
+        "limit": _usd(key.spend_limit),
+        "limit_remaining": _usd(limit_remaining(key, now)),
+        "limit_reset": key.limit_reset,
+        **{field: to_usd(units) for field, units in usage.items()},
+        "byok_usage": 0,
+        "byok_usage_daily": 0,
+        "byok_usage_weekly": 0,
+        "byok_usage_monthly": 0,
+        "include_byok_in_limit": False,
+        "created_at": iso(key.created_at),
+        "updated_at": iso(key.updated_at),
+        "expires_at": iso(key.expires_at),
+        "last_used_at": iso(key.last_used_at),
+        "creator_user_id": key.creator_user_id,
+        "organization_id": key.organization_id,
+        "management": key.management,
+        "workspace_id": WORKSPACE_ID,
+        "external_user": None,
+    }
+
+
+def current_key_public(key: ApiKey, now: datetime) -> dict[str, Any]:
+    """`GET /key`: the presented key, in the shape of OpenRouter's current-key response."""
+    usage = key_usage(key, now)
+    return {
+        "hash": key.hash,
+        "name": key.name,
+        "label": key.label,
+        "limit": _usd(key.spend_limit),
+        "limit_remaining": _usd(limit_remaining(key, now)),
+        "limit_reset": key.limit_reset,
+        **{field: to_usd(units) for field, units in usage.items()},
+        "is_management_key": key.management,
+        "is_provisioning_key": key.management,
+        "is_free_tier": False,
+        "creator_user_id": key.creator_user_id,
+        "organization_id": key.organization_id,
+        "expires_at": iso(key.expires_at),
+        "allowed_data_regions": [],
+        "budgets": [],
+        "effective_budget": None,
+        "byok_usage": 0,
+        "byok_usage_daily": 0,
+        "byok_usage_weekly": 0,
+        "byok_usage_monthly": 0,
+        "include_byok_in_limit": False,
+        "free_model_daily_requests": {"limit": 0, "remaining": 0, "used": 0},
+        # Legacy field; OpenRouter documents it as always -1.
+        "rate_limit": {"interval": "10s", "note": "", "requests": -1},
+        "workspace_id": None,
+    }

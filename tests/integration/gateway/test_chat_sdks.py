@@ -1,0 +1,140 @@
+"""The official `openai` and `openrouter` SDKs, changed only in their base URL, complete chat
+requests (JSON and SSE) through a real teamrouter process to a fake OpenAI-compatible upstream and
+to a fake Anthropic upstream; pool, key usage, GET /generation and the activity row show the cost."""
+
+from __future__ import annotations
+
+import warnings
+
+import httpx
+import pytest
+from openrouter import OpenRouter
+from sqlalchemy import select
+
+from teamrouter.domain.activity.models import Generation
+from teamrouter.domain.credits.models import CreditAccount
+from teamrouter.money import UNITS_PER_USD
+from tests.support.gateway import funded_person, script
+
+pytestmark = pytest.mark.db
+
+USAGE = {"prompt_tokens": 100, "completion_tokens": 50}
+COST_CHAT = 100 * 1_000 + 50 * 2_000  # nano-USD at $1/M prompt, $2/M completion
+COST_CLAUDE = 100 * 3_000 + 50 * 15_000
+
+
+async def balance(rt, account_id: str) -> tuple[int, int]:
+    async with rt.db.read() as s:
+        row = await s.get_one(CreditAccount, account_id)
+        return row.balance, row.held
+
+
+async def generation(rt, gen_id: str) -> Generation:
+    async with rt.db.read() as s:
+        row = await s.scalar(select(Generation).where(Generation.id == gen_id))
+    assert row is not None
+    return row
+
+
+@pytest.mark.parametrize(("model", "cost"), [("test/chat", COST_CHAT), ("test/claude", COST_CLAUDE)])
+async def test_openai_sdk_non_streaming(sdk, gateway, gw_rt, fake, model, cost):
+    who = await funded_person(gw_rt, usd="1")
+    before, _ = await balance(gw_rt, who.account_id)
+    client = sdk(who.key)
+    content = script(content="Hello there friend", usage=USAGE)
+    raw = client.chat.completions.with_raw_response.create(
+        model=model, messages=[{"role": "user", "content": content}], max_tokens=200, user="end-user-7"
+    )
+    result = raw.parse()
+    assert raw.headers["x-generation-id"] == result.id and result.id.startswith("gen-")
+    assert result.model == model
+    assert result.choices[0].message.content == "Hello there friend"
+    assert result.usage.prompt_tokens == 100 and result.usage.completion_tokens == 50
+    assert result.usage.model_extra["cost"] == pytest.approx(cost / UNITS_PER_USD)
+
+    after, held = await balance(gw_rt, who.account_id)
+    assert before - after == cost and held == 0
+    row = await generation(gw_rt, result.id)
+    assert (row.cost, row.tokens_prompt, row.tokens_completion, row.streamed) == (cost, 100, 50, False)
+    assert row.external_user == "end-user-7" and row.key_hash == who.key_hash and row.user_id == who.user_id
+
+    r = httpx.get(
+        f"{gateway.base_url}/api/v1/generation",
+        params={"id": result.id},
+        headers={"Authorization": f"Bearer {who.key}"},
+    )
+    assert r.status_code == 200 and r.json()["data"]["total_cost"] == pytest.approx(cost / UNITS_PER_USD)
+    key = httpx.get(f"{gateway.base_url}/api/v1/key", headers={"Authorization": f"Bearer {who.key}"}).json()["data"]
+    assert key["usage"] == pytest.approx(cost / UNITS_PER_USD)
+    assert key["usage_daily"] == pytest.approx(cost / UNITS_PER_USD)
+
+
+@pytest.mark.parametrize(("model", "cost"), [("test/chat", COST_CHAT), ("test/claude", COST_CLAUDE)])
+async def test_openai_sdk_streaming_ends_with_a_usage_chunk_carrying_cost(sdk, gateway, gw_rt, model, cost):
+    who = await funded_person(gw_rt, usd="1")
+    before, _ = await balance(gw_rt, who.account_id)
+    stream = sdk(who.key).chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": script(content="one two three four", chunks=4, usage=USAGE)}],
+        max_tokens=200,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "one two three four"
+    last = chunks[-1]
+    assert last.choices == [] and last.usage is not None
+    assert last.usage.model_extra["cost"] == pytest.approx(cost / UNITS_PER_USD)
+    assert len({c.id for c in chunks}) == 1 and chunks[0].id.startswith("gen-")
+    after, held = await balance(gw_rt, who.account_id)
+    assert before - after == cost and held == 0
+    row = await generation(gw_rt, chunks[0].id)
+    assert row.streamed and row.cost == cost and not row.usage_estimated
+
+
+async def test_openrouter_sdk_chat_both_ways(gateway, gw_rt):
+    who = await funded_person(gw_rt, usd="1")
+    before, _ = await balance(gw_rt, who.account_id)
+    with (
+        warnings.catch_warnings(),
+        OpenRouter(
+            api_key=who.key, server_url=f"{gateway.base_url}/api/v1", retry_config=None, timeout_ms=30_000
+        ) as client,
+    ):
+        warnings.simplefilter("ignore", DeprecationWarning)
+        result = client.chat.send(
+            model="test/chat",
+            messages=[{"role": "user", "content": script(content="hi there", usage=USAGE)}],
+            max_tokens=100,
+        )
+        assert result.id.startswith("gen-") and result.usage.cost == pytest.approx(COST_CHAT / UNITS_PER_USD)
+        with client.chat.send(
+            model="test/chat",
+            messages=[{"role": "user", "content": script(content="a b c", chunks=3, usage=USAGE)}],
+            max_tokens=100,
+            stream=True,
+        ) as stream:
+            events = list(stream)
+    assert "".join(e.choices[0].delta.content or "" for e in events if e.choices) == "a b c"
+    assert events[-1].usage.cost == pytest.approx(COST_CHAT / UNITS_PER_USD)
+    after, _ = await balance(gw_rt, who.account_id)
+    assert before - after == 2 * COST_CHAT
+
+
+async def test_demo_model_answers_offline_and_bills(sdk, gateway, gw_rt):
+    who = await funded_person(gw_rt, usd="1")
+    result = sdk(who.key).chat.completions.create(
+        model="demo/echo", messages=[{"role": "user", "content": "ping"}], max_tokens=50
+    )
+    assert "[teamrouter demo]" in result.choices[0].message.content
+    assert result.usage.model_extra["cost"] > 0
+
+
+async def test_legacy_text_completions(sdk, gateway, gw_rt):
+    who = await funded_person(gw_rt, usd="1")
+    result = sdk(who.key).completions.create(
+        model="test/chat", prompt=script(content="legacy text", usage=USAGE), max_tokens=100
+    )
+    assert result.choices[0].text == "legacy text"
+    assert result.usage.model_extra["cost"] == pytest.approx(COST_CHAT / UNITS_PER_USD)

@@ -1,0 +1,271 @@
+"""Org settings (member reads, admin merges, strict validation), billing (admin only), the typed
+`org_settings` helper, and the OpenRouter-compatible /organization endpoints checked with the SDK's
+own models."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from openrouter import OpenRouter, components, operations
+from sqlalchemy import select
+from tests.support.orgs import assert_envelope, create_org, join, org_row, recording_mailer
+
+from teamrouter.domain.actor import Actor
+from teamrouter.domain.audit.models import AuditEvent
+from teamrouter.domain.keys import service as keys
+from teamrouter.domain.orgs.settings import OrgSettings, org_settings
+from teamrouter.domain.roles import Role
+
+DEFAULTS = {
+    "provider": {"order": [], "only": None, "ignore": [], "sort": None, "allow_fallbacks": True},
+    "privacy": {"data_collection": "allow", "zdr_only": False},
+    "activity_visibility": "all",
+    "member_exit_keys": "disable",
+    "filtered_model_catalog": False,
+}
+BILLING_DEFAULTS = {
+    "billing_email": None,
+    "contacts": [],
+    "invoicing": {"company_name": None, "address": None, "tax_id": None},
+}
+
+
+@pytest.fixture
+async def team(make_person, rt):
+    recording_mailer(rt)
+    admin = await make_person(name="Ada Lovelace")
+    member = await make_person(name="Bob")
+    org = await create_org(admin)
+    await join(rt, admin, member, org)
+    return admin, member, org
+
+
+async def settings_audits(rt) -> int:
+    async with rt.db.read() as s:
+        return len(
+            (
+                await s.scalars(
+                    select(AuditEvent.id).where(
+                        AuditEvent.action.in_(["organization.settings_update", "organization.billing_update"])
+                    )
+                )
+            ).all()
+        )
+
+
+async def test_settings_defaults_and_partial_merges(team, rt):
+    admin, member, org = team
+    for person in (admin, member):
+        r = await person.client.get(f"/api/v1/organizations/{org}/settings")
+        assert r.status_code == 200 and r.json()["data"] == DEFAULTS
+
+    r = await admin.call("PATCH", f"/organizations/{org}/settings", json={"provider": {"sort": "price"}})
+    assert r.status_code == 200, r.text
+    assert r.json()["data"]["provider"] == {**DEFAULTS["provider"], "sort": "price"}
+    r = await admin.call(
+        "PATCH",
+        f"/organizations/{org}/settings",
+        json={
+            "privacy": {"zdr_only": True},
+            "provider": {"order": ["acme", " demo "], "ignore": ["slowco"], "only": []},
+            "activity_visibility": "own",
+        },
+    )
+    data = r.json()["data"]
+    assert data["provider"] == {
+        "order": ["acme", "demo"],
+        "only": None,  # an empty allow-list means "no allow-list"
+        "ignore": ["slowco"],
+        "sort": "price",  # kept from the first PATCH
+        "allow_fallbacks": True,
+    }
+    assert data["privacy"] == {"data_collection": "allow", "zdr_only": True}
+    assert data["activity_visibility"] == "own" and data["member_exit_keys"] == "disable"
+    r = await admin.call("PATCH", f"/organizations/{org}/settings", json={"provider": {"sort": None}})
+    assert r.json()["data"]["provider"]["sort"] is None
+    assert (await member.client.get(f"/api/v1/organizations/{org}/settings")).json()["data"] == r.json()["data"]
+
+    # The typed helper the gateway reads.
+    typed = org_settings(await org_row(rt, org))
+    assert isinstance(typed, OrgSettings)
+    assert typed.provider.order == ["acme", "demo"] and typed.privacy.zdr_only is True
+    assert typed.activity_visibility == "own"
+
+    async with rt.db.read() as s:
+        events = (await s.scalars(select(AuditEvent).where(AuditEvent.action == "organization.settings_update"))).all()
+    assert len(events) == 3
+    assert events[0].before == DEFAULTS and events[0].after["provider"]["sort"] == "price"
+    assert events[0].actor_user_id == admin.id and events[0].organization_id == org
+
+
+BAD_SETTINGS = (
+    ({}, ["nothing to change"]),
+    ({"colour": "red"}, ["colour", "unknown field"]),
+    ({"provider": {"fastest": True}}, ["provider.fastest", "unknown field"]),
+    ({"privacy": {"zdr": True}}, ["privacy.zdr", "unknown field"]),
+    ({"provider": {"sort": "cheapest"}}, ["provider.sort"]),
+    ({"provider": {"order": [1, 2]}}, ["provider.order"]),
+    ({"provider": {"order": "acme"}}, ["provider.order"]),
+    ({"provider": {"order": None}}, ["provider.order"]),
+    ({"provider": {"only": ["x" * 101]}}, ["provider.only"]),
+    ({"provider": {"ignore": [""]}}, ["provider.ignore"]),
+    ({"provider": {"ignore": [f"p{i}" for i in range(51)]}}, ["provider.ignore"]),
+    ({"provider": {"allow_fallbacks": "yes"}}, ["provider.allow_fallbacks"]),
+    ({"provider": {"allow_fallbacks": None}}, ["provider.allow_fallbacks"]),
+    ({"privacy": {"data_collection": "sometimes"}}, ["privacy.data_collection"]),
+    ({"privacy": {"zdr_only": 1}}, ["privacy.zdr_only"]),
+    ({"activity_visibility": "mine"}, ["activity_visibility"]),
+    ({"activity_visibility": None}, ["activity_visibility"]),
+    ({"member_exit_keys": "delete"}, ["member_exit_keys"]),
+    ({"provider": None}, ["provider"]),
+    ({"organization_id": "org_x"}, ["organization_id", "unknown field"]),
+)
+
+
+async def test_bad_settings_change_nothing(team, rt):
+    admin, _, org = team
+    for body, words in BAD_SETTINGS:
+        assert_envelope(await admin.call("PATCH", f"/organizations/{org}/settings", json=body), 400, *words)
+    assert (await admin.client.get(f"/api/v1/organizations/{org}/settings")).json()["data"] == DEFAULTS
+    assert await settings_audits(rt) == 0
+
+
+async def test_members_cannot_change_settings_or_see_billing(team, rt):
+    _, member, org = team
+    assert_envelope(
+        await member.call("PATCH", f"/organizations/{org}/settings", json={"activity_visibility": "own"}), 403
+    )
+    assert_envelope(await member.client.get(f"/api/v1/organizations/{org}/billing"), 403)
+    assert_envelope(
+        await member.call("PATCH", f"/organizations/{org}/billing", json={"billing_email": "m@example.com"}), 403
+    )
+    assert_envelope(
+        await member.call("PATCH", "/organization/settings", json={"is_filtered_model_catalog_enabled": True}), 404
+    )  # personal context: no org there
+    assert (await member.call("PUT", "/me/context", json={"organization_id": org})).status_code == 200
+    assert_envelope(
+        await member.call("PATCH", "/organization/settings", json={"is_filtered_model_catalog_enabled": True}), 403
+    )
+    row = await org_row(rt, org)
+    assert row.settings == {} and row.billing == {}
+    assert await settings_audits(rt) == 0
+
+
+async def test_billing_settings(team, rt):
+    admin, _, org = team
+    r = await admin.client.get(f"/api/v1/organizations/{org}/billing")
+    assert r.status_code == 200 and r.json()["data"] == BILLING_DEFAULTS
+    r = await admin.call(
+        "PATCH",
+        f"/organizations/{org}/billing",
+        json={
+            "billing_email": "Billing@Example.com",
+            "contacts": ["cfo@example.com", {"email": "ap@example.com", "name": "Payables"}],
+            "invoicing": {"company_name": "Acme Ltd"},
+        },
+    )
+    assert r.status_code == 200, r.text
+    r = await admin.call("PATCH", f"/organizations/{org}/billing", json={"invoicing": {"tax_id": "GB123"}})
+    data = r.json()["data"]
+    assert data["billing_email"].lower() == "billing@example.com"
+    assert data["contacts"] == [
+        {"email": "cfo@example.com", "name": None},
+        {"email": "ap@example.com", "name": "Payables"},
+    ]
+    assert data["invoicing"] == {"company_name": "Acme Ltd", "address": None, "tax_id": "GB123"}
+    assert (await admin.client.get(f"/api/v1/organizations/{org}/billing")).json()["data"] == data
+    assert await settings_audits(rt) == 2
+
+
+BAD_BILLING = (
+    ({}, ["nothing to change"]),
+    ({"billing_email": "nope"}, ["billing_email"]),
+    ({"contacts": ["nope"]}, ["contacts"]),
+    ({"contacts": [{"email": "a@example.com", "phone": "1"}]}, ["phone", "unknown field"]),
+    ({"invoicing": {"vat": "x"}}, ["invoicing.vat", "unknown field"]),
+    ({"invoicing": {"address": "x" * 1001}}, ["invoicing.address"]),
+    ({"contacts": [f"c{i}@example.com" for i in range(21)]}, ["contacts"]),
+    ({"balance": 100}, ["balance", "unknown field"]),
+)
+
+
+async def test_bad_billing_changes_nothing(team, rt):
+    admin, _, org = team
+    for body, words in BAD_BILLING:
+        assert_envelope(await admin.call("PATCH", f"/organizations/{org}/billing", json=body), 400, *words)
+    assert (await org_row(rt, org)).billing == {}
+
+
+async def test_openrouter_members_and_settings_match_the_sdk(team, rt, make_person):
+    admin, member, org = team
+    assert (await admin.call("PUT", "/me/context", json={"organization_id": org})).status_code == 200
+
+    r = await admin.client.get("/api/v1/organization/members", params={"offset": 0, "limit": 50})
+    assert r.status_code == 200, r.text
+    body = operations.ListOrganizationMembersResponseBody.model_validate(r.json())
+    assert body.total_count == 2
+    assert [(m.id, m.role, m.first_name, m.last_name) for m in body.data] == [
+        (admin.id, "org:admin", "Ada", "Lovelace"),
+        (member.id, "org:member", "Bob", None),
+    ]
+    page = (await admin.client.get("/api/v1/organization/members", params={"offset": 1, "limit": 1})).json()
+    assert [m["id"] for m in page["data"]] == [member.id] and page["total_count"] == 2
+    assert_envelope(await admin.client.get("/api/v1/organization/members", params={"limit": 0}), 400, "limit")
+    assert_envelope(await admin.client.get("/api/v1/organization/members", params={"offset": -1}), 400, "offset")
+
+    r = await admin.client.get("/api/v1/organization/settings")
+    got = operations.GetOrganizationSettingsResponse.model_validate(r.json())
+    assert got.data.id == org and got.data.is_filtered_model_catalog_enabled is False
+    r = await admin.call("PATCH", "/organization/settings", json={"is_filtered_model_catalog_enabled": True})
+    assert r.status_code == 200, r.text
+    updated = operations.UpdateOrganizationSettingsResponse.model_validate(r.json())
+    assert isinstance(updated.data, components.OrganizationSettings)
+    assert updated.data.is_filtered_model_catalog_enabled is True
+    assert org_settings(await org_row(rt, org)).filtered_model_catalog is True
+    assert (await admin.client.get(f"/api/v1/organizations/{org}/settings")).json()["data"][
+        "filtered_model_catalog"
+    ] is True
+
+    for bad, words in (
+        ({}, ["is_filtered_model_catalog_enabled", "required"]),
+        ({"is_filtered_model_catalog_enabled": "yes"}, ["is_filtered_model_catalog_enabled"]),
+        ({"is_filtered_model_catalog_enabled": False, "id": "org_x"}, ["id", "unknown field"]),
+    ):
+        assert_envelope(await admin.call("PATCH", "/organization/settings", json=bad), 400, *words)
+    assert org_settings(await org_row(rt, org)).filtered_model_catalog is True
+
+    # Personal context: no organization to talk about.
+    loner = await make_person()
+    error = assert_envelope(await loner.client.get("/api/v1/organization/members"), 404, "switch to an organization")
+    assert error["metadata"]["code"] == "no_organization_context"
+    assert_envelope(await loner.client.get("/api/v1/organization/settings"), 404)
+    assert_envelope(await loner.client.get("/api/v1/organization/members", headers={"cookie": ""}), 401)
+
+
+async def test_official_sdk_with_a_management_key(team, rt, app):
+    """The `openrouter` SDK itself, with a management key, in process; a removed creator's key stops."""
+    admin, member, org = team
+    r = await admin.call("PATCH", f"/organizations/{org}/members/{member.id}", json={"role": "admin"})
+    assert r.status_code == 200
+    as_member = Actor(user_id=member.id, email_verified=True, organization_id=org, role=Role.ADMIN)
+    created = await keys.create_key(rt, actor=as_member, name="ci", management=True)
+
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as http:
+        sdk = OpenRouter(
+            api_key=created.plaintext,
+            server_url="http://testserver/api/v1",
+            async_client=http,
+            retry_config=None,
+        )
+        page = await sdk.organization.list_members_async()
+        assert page.result.total_count == 2
+        assert {(m.email, m.role) for m in page.result.data} == {
+            (admin.email, "org:admin"),
+            (member.email, "org:admin"),
+        }
+        settings = await sdk.organization.update_settings_async(is_filtered_model_catalog_enabled=True)
+        assert settings.data.id == org and settings.data.is_filtered_model_catalog_enabled is True
+
+        assert (await admin.call("DELETE", f"/organizations/{org}/members/{member.id}")).status_code == 204
+        r = await http.get("/api/v1/organization/members", headers={"Authorization": f"Bearer {created.plaintext}"})
+        assert r.status_code == 401, r.text
