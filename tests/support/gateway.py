@@ -170,6 +170,11 @@ class FakeUpstreamProcess:
     def reset(self) -> None:
         httpx.post(f"{self.url}/_reset", timeout=10)
 
+    def set_script(self, script: dict[str, Any] | None, *, model: str) -> None:
+        """Script every answer for one upstream model (so one endpoint of a model can fail)."""
+        r = httpx.post(f"{self.url}/_script", json={"script": script, "model": model}, timeout=10)
+        r.raise_for_status()
+
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(timeout=10)

@@ -70,9 +70,11 @@ async def admit(
     now = clock.now()
     refusal = await store.reserve(hold, now=now, expires_at=now + timedelta(seconds=hold_ttl_seconds))
     if refusal is not None:
-        first = candidates[0]
-        budget = clamp_max_tokens(request.max_tokens, cap=first.max_completion_tokens)
-        affordable = first.prices.affordable_completion_tokens(prompt_estimate, refusal.available, request.n)
+        budget = clamp_max_tokens(request.max_tokens, cap=candidates[0].max_completion_tokens)
+        # Consistent with the hold: enough for the priciest candidate, since any may serve it.
+        affordable = min(
+            e.prices.affordable_completion_tokens(prompt_estimate, refusal.available, request.n) for e in candidates
+        )
         message = (
             f"This request requires more credits, or fewer max_tokens. You requested up to {budget} tokens, "
             f"but can only afford {affordable}."

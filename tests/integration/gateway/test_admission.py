@@ -102,7 +102,8 @@ async def test_a4_an_upstream_that_ignores_max_tokens_is_billed_and_then_refused
     async with http(gateway) as client:
         statuses = []
         for _ in range(6):
-            r = await chat(client, who.key, "test/chat", script(overrun=3), max_tokens=100)
+            # Pinned to one endpoint so the hold is that endpoint's worst case, which the overrun triples.
+            r = await chat(client, who.key, "test/chat", script(overrun=3), max_tokens=100, provider={"only": ["fake"]})
             statuses.append(r.status_code)
         pool = await account(gw_rt, who.account_id)
         async with gw_rt.db.read() as s:
@@ -139,14 +140,15 @@ async def test_a12_missing_or_absurd_max_tokens_holds_the_cap_and_unaffordable_i
     who = await funded_person(gw_rt, usd="0.0015")
     fake.reset()
     async with http(gateway) as client:
-        refused = await chat(client, who.key, "test/chat")  # no max_tokens: holds the cap, can't afford it
+        prompt = script(content="fits")
+        refused = await chat(client, who.key, "test/chat", prompt)  # no max_tokens: holds the cap, can't afford it
         assert refused.status_code == 402
         message = refused.json()["error"]["message"]
         assert "You requested up to 1000 tokens, but can only afford" in message
         affordable = refused.json()["error"]["metadata"]["affordable_tokens"]
         assert 0 < affordable < 1000
         assert fake.calls() == []  # no upstream call
-        ok = await chat(client, who.key, "test/chat", script(content="fits"), max_tokens=affordable)
+        ok = await chat(client, who.key, "test/chat", prompt, max_tokens=affordable)
         assert ok.status_code == 200
     rich = await funded_person(gw_rt, usd="10")
     async with http(gateway) as client:

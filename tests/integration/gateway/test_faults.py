@@ -1,0 +1,273 @@
+"""Upstream faults and client behaviour (TESTPLAN C16–C19), bad input and key checks on the inference
+path: errors arrive in the envelope, holds never leak, and billing is never silently zero."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from teamrouter.domain.activity.models import Generation
+from teamrouter.domain.credits.models import CreditAccount, Hold
+from teamrouter.domain.keys import service as keys
+from tests.support.gateway import funded_person, script
+
+pytestmark = pytest.mark.db
+
+
+@pytest.fixture
+def client(gateway):
+    with httpx.Client(base_url=gateway.base_url, timeout=30) as c:
+        yield c
+
+
+@pytest.fixture(autouse=True)
+def clean_scripts(fake):
+    yield
+    for model in ("fake-chat", "slow-model", "working-model"):
+        fake.set_script(None, model=model)
+
+
+def post(client, key, body, **kw):
+    return client.post("/api/v1/chat/completions", headers={"Authorization": f"Bearer {key}"}, json=body, **kw)
+
+
+def msgs(text="hi"):
+    return [{"role": "user", "content": text}]
+
+
+async def state(rt, account_id):
+    async with rt.db.read() as s:
+        account = await s.get_one(CreditAccount, account_id)
+        open_holds = await s.scalar(
+            select(func.count()).select_from(Hold).where(Hold.account_id == account_id, Hold.status == "open")
+        )
+        generations = (await s.scalars(select(Generation).where(Generation.account_id == account_id))).all()
+    return account, open_holds, generations
+
+
+def sse_events(raw: str) -> list[dict]:
+    return [json.loads(line[6:]) for line in raw.splitlines() if line.startswith("data: {")]
+
+
+# -- C16: failures before the first byte fall back, or fail cleanly ------------------------------------
+
+
+async def test_c16_refused_then_timeout_then_a_working_endpoint(client, gw_rt, fake):
+    who = await funded_person(gw_rt, usd="1")
+    # Per-model scripts (a script in the message would apply to every endpoint alike).
+    fake.set_script({"first_byte_delay_ms": 3000}, model="slow-model")
+    fake.set_script({"content": "saved", "chunks": 1}, model="working-model")
+    started = time.monotonic()
+    r = post(client, who.key, {"model": "test/fallback", "messages": msgs(), "max_tokens": 20})
+    assert r.status_code == 200, r.text
+    assert r.json()["choices"][0]["message"]["content"] == "saved"
+    assert time.monotonic() - started < 10
+    account, open_holds, generations = await state(gw_rt, who.account_id)
+    assert open_holds == 0 and len(generations) == 1
+    assert generations[0].provider == "fake" and generations[0].upstream_model == "working-model"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_c16_a_5xx_falls_back_to_the_next_endpoint(client, gw_rt, fake, stream):
+    who = await funded_person(gw_rt, usd="1")
+    fake.set_script({"status": 503}, model="fake-chat")
+    r = post(
+        client,
+        who.key,
+        {"model": "test/chat", "messages": msgs(), "max_tokens": 20, "stream": stream},
+    )
+    assert r.status_code == 200
+    _, open_holds, generations = await state(gw_rt, who.account_id)
+    assert open_holds == 0 and [g.provider for g in generations] == ["fakeb"]
+
+
+async def test_c16_without_fallbacks_the_error_comes_back_and_nothing_is_billed(client, gw_rt, fake):
+    who = await funded_person(gw_rt, usd="1")
+    fake.set_script({"status": 503}, model="fake-chat")
+    for stream in (False, True):
+        r = post(
+            client,
+            who.key,
+            {
+                "model": "test/chat",
+                "messages": msgs(),
+                "max_tokens": 20,
+                "stream": stream,
+                "provider": {"allow_fallbacks": False},
+            },
+        )
+        assert r.status_code == 502, r.text
+        assert r.json()["error"]["code"] == 502
+    r = post(
+        client,
+        who.key,
+        {
+            "model": "test/fallback",
+            "messages": msgs(),
+            "max_tokens": 20,
+            "provider": {"order": ["dead"], "allow_fallbacks": False},
+        },
+    )
+    assert r.status_code == 502 and "connection" in r.json()["error"]["message"].lower()
+    account, open_holds, generations = await state(gw_rt, who.account_id)
+    assert (account.balance, account.held, open_holds, generations) == (10**9, 0, 0, [])
+
+
+# -- C17–C19: after the first byte ---------------------------------------------------------------------
+
+
+async def test_c17_upstream_reset_mid_stream_sends_an_error_event_and_bills_what_was_delivered(client, gw_rt):
+    who = await funded_person(gw_rt, usd="1")
+    body = {
+        "model": "test/chat",
+        "stream": True,
+        "max_tokens": 50,
+        "messages": msgs(script(content="a b c d e f", chunks=6, reset_after_chunks=2)),
+    }
+    r = post(client, who.key, body)
+    assert r.status_code == 200
+    events = sse_events(r.text)
+    errors = [e for e in events if "error" in e]
+    assert len(errors) == 1 and errors[0]["choices"][0]["finish_reason"] == "error"
+    assert errors[0]["error"]["metadata"]["error_type"] == "upstream_error"
+    assert events[-1]["usage"]["cost"] > 0 and r.text.rstrip().endswith("data: [DONE]")
+    _, open_holds, generations = await state(gw_rt, who.account_id)
+    row = generations[0]
+    assert open_holds == 0 and row.usage_estimated and row.cost > 0 and row.tokens_completion >= 1
+
+
+async def test_c18_client_disconnect_cancels_upstream_and_bills_prompt_plus_delivered(gateway, gw_rt):
+    who = await funded_person(gw_rt, usd="1")
+    body = {
+        "model": "test/chat",
+        "stream": True,
+        "max_tokens": 200,
+        "messages": msgs(script(content=" ".join(f"w{i}" for i in range(60)), chunks=60, chunk_delay_ms=100)),
+    }
+    async with httpx.AsyncClient(base_url=gateway.base_url, timeout=30) as c:
+        async with c.stream(
+            "POST", "/api/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {who.key}"}
+        ) as response:
+            seen = 0
+            async for line in response.aiter_lines():
+                if line.startswith("data: {"):
+                    seen += 1
+                if seen >= 3:
+                    break
+        left_at = time.monotonic()
+    row = None
+    while time.monotonic() - left_at < 5:
+        _, open_holds, generations = await state(gw_rt, who.account_id)
+        if generations:
+            row = generations[0]
+            break
+        await asyncio.sleep(0.05)
+    assert row is not None, "the hold never settled after the client left"
+    assert row.cancelled and row.cost > 0 and row.tokens_completion >= 2
+    assert row.generation_time_ms < 3000  # upstream cut within about a second, not after 6 s of output
+    assert open_holds == 0
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_c19_no_usage_from_upstream_is_billed_from_an_estimate_and_flagged(client, gw_rt, stream):
+    who = await funded_person(gw_rt, usd="1")
+    r = post(
+        client,
+        who.key,
+        {
+            "model": "test/chat",
+            "stream": stream,
+            "max_tokens": 50,
+            "messages": msgs(script(content="no usage here", no_usage=True)),
+        },
+    )
+    assert r.status_code == 200
+    _, _, generations = await state(gw_rt, who.account_id)
+    assert generations[0].usage_estimated and generations[0].cost > 0
+
+
+async def test_zero_completion_is_not_billed(client, gw_rt):
+    who = await funded_person(gw_rt, usd="1")
+    r = post(
+        client,
+        who.key,
+        {
+            "model": "test/chat",
+            "max_tokens": 50,
+            "messages": msgs(
+                script(content="", chunks=0, usage={"prompt_tokens": 10, "completion_tokens": 0}, finish_reason="error")
+            ),
+        },
+    )
+    assert r.status_code == 200
+    account, _, generations = await state(gw_rt, who.account_id)
+    assert generations[0].cost == 0 and account.balance == 10**9
+
+
+# -- bad input and keys --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "field"),
+    [
+        ({"model": "test/chat"}, 400, "messages"),
+        ({"model": "test/chat", "messages": []}, 400, "messages"),
+        ({"model": "test/chat", "messages": [{"content": "no role"}]}, 400, "messages[0]"),
+        ({"model": "nope/nothing", "messages": msgs()}, 400, "model"),
+        ({"messages": msgs()}, 400, "model"),
+        ({"model": "test/chat", "messages": msgs(), "max_tokens": 0}, 400, "max_tokens"),
+        ({"model": "test/chat", "messages": msgs(), "max_tokens": -5}, 400, "max_tokens"),
+        ({"model": "test/chat", "messages": msgs(), "n": 10_000}, 400, "n"),
+        ({"model": "test/chat", "messages": msgs(), "stream": "yes"}, 400, "stream"),
+        ({"model": "test/chat", "messages": msgs(), "provider": {"only": "fake"}}, 400, "provider.only"),
+        ({"model": "test/chat", "messages": msgs(), "provider": {"sort": "vibes"}}, 400, "provider.sort"),
+        ({"model": "test/chat", "messages": msgs(), "provider": {"bogus": 1}}, 400, "provider.bogus"),
+        ({"model": "test/chat", "messages": msgs(), "provider": {"ignore": ["fake", "fakeb"]}}, 503, None),
+    ],
+)
+async def test_bad_requests_are_refused_in_the_envelope_with_no_hold(client, gw_rt, body, status, field):
+    who = await funded_person(gw_rt, usd="1")
+    r = post(client, who.key, body)
+    assert r.status_code == status, r.text
+    error = r.json()["error"]
+    assert error["code"] == status
+    if field:
+        assert field in error["message"]
+    account, _, _ = await state(gw_rt, who.account_id)
+    async with gw_rt.db.read() as s:
+        holds = await s.scalar(select(func.count()).select_from(Hold).where(Hold.account_id == who.account_id))
+    assert holds == 0 and account.held == 0
+
+
+async def test_malformed_and_oversized_bodies(client, gw_rt):
+    who = await funded_person(gw_rt, usd="1")
+    auth = {"Authorization": f"Bearer {who.key}", "content-type": "application/json"}
+    r = client.post("/api/v1/chat/completions", content=b"{nope", headers=auth)
+    assert r.status_code == 400 and r.json()["error"]["message"] == "Malformed JSON body"
+    big = json.dumps({"model": "test/chat", "messages": msgs("x" * (5 * 1024 * 1024))})
+    r = client.post("/api/v1/chat/completions", content=big, headers=auth)
+    assert r.status_code == 413 and r.json()["error"]["code"] == 413
+    async with gw_rt.db.read() as s:
+        assert await s.scalar(select(func.count()).select_from(Hold).where(Hold.account_id == who.account_id)) == 0
+
+
+async def test_keys_that_may_not_run_inference(client, gw_rt):
+    who = await funded_person(gw_rt, usd="1")
+    body = {"model": "test/chat", "messages": msgs(), "max_tokens": 5}
+    assert client.post("/api/v1/chat/completions", json=body).status_code == 401
+    assert post(client, "sk-tr-v1-" + "0" * 64, body).status_code == 401
+    r = client.post("/api/v1/chat/completions", json=body, headers={"Authorization": "Basic abc"})
+    assert r.status_code == 401 and r.json()["error"]["code"] == 401
+    management = await keys.create_key(gw_rt, actor=who.actor, name="automation", management=True)
+    r = post(client, management.plaintext, body)
+    assert r.status_code == 403 and r.json()["error"]["code"] == 403
+    await keys.update_key(gw_rt, actor=who.actor, key_hash=who.key_hash, disabled=True)
+    deadline = time.monotonic() + 3  # other worker processes see it within the cache TTL
+    while time.monotonic() < deadline and post(client, who.key, body).status_code != 401:
+        await asyncio.sleep(0.1)
+    assert post(client, who.key, body).status_code == 401
