@@ -5,14 +5,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Annotated, TypeVar
 
 import typer
 
 from teamrouter.config import Settings, load_settings, resolve_secret
-from teamrouter.errors import TeamrouterError
-from teamrouter.runtime import build_runtime
+from teamrouter.errors import NotFound, TeamrouterError
+from teamrouter.money import AmountError, usd_to_units
+from teamrouter.runtime import Runtime, build_runtime
 from teamrouter.storage import migrate
 
 T = TypeVar("T")
@@ -27,6 +28,8 @@ staff_app = typer.Typer(help="Deployment-staff operations (audited).", no_args_i
 app.add_typer(db_app, name="db")
 app.add_typer(users_app, name="users")
 app.add_typer(staff_app, name="staff")
+keys_app = typer.Typer(help="API keys for automation.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
 
 
 def _settings() -> Settings:
@@ -114,6 +117,154 @@ def users_create(
 
     user_id = _run(work())
     typer.echo(user_id)
+
+
+def _operate(work: Callable[[Runtime], Awaitable[T]]) -> T:
+    """Run one service call as the operator on the host (audited with no acting user)."""
+    settings = _settings()
+
+    async def run() -> T:
+        rt = build_runtime(settings)
+        try:
+            return await work(rt)
+        finally:
+            await rt.close()
+
+    return _run(run())
+
+
+def _usd(value: str, option: str) -> int:
+    try:
+        units = usd_to_units(value)
+    except AmountError as exc:
+        typer.echo(f"error: {option}: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    if units <= 0:
+        typer.echo(f"error: {option}: must be greater than zero", err=True)
+        raise typer.Exit(2)
+    return units
+
+
+async def _user_id(rt: Runtime, email: str) -> str:
+    from sqlalchemy import select
+
+    from teamrouter.domain.accounts.models import User
+    from teamrouter.domain.accounts.service import normalize_email
+
+    async with rt.db.read() as session:
+        user_id = await session.scalar(select(User.id).where(User.email == normalize_email(email)))
+    if user_id is None:
+        raise NotFound(f"No account with email {email}")
+    return user_id
+
+
+@db_app.command("check-ledger")
+def db_check_ledger() -> None:
+    """Recompute every balance, hold and key window from the ledger; exit 1 on any mismatch."""
+    from teamrouter.domain.credits.checker import check_ledger
+
+    problems = _operate(check_ledger)
+    for problem in problems:
+        typer.echo(problem)
+    if problems:
+        typer.echo(f"{len(problems)} problem(s) found", err=True)
+        raise typer.Exit(1)
+    typer.echo("ledger is consistent")
+
+
+@staff_app.command("transfer-credits")
+def staff_transfer_credits(
+    user: Annotated[str, typer.Option(help="Email of the person whose personal credits move.")],
+    org: Annotated[str, typer.Option(help="Organization id (the person must be a member).")],
+    amount: Annotated[str, typer.Option(help="USD, e.g. 25 or 12.50.")],
+    note: Annotated[str, typer.Option(help="Why (kept in the ledger and audit log).")] = "",
+) -> None:
+    """Move credits from a person's personal balance into an organization's pool."""
+    from teamrouter.domain.credits.service import transfer_personal_to_org
+
+    units = _usd(amount, "--amount")
+
+    async def work(rt: Runtime) -> object:
+        user_id = await _user_id(rt, user)
+        return await transfer_personal_to_org(
+            rt, actor=None, user_id=user_id, organization_id=org, amount=units, note=note
+        )
+
+    _operate(work)
+    typer.echo(f"moved ${amount} from {user} to {org}")
+
+
+@staff_app.command("grant-credits")
+def staff_grant_credits(
+    org: Annotated[str, typer.Option(help="Organization id.")],
+    amount: Annotated[str, typer.Option(help="USD, e.g. 500.")],
+    reference: Annotated[str, typer.Option(help="Invoice reference; granting twice with it is a no-op.")],
+) -> None:
+    """Credit an organization for an invoice paid off-line (idempotent on the reference)."""
+    from teamrouter.domain.credits.service import grant_credits
+
+    units = _usd(amount, "--amount")
+    _operate(lambda rt: grant_credits(rt, actor=None, organization_id=org, amount=units, reference=reference))
+    typer.echo(f"granted ${amount} to {org} (reference {reference})")
+
+
+@staff_app.command("set-member-cap")
+def staff_set_member_cap(
+    org: Annotated[str, typer.Option(help="Organization id.")],
+    cap: Annotated[int, typer.Option(min=1, max=100_000, help="Most members the org may have.")],
+) -> None:
+    """Raise (or lower) one organization's member cap."""
+    from teamrouter.domain.orgs.service import set_member_cap
+
+    _operate(lambda rt: set_member_cap(rt, actor=None, organization_id=org, cap=cap))
+    typer.echo(f"member cap of {org} is now {cap}")
+
+
+@keys_app.command("create")
+def keys_create(
+    email: Annotated[str, typer.Option(help="The person who owns the key.")],
+    name: Annotated[str, typer.Option(help="A name to recognise the key by.")],
+    org: Annotated[
+        str | None, typer.Option(help="Organization id (the person must be an admin); default personal.")
+    ] = None,
+    limit: Annotated[str | None, typer.Option(help="Spending limit in USD.")] = None,
+    limit_reset: Annotated[str | None, typer.Option(help="daily, weekly or monthly.")] = None,
+    management: Annotated[bool, typer.Option("--management", help="A management key (for automation).")] = False,
+) -> None:
+    """Create an API key for a person and print it once."""
+    from decimal import Decimal, InvalidOperation
+
+    from sqlalchemy import select
+
+    from teamrouter.domain.actor import Actor
+    from teamrouter.domain.keys.service import create_key
+    from teamrouter.domain.orgs.models import Membership
+    from teamrouter.domain.roles import Role
+
+    try:
+        limit_usd = Decimal(limit) if limit is not None else None
+    except InvalidOperation as exc:
+        typer.echo("error: --limit must be a number", err=True)
+        raise typer.Exit(2) from exc
+
+    async def work(rt: Runtime) -> str:
+        user_id = await _user_id(rt, email)
+        role = None
+        if org is not None:
+            async with rt.db.read() as session:
+                found = await session.scalar(
+                    select(Membership.role).where(Membership.organization_id == org, Membership.user_id == user_id)
+                )
+            if found is None:
+                raise NotFound(f"{email} is not a member of {org}")
+            role = Role(found)
+        actor = Actor(user_id=user_id, email_verified=True, organization_id=org, role=role)
+        created = await create_key(
+            rt, actor=actor, name=name, limit=limit_usd, limit_reset=limit_reset, management=management
+        )
+        return created.plaintext
+
+    typer.echo(_operate(work))
 
 
 def main() -> None:

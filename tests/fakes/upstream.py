@@ -228,8 +228,8 @@ class FakeUpstream:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, backlog=1024)
         await site.start()
-        server = site._server
-        assert server is not None and isinstance(server, asyncio.base_events.Server)
+        server: Any = site._server  # asyncio's or uvloop's Server; both expose .sockets
+        assert server is not None
         self.port = server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:

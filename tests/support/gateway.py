@@ -150,9 +150,9 @@ max_completion_tokens = 1024
 class FakeUpstreamProcess:
     """`python -m tests.fakes.upstream` in its own process, so load tests don't share our GIL."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, uvloop: bool = False) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.fakes.upstream", "--port", "0"],
+            [sys.executable, "-m", "tests.fakes.upstream", "--port", "0", *(["--uvloop"] if uvloop else [])],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,

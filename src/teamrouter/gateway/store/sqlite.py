@@ -49,7 +49,9 @@ def _fail(future: asyncio.Future[Any], exc: BaseException) -> None:
 
 def _ts(value: datetime) -> str:
     # The format SQLAlchemy's SQLite DateTime uses (naive UTC), so both sides read each other's rows.
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    return value.replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
 
 
 def _d(value: date) -> str:

@@ -1,0 +1,130 @@
+"""`make bench`: teamrouter against the same fake upstream called directly, in one run.
+
+For each database (SQLite, and PostgreSQL when it answers) it starts the fake upstream and one
+`teamrouter serve` worker with keys, holds, settlement and activity rows all on, then alternates
+direct and proxied runs: JSON and streaming, concurrency 1 and 32. It prints a Markdown table with
+req/s, p50/p99 (time to first byte for streams), the ratios to direct, and the gateway's own CPU per
+request read from /proc — the figure that carries to other machines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from bench.loadgen import Result, run
+from teamrouter.config import load_settings
+from teamrouter.runtime import build_runtime
+from teamrouter.storage import migrate
+from tests.support.databases import DEFAULT_PG, PostgresFactory
+from tests.support.gateway import FakeUpstreamProcess, funded_person, start_gateway
+
+CONTENT = "The quick brown fox jumps over the lazy dog again and again"
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def body(model: str, stream: bool) -> bytes:
+    payload = {"model": model, "messages": [{"role": "user", "content": "Say something."}], "max_tokens": 64,
+               "stream": stream}
+    if stream:
+        payload["stream_options"] = {"include_usage": True}
+    return json.dumps(payload).encode()
+
+
+async def bench_backend(name: str, database_url: str, fake: FakeUpstreamProcess, seconds: float,
+                        rounds: int) -> list[str]:
+    tmp = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
+    migrate.upgrade(database_url)
+    rt = build_runtime(load_settings({}, env="dev", database_url=database_url, var_dir=str(tmp / "rt"),
+                                     secret_key="b" * 48))
+    who = await funded_person(rt, usd="100000")
+    await rt.close()
+    # The fake answers every request with 8 chunks of content and a usage chunk.
+    import httpx
+
+    httpx.post(f"{fake.url}/_script", json={"script": {"content": CONTENT, "chunks": 8}}).raise_for_status()
+    server = start_gateway(tmp, database_url, fake.url, workers=1)
+    rows = []
+    try:
+        for stream in (False, True):
+            for concurrency in (1, 32):
+                direct: list[Result] = []
+                proxied: list[Result] = []
+                cpu = 0.0
+                for _ in range(rounds):  # alternate, so drift on a shared machine hits both alike
+                    direct.append(await run(f"{fake.url}/v1/chat/completions", body("fake-chat", stream),
+                                            {"content-type": "application/json"}, concurrency=concurrency,
+                                            seconds=seconds, stream=stream))
+                    before = cpu_seconds(server.proc.pid)  # type: ignore[union-attr]
+                    proxied.append(await run(f"{server.base_url}/api/v1/chat/completions",
+                                             body("test/chat", stream),
+                                             {"content-type": "application/json",
+                                              "authorization": f"Bearer {who.key}"},
+                                             concurrency=concurrency, seconds=seconds, stream=stream))
+                    cpu += cpu_seconds(server.proc.pid) - before  # type: ignore[union-attr]
+                d = _merge(direct)
+                p = _merge(proxied)
+                rows.append(
+                    f"| {name} | {'stream' if stream else 'json'} | {concurrency} | {d.rps:,.0f} | {p.rps:,.0f} "
+                    f"| {p.rps / d.rps:.0%} | {d.percentile(0.5) * 1000:.2f} | {p.percentile(0.5) * 1000:.2f} "
+                    f"| {(p.percentile(0.5) - d.percentile(0.5)) * 1000:+.2f} | {d.percentile(0.99) * 1000:.2f} "
+                    f"| {p.percentile(0.99) * 1000:.2f} | {cpu / max(p.requests, 1) * 1000:.2f} | {p.errors} |"
+                )
+                print(rows[-1], flush=True)
+    finally:
+        server.stop()
+    return rows
+
+
+def _merge(results: list[Result]) -> Result:
+    return Result(
+        requests=sum(r.requests for r in results),
+        errors=sum(r.errors for r in results),
+        seconds=sum(r.seconds for r in results),
+        latencies=[x for r in results for x in r.latencies],
+    )
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=4.0, help="length of each measured run")
+    parser.add_argument("--rounds", type=int, default=2, help="direct/proxied alternations per cell")
+    parser.add_argument("--backends", default="sqlite,postgres")
+    args = parser.parse_args()
+    header = (
+        "| db | mode | conc | direct req/s | teamrouter req/s | share | direct p50 ms | tr p50 ms | added p50 ms "
+        "| direct p99 ms | tr p99 ms | tr CPU ms/req | errors |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    )
+    print(header, flush=True)
+    fake = FakeUpstreamProcess(uvloop=True)
+    rows: list[str] = []
+    try:
+        if "sqlite" in args.backends:
+            tmp = Path(tempfile.mkdtemp(prefix="bench-db-"))
+            rows += await bench_backend("sqlite", f"sqlite:///{tmp}/bench.db", fake, args.seconds, args.rounds)
+        if "postgres" in args.backends:
+            os.environ.setdefault("TEAMROUTER_TEST_POSTGRES_URL", DEFAULT_PG)
+            try:
+                factory = PostgresFactory()
+            except OSError as exc:
+                print(f"(PostgreSQL not reachable: {exc}; skipped)")
+            else:
+                try:
+                    rows += await bench_backend("postgres", factory.create(), fake, args.seconds, args.rounds)
+                finally:
+                    factory.close()
+    finally:
+        fake.stop()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
