@@ -1,0 +1,99 @@
+"""Organizations on the inference path: every member's key bills the shared pool, the admins'
+provider and privacy settings tighten routing, and a removed member's keys stop working."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from teamrouter.domain.accounts import service as accounts
+from teamrouter.domain.activity.models import Generation
+from teamrouter.domain.actor import Actor
+from teamrouter.domain.credits.ledger import EntryKind
+from teamrouter.domain.credits.models import CreditAccount
+from teamrouter.domain.credits.service import add_credits
+from teamrouter.domain.keys import service as keys
+from teamrouter.domain.orgs import invitations, members
+from teamrouter.domain.orgs import service as orgs
+from teamrouter.domain.orgs.settings import SettingsPatch
+from teamrouter.domain.roles import Role
+from teamrouter.ids import new_id
+from teamrouter.money import UNITS_PER_USD
+from tests.conftest import PASSWORD
+from tests.support.gateway import funded_person
+from tests.support.orgs import invite_token
+
+pytestmark = pytest.mark.db
+
+
+async def make_team(rt):
+    admin = await funded_person(rt, usd="5")  # a personal balance that must stay untouched
+    org = (await orgs.create_organization(rt, actor=admin.actor, name="Team")).org
+    async with rt.db.read() as s:
+        pool = await s.scalar(select(CreditAccount.id).where(CreditAccount.organization_id == org.id))
+    await add_credits(rt, account_id=pool, amount=UNITS_PER_USD, idempotency_key=new_id("seed"), kind=EntryKind.GRANT)
+    email = f"{new_id('m')}@example.com"
+    member = await accounts.create_user(rt, email=email, password=PASSWORD, verified=True)
+    token = await invite_token(rt, admin_id=admin.user_id, org_id=org.id, email=email)
+    member_actor = Actor(user_id=member.id, email_verified=True)
+    await invitations.accept_invitation(rt, actor=member_actor, token=token)
+    in_org = Actor(user_id=member.id, email_verified=True, organization_id=org.id, role=Role.MEMBER)
+    member_key = (await keys.create_key(rt, actor=in_org, name="member key")).plaintext
+    admin_actor = Actor(user_id=admin.user_id, email_verified=True, organization_id=org.id, role=Role.ADMIN)
+    return admin, admin_actor, org, pool, member.id, member_key
+
+
+def chat(client, key, **body):
+    payload = {"model": "test/chat", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 10, **body}
+    return client.post("/api/v1/chat/completions", headers={"Authorization": f"Bearer {key}"}, json=payload)
+
+
+async def test_member_keys_bill_the_shared_pool_and_settings_tighten_routing(gateway, gw_rt, fake):
+    admin, admin_actor, org, pool, member_id, member_key = await make_team(gw_rt)
+    with httpx.Client(base_url=gateway.base_url, timeout=30) as client:
+        r = chat(client, member_key)
+        assert r.status_code == 200, r.text
+        async with gw_rt.db.read() as s:
+            row = await s.scalar(select(Generation).where(Generation.id == r.json()["id"]))
+            pool_balance = await s.scalar(select(CreditAccount.balance).where(CreditAccount.id == pool))
+            personal = await s.scalar(select(CreditAccount.balance).where(CreditAccount.id == admin.account_id))
+        assert row.account_id == pool and row.organization_id == org.id and row.user_id == member_id
+        assert pool_balance == UNITS_PER_USD - row.cost and personal == 5 * UNITS_PER_USD
+
+        # Admins deny providers that may retain data: "fakeb" (data_collection = allow) is out, so when
+        # "fake" fails there is nothing to fall back to — even though the request allows fallbacks.
+        await orgs.update_settings(
+            gw_rt,
+            actor=admin_actor,
+            organization_id=org.id,
+            patch=SettingsPatch.model_validate({"privacy": {"data_collection": "deny"}}),
+        )
+        fake.set_script({"status": 503}, model="fake-chat")
+        try:
+            deadline = time.monotonic() + 3  # the policy cache of every worker expires within its TTL
+            while True:
+                r = chat(client, member_key)
+                if r.status_code == 502 or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.2)
+            assert r.status_code == 502, r.text
+            # A request cannot loosen the org's rule by asking for the provider either.
+            r = chat(client, member_key, provider={"only": ["fakeb"]})
+            assert r.status_code == 503 and "data_collection" in r.json()["error"]["message"]
+        finally:
+            fake.set_script(None, model="fake-chat")
+
+
+async def test_a_removed_member_key_stops_working(gateway, gw_rt):
+    admin, admin_actor, org, pool, member_id, member_key = await make_team(gw_rt)
+    with httpx.Client(base_url=gateway.base_url, timeout=30) as client:
+        assert chat(client, member_key).status_code == 200
+        await members.remove_member(gw_rt, actor=admin_actor, organization_id=org.id, user_id=member_id)
+        deadline = time.monotonic() + 3
+        while chat(client, member_key).status_code != 401 and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert chat(client, member_key).status_code == 401
