@@ -138,7 +138,7 @@ async def test_reserve_refuses_beyond_available_and_changes_nothing(rt):
 
 
 async def test_overrun_is_posted_and_then_everything_is_refused(rt):
-    user, account = await make_user_account(rt)
+    _user, account = await make_user_account(rt)
     await top_up(rt, account, 10 * CENT)
     hold = await holds.reserve(rt, account_id=account, amount=10 * CENT, idempotency_key="o")
     await holds.settle(rt, hold_id=hold.id, actual=30 * CENT)

@@ -1,7 +1,87 @@
-"""Activity endpoints (filled in by their issue)."""
+"""Activity: the feed (`GET /activity/generations`), its CSV export, and OpenRouter's daily
+`GET /activity`. A session or a management key, in its context; who sees what is decided by the
+activity service (`domain.activity.scope`)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from fastapi.responses import StreamingResponse
+
+from teamrouter.api.deps import ActorDep, RuntimeDep
+from teamrouter.api.policy import Access, access
+from teamrouter.domain.activity import daily, export, feed
+from teamrouter.domain.activity.scope import check_range, parse_instant
 
 router = APIRouter(tags=["activity"])
+
+KeyHash = Annotated[str | None, Query(min_length=1, max_length=64)]
+Ident = Annotated[str | None, Query(min_length=1, max_length=40)]
+ModelId = Annotated[str | None, Query(min_length=1, max_length=200)]
+Instant = Annotated[str | None, Query(min_length=1, max_length=64, description="ISO 8601 with a timezone")]
+
+
+@router.get("/activity", openapi_extra=access(Access.ACTOR))
+async def get_activity(
+    actor: ActorDep,
+    rt: RuntimeDep,
+    date: Annotated[str | None, Query(min_length=1, max_length=32)] = None,
+    api_key_hash: KeyHash = None,
+    user_id: Ident = None,
+) -> dict[str, Any]:
+    """Daily usage per model and endpoint over the last 30 completed UTC days (OpenRouter's shape)."""
+    rows = await daily.daily_activity(rt, actor=actor, day=date, api_key_hash=api_key_hash, user_id=user_id)
+    return {"data": rows}
+
+
+@router.get("/activity/generations", openapi_extra=access(Access.ACTOR))
+async def list_generations(
+    actor: ActorDep,
+    rt: RuntimeDep,
+    api_key_hash: KeyHash = None,
+    user_id: Ident = None,
+    model: ModelId = None,
+    since: Instant = None,
+    until: Instant = None,
+    cursor: Annotated[str | None, Query(min_length=1, max_length=400)] = None,
+    limit: Annotated[int, Query(ge=1, le=feed.MAX_LIMIT)] = feed.DEFAULT_LIMIT,
+) -> dict[str, Any]:
+    """The feed, newest first; pass `next_cursor` back as `cursor` for the next page."""
+    start, end = parse_instant("since", since), parse_instant("until", until)
+    check_range(start, end)
+    page = await feed.list_generations(
+        rt,
+        actor=actor,
+        api_key_hash=api_key_hash,
+        user_id=user_id,
+        model=model,
+        since=start,
+        until=end,
+        cursor=cursor,
+        limit=limit,
+    )
+    return {"data": [feed.feed_public(row) for row in page.rows], "next_cursor": page.next_cursor}
+
+
+@router.get("/activity/export.csv", openapi_extra=access(Access.ACTOR), response_class=StreamingResponse)
+async def export_csv(
+    actor: ActorDep,
+    rt: RuntimeDep,
+    api_key_hash: KeyHash = None,
+    user_id: Ident = None,
+    model: ModelId = None,
+    since: Instant = None,
+    until: Instant = None,
+) -> StreamingResponse:
+    """The feed's rows as CSV, streamed page by page (exact decimal costs)."""
+    start, end = parse_instant("since", since), parse_instant("until", until)
+    check_range(start, end)
+    scope, filters = await feed.open_export(
+        rt, actor=actor, api_key_hash=api_key_hash, user_id=user_id, model=model, since=start, until=end
+    )
+    return StreamingResponse(
+        export.csv_chunks(rt, scope, filters),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": 'attachment; filename="activity.csv"', "Cache-Control": "no-store"},
+    )

@@ -12,10 +12,8 @@ from typing import Any
 from sqlalchemy import select
 
 from teamrouter.domain.activity.models import Generation
+from teamrouter.domain.activity.scope import resolve_scope
 from teamrouter.domain.actor import Actor
-from teamrouter.domain.credits.models import CreditAccount
-from teamrouter.domain.orgs.models import Organization
-from teamrouter.domain.roles import Scope
 from teamrouter.errors import NotFound
 from teamrouter.money import to_usd
 from teamrouter.runtime import Runtime
@@ -36,24 +34,16 @@ async def get_for_key(rt: Runtime, *, key_id: str, generation_id: str) -> Genera
 
 
 async def get_for_actor(rt: Runtime, *, actor: Actor, generation_id: str) -> Generation:
+    """The generation, if the actor may see it under the activity visibility rules (`scope`)."""
     async with rt.db.read() as session:
-        if actor.organization_id is None:
-            account = CreditAccount.user_id == actor.user_id
-        else:
-            account = CreditAccount.organization_id == actor.organization_id
-        row = await session.scalar(
-            select(Generation)
-            .join(CreditAccount, CreditAccount.id == Generation.account_id)
-            .where(Generation.id == generation_id, account)
-        )
-        if row is None:
-            raise _not_found(generation_id)
-        if actor.can(Scope.ACTIVITY_READ_ALL) or row.user_id == actor.user_id:
-            return row
-        settings = await session.scalar(select(Organization.settings).where(Organization.id == actor.organization_id))
-    if (settings or {}).get("activity_visibility", "all") == "all":
-        return row
-    raise _not_found(generation_id)
+        scope = await resolve_scope(session, actor)
+        query = select(Generation).where(Generation.id == generation_id, Generation.account_id == scope.account_id)
+        if scope.only_user_id is not None:
+            query = query.where(Generation.user_id == scope.only_user_id)
+        row = await session.scalar(query)
+    if row is None:
+        raise _not_found(generation_id)
+    return row
 
 
 def generation_public(row: Generation) -> dict[str, Any]:

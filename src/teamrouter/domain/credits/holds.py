@@ -231,7 +231,7 @@ async def _count_usage(uow: UnitOfWork, *, key_id: str, actual: int, now: dateti
         .where(ApiKey.id == key_id)
         .values(
             usage=ApiKey.usage + actual,
-            usage_day=ApiKey.usage_day + actual,
+            usage_day=case((ApiKey.day_start == s.day, ApiKey.usage_day + actual), else_=actual),
             day_start=s.day,
             usage_week=case((ApiKey.week_start == s.week, ApiKey.usage_week + actual), else_=actual),
             week_start=s.week,

@@ -1,0 +1,288 @@
+"""Usage analytics from the hourly rollups: metrics by time bucket and dimensions, plus totals and
+the breakdowns behind "cost optimization" (spend per model with cost per 1k tokens, per member,
+per key).
+
+Buckets are computed in SQL (see `buckets`), so a year of traffic is one GROUP BY over rollup rows,
+never a scan of generations. Sums stay integers (nano-USD) until they are shown.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from teamrouter.domain.accounts.models import User
+from teamrouter.domain.activity.buckets import Granularity, bucket_expr, bucket_start, ceil_hour, floor_hour
+from teamrouter.domain.activity.daily import rollup_conditions
+from teamrouter.domain.activity.feed import iso
+from teamrouter.domain.activity.models import UsageRollup
+from teamrouter.domain.activity.schemas import AnalyticsQuery, FilterObject
+from teamrouter.domain.activity.scope import resolve_filters, resolve_scope
+from teamrouter.domain.actor import Actor
+from teamrouter.domain.keys.models import ApiKey
+from teamrouter.errors import bad_field
+from teamrouter.money import UNITS_PER_USD, to_usd, to_usd_str
+from teamrouter.runtime import Runtime
+
+# metric name → (rollup column, label, display format)
+METRICS: dict[str, tuple[str, str, str]] = {
+    "total_usage": ("cost", "Spend (USD)", "currency"),
+    "request_count": ("requests", "Requests", "number"),
+    "tokens_prompt": ("tokens_prompt", "Prompt tokens", "number"),
+    "tokens_completion": ("tokens_completion", "Completion tokens", "number"),
+}
+# dimension name → (rollup column, label)
+DIMENSIONS: dict[str, tuple[str, str]] = {
+    "model": ("model", "Model"),
+    "provider": ("provider", "Provider"),
+    "api_key": ("key_id", "API key"),
+    "user": ("user_id", "Member"),
+}
+MAX_DAYS: dict[Granularity, int] = {
+    Granularity.HOUR: 31,
+    Granularity.DAY: 366,
+    Granularity.WEEK: 366,
+    Granularity.MONTH: 366,
+}
+DEFAULT_DAYS = 30
+FILTER_FIELDS = {"api_key_hash": "api_key_hash", "api_key": "api_key_hash", "user_id": "user_id", "user": "user_id"}
+FILTER_FIELDS |= {"model": "model", "provider": "provider"}
+_SUMMED = ("requests", "cost", "tokens_prompt", "tokens_completion")
+
+
+def analytics_meta() -> dict[str, Any]:
+    """What `POST /analytics/query` accepts (the SDK's `GetAnalyticsMetaData`, plus range caps)."""
+    return {
+        "metrics": [
+            {"name": name, "display_label": label, "display_format": fmt, "is_rate": False}
+            for name, (_, label, fmt) in METRICS.items()
+        ],
+        "dimensions": [{"name": name, "display_label": label} for name, (_, label) in DIMENSIONS.items()],
+        "granularities": [
+            {"name": g.value, "display_label": g.value.capitalize(), "max_time_range_days": MAX_DAYS[g]}
+            for g in Granularity
+        ],
+        "operators": [{"name": "eq", "value_type": "scalar"}],
+        "filters": sorted(FILTER_FIELDS),
+        "max_time_range_days": max(MAX_DAYS.values()),
+        "week_starts_on": "monday",
+        "timezone": "UTC",
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    metrics: list[str]
+    dimensions: list[str]
+    granularity: Granularity
+    start: datetime
+    end: datetime
+    filters: dict[str, str]
+
+
+def plan(query: AnalyticsQuery, now: datetime) -> Plan:
+    """Validate names and the range; every problem is a 400 naming the field."""
+    for metric in query.metrics:
+        if metric not in METRICS:
+            raise bad_field("metrics", f"unknown metric {metric!r}; valid: {', '.join(METRICS)}")
+    for dimension in query.dimensions:
+        if dimension not in DIMENSIONS:
+            raise bad_field("dimensions", f"unknown dimension {dimension!r}; valid: {', '.join(DIMENSIONS)}")
+    try:
+        granularity = Granularity(query.granularity)
+    except ValueError:
+        raise bad_field("granularity", f"must be one of {', '.join(g.value for g in Granularity)}") from None
+    if query.time_range is None:
+        end = ceil_hour(now)
+        start = end - timedelta(days=DEFAULT_DAYS)
+    else:
+        start, end = floor_hour(query.time_range.start), ceil_hour(query.time_range.end)
+        if query.time_range.end <= query.time_range.start:
+            raise bad_field("time_range", "end must be later than start")
+        if end - start > timedelta(days=MAX_DAYS[granularity]):
+            raise bad_field("time_range", f"may span at most {MAX_DAYS[granularity]} days at {granularity} granularity")
+    return Plan(
+        metrics=list(dict.fromkeys(query.metrics)),
+        dimensions=list(dict.fromkeys(query.dimensions)),
+        granularity=granularity,
+        start=start,
+        end=end,
+        filters=_filters(query.filters),
+    )
+
+
+def _filters(given: FilterObject | list[Any] | None) -> dict[str, str]:
+    if given is None:
+        return {}
+    if isinstance(given, FilterObject):
+        return {k: v for k, v in given.model_dump().items() if v is not None}
+    found: dict[str, str] = {}
+    for item in given:
+        name = FILTER_FIELDS.get(item.field)
+        if name is None:
+            raise bad_field("filters", f"cannot filter on {item.field!r}; valid: {', '.join(sorted(FILTER_FIELDS))}")
+        if name in found and found[name] != item.value:
+            raise bad_field("filters", f"two different values for {item.field!r}")
+        found[name] = item.value
+    return found
+
+
+async def query_analytics(rt: Runtime, *, actor: Actor, query: AnalyticsQuery) -> dict[str, Any]:
+    started = time.perf_counter()
+    p = plan(query, rt.clock.now())
+    async with rt.db.read() as session:
+        scope = await resolve_scope(session, actor)
+        filters = await resolve_filters(session, scope, since=p.start, until=p.end, **p.filters)
+        where = rollup_conditions(scope, filters)
+        bucket = bucket_expr(session.get_bind().dialect.name, p.granularity)
+        dims = [getattr(UsageRollup, DIMENSIONS[d][0]) for d in p.dimensions]
+        sums = [func.sum(getattr(UsageRollup, c)).label(c) for c in _SUMMED]
+        statement = (
+            select(bucket.label("bucket"), *dims, *sums)
+            .where(*where)
+            .group_by(bucket, *dims)
+            .order_by(bucket, *dims)
+            .limit(query.limit + 1)
+        )
+        rows = list((await session.execute(statement)).all())
+        overall = (
+            await session.execute(
+                select(UsageRollup.key_id, UsageRollup.user_id, UsageRollup.model, *sums)
+                .where(*where)
+                .group_by(UsageRollup.key_id, UsageRollup.user_id, UsageRollup.model)
+            )
+        ).all()
+        names = await _names(session, {r.key_id for r in overall}, {r.user_id for r in overall})
+    truncated = len(rows) > query.limit
+    rows = rows[: query.limit]
+    data = [_row(row, p, names) for row in rows]
+    return {
+        "data": data,
+        "totals": _totals([_sums(r) for r in overall]),
+        "insights": _insights(overall, names),
+        "metrics": p.metrics,
+        "dimensions": p.dimensions,
+        "granularity": p.granularity.value,
+        "time_range": {"start": iso(p.start), "end": iso(p.end)},
+        "metadata": {
+            "query_time_ms": round((time.perf_counter() - started) * 1000, 3),
+            "row_count": len(data),
+            "truncated": truncated,
+        },
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Names:
+    keys: dict[str, tuple[str, str, str, str]]  # key id → (hash, name, label, creator)
+    users: dict[str, tuple[str, str]]  # user id → (email, name)
+
+
+async def _names(session: AsyncSession, key_ids: set[str], user_ids: set[str]) -> Names:
+    keys: dict[str, tuple[str, str, str, str]] = {}
+    users: dict[str, tuple[str, str]] = {}
+    if key_ids:
+        found = await session.execute(
+            select(ApiKey.id, ApiKey.hash, ApiKey.name, ApiKey.label, ApiKey.creator_user_id).where(
+                ApiKey.id.in_(key_ids)
+            )
+        )
+        keys = {k.id: (k.hash, k.name, k.label, k.creator_user_id) for k in found}
+    if user_ids:
+        found_users = await session.execute(select(User.id, User.email, User.name).where(User.id.in_(user_ids)))
+        users = {u.id: (u.email, u.name) for u in found_users}
+    return Names(keys=keys, users=users)
+
+
+def _sums(row: Any) -> dict[str, int]:
+    return {c: int(getattr(row, c) or 0) for c in _SUMMED}
+
+
+def _metric_values(sums: dict[str, int], metrics: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for metric in metrics:
+        column = METRICS[metric][0]
+        if column == "cost":
+            out[metric] = to_usd(sums["cost"])
+            out[f"{metric}_usd"] = to_usd_str(sums["cost"])
+        else:
+            out[metric] = sums[column]
+    return out
+
+
+def _row(row: Any, p: Plan, names: Names) -> dict[str, Any]:
+    out: dict[str, Any] = {"bucket": iso(bucket_start(row.bucket))}
+    for dimension in p.dimensions:
+        value = getattr(row, DIMENSIONS[dimension][0])
+        if dimension == "api_key":
+            key_hash, key_name, label, _ = names.keys.get(value, ("", "", "", ""))
+            out |= {"api_key": key_hash, "api_key_name": key_name, "api_key_label": label}
+        elif dimension == "user":
+            email, user_name = names.users.get(value, ("", ""))
+            out |= {"user": value, "user_email": email, "user_name": user_name}
+        else:
+            out[dimension] = value
+    return out | _metric_values(_sums(row), p.metrics)
+
+
+def _totals(parts: list[dict[str, int]]) -> dict[str, Any]:
+    """Every metric over the whole range and filters, whatever was asked (cheap, and what UIs show)."""
+    total = {c: sum(part[c] for part in parts) for c in _SUMMED}
+    return _metric_values(total, list(METRICS))
+
+
+def _add(into: dict[str, dict[str, int]], key: str, sums: dict[str, int]) -> None:
+    slot = into.setdefault(key, dict.fromkeys(_SUMMED, 0))
+    for c in _SUMMED:
+        slot[c] += sums[c]
+
+
+def _insights(overall: Any, names: Names) -> dict[str, Any]:
+    by_model: dict[str, dict[str, int]] = {}
+    by_user: dict[str, dict[str, int]] = {}
+    by_key: dict[str, dict[str, int]] = {}
+    for row in overall:
+        sums = _sums(row)
+        _add(by_model, row.model, sums)
+        _add(by_user, row.user_id, sums)
+        _add(by_key, row.key_id, sums)
+    everything = list(METRICS)
+
+    def ranked(group: dict[str, dict[str, int]]) -> list[tuple[str, dict[str, int]]]:
+        return sorted(group.items(), key=lambda item: (-item[1]["cost"], item[0]))
+
+    models = [
+        {"model": model, **_metric_values(s, everything), "cost_per_1k_tokens": _per_1k(s)}
+        for model, s in ranked(by_model)
+    ]
+    users = [
+        {
+            "user_id": uid,
+            "email": names.users.get(uid, ("", ""))[0],
+            "name": names.users.get(uid, ("", ""))[1],
+            **_metric_values(s, everything),
+        }
+        for uid, s in ranked(by_user)
+    ]
+    keys = []
+    for key_id, s in ranked(by_key):
+        key_hash, key_name, label, creator = names.keys.get(key_id, ("", "", "", ""))
+        keys.append(
+            {"hash": key_hash, "name": key_name, "label": label, "creator_user_id": creator}
+            | _metric_values(s, everything)
+        )
+    return {"by_model": models, "by_user": users, "by_api_key": keys}
+
+
+def _per_1k(sums: dict[str, int]) -> float | None:
+    """USD per 1,000 tokens (prompt + completion): the number to compare models on."""
+    tokens = sums["tokens_prompt"] + sums["tokens_completion"]
+    if tokens == 0:
+        return None
+    return float(Decimal(sums["cost"]) * 1000 / tokens / UNITS_PER_USD)

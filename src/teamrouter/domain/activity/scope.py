@@ -1,0 +1,140 @@
+"""Whose activity an actor may read, and the filters every activity query shares.
+
+One rule for the feed, `/activity`, analytics, the CSV export and `GET /generation`: rows are those
+of the context's credit account (looked up from the actor, never taken from the client); admins (and
+a person in personal context) see every row; members see every row when the org's
+`activity_visibility` is `all`, otherwise only rows of keys they created. A filter naming a key or a
+person the actor may not see reads as not found (404), like every foreign object.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from teamrouter.domain.actor import Actor
+from teamrouter.domain.credits.models import CreditAccount
+from teamrouter.domain.keys.models import ApiKey
+from teamrouter.domain.orgs.models import Organization
+from teamrouter.domain.orgs.settings import org_settings
+from teamrouter.domain.roles import Scope
+from teamrouter.errors import NotFound, bad_field
+
+# A feed or export range, and the longest analytics range (hourly granularity has its own cap).
+MAX_RANGE_DAYS = 366
+NO_ACCOUNT = ""  # matches no row: a context without a credit account has no activity
+
+
+@dataclass(frozen=True, slots=True)
+class ActivityScope:
+    """The rows an actor may read: one credit account, and possibly only one person's keys."""
+
+    account_id: str
+    organization_id: str | None
+    only_user_id: str | None  # set when the actor sees only activity of keys they created
+
+
+@dataclass(frozen=True, slots=True)
+class ActivityFilters:
+    """Validated filters. `key_id` is resolved from `api_key_hash` inside the scope."""
+
+    key_id: str | None = None
+    key_hash: str | None = None
+    user_id: str | None = None
+    model: str | None = None
+    provider: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+async def resolve_scope(session: AsyncSession, actor: Actor) -> ActivityScope:
+    actor.require(Scope.ACTIVITY_READ_OWN, "Your role does not allow reading activity")
+    if actor.organization_id is None:
+        owner = CreditAccount.user_id == actor.user_id
+    else:
+        owner = CreditAccount.organization_id == actor.organization_id
+    account_id = await session.scalar(select(CreditAccount.id).where(owner))
+    only: str | None = None
+    if not actor.can(Scope.ACTIVITY_READ_ALL):
+        org = await session.get(Organization, actor.organization_id) if actor.organization_id else None
+        if org is None or org_settings(org).activity_visibility != "all":
+            only = actor.user_id
+    return ActivityScope(account_id=account_id or NO_ACCOUNT, organization_id=actor.organization_id, only_user_id=only)
+
+
+def key_not_found() -> NotFound:
+    return NotFound("Key not found", code="key_not_found")
+
+
+def user_not_found() -> NotFound:
+    return NotFound("User not found", code="user_not_found")
+
+
+async def resolve_filters(
+    session: AsyncSession,
+    scope: ActivityScope,
+    *,
+    api_key_hash: str | None = None,
+    user_id: str | None = None,
+    model: str | None = None,
+    provider: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> ActivityFilters:
+    """Check that the named key and person are visible in the scope (404 otherwise)."""
+    key_id: str | None = None
+    if api_key_hash is not None:
+        # Deleted keys still count: their activity stays on the record and can be filtered.
+        key = (
+            await session.execute(
+                select(ApiKey.id, ApiKey.creator_user_id).where(
+                    ApiKey.hash == api_key_hash, ApiKey.account_id == scope.account_id
+                )
+            )
+        ).first()
+        if key is None or (scope.only_user_id is not None and key.creator_user_id != scope.only_user_id):
+            raise key_not_found()
+        key_id = key.id
+    if user_id is not None and scope.only_user_id is not None and user_id != scope.only_user_id:
+        raise user_not_found()
+    return ActivityFilters(
+        key_id=key_id,
+        key_hash=api_key_hash,
+        user_id=user_id,
+        model=model,
+        provider=provider,
+        since=since,
+        until=until,
+    )
+
+
+def parse_instant(field: str, value: str | None) -> datetime | None:
+    """An ISO 8601 instant with a timezone (`2025-01-01T00:00:00Z`), as aware UTC."""
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise bad_field(field, "must be an ISO 8601 date-time such as 2025-01-01T00:00:00Z") from None
+    if parsed.tzinfo is None:
+        raise bad_field(field, "must include a timezone, e.g. 2025-01-01T00:00:00Z")
+    return parsed.astimezone(UTC)
+
+
+def check_range(
+    since: datetime | None,
+    until: datetime | None,
+    *,
+    since_field: str = "since",
+    until_field: str = "until",
+    max_days: int = MAX_RANGE_DAYS,
+) -> None:
+    if since is None or until is None:
+        return
+    if until <= since:
+        raise bad_field(until_field, f"must be later than {since_field}")
+    if until - since > timedelta(days=max_days):
+        raise bad_field(until_field, f"the range may span at most {max_days} days")
