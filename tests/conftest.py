@@ -47,7 +47,9 @@ def database_url(db_factory: SqliteFactory | PostgresFactory) -> str:
 
 @pytest.fixture(scope="session")
 def passwords() -> Passwords:
-    return Passwords()
+    # In-process tests create hundreds of people; production cost (19 MiB, t=2) is pinned by
+    # tests/unit/test_passwords.py and used by every real server process the tests start.
+    return Passwords(time_cost=1, memory_cost_kib=1024)
 
 
 @pytest.fixture(scope="session")

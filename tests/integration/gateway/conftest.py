@@ -9,13 +9,13 @@ from pathlib import Path
 
 import openai
 import pytest
+from tests.support.credits import check_ledger
+from tests.support.gateway import FakeUpstreamProcess, start_gateway
+from tests.support.server import ServerProcess
 
 from teamrouter.config import load_settings
 from teamrouter.domain.accounts.passwords import Passwords
 from teamrouter.runtime import Runtime, build_runtime
-from tests.support.credits import check_ledger
-from tests.support.gateway import FakeUpstreamProcess, start_gateway
-from tests.support.server import ServerProcess
 
 
 @pytest.fixture(scope="session")

@@ -9,11 +9,11 @@ import random
 import httpx
 import pytest
 from sqlalchemy import func, select
+from tests.support.gateway import add_key, funded_person, script
 
 from teamrouter.domain.activity.models import Generation
 from teamrouter.domain.credits.models import CreditAccount, Hold
 from teamrouter.money import UNITS_PER_USD
-from tests.support.gateway import add_key, funded_person, script
 
 pytestmark = pytest.mark.db
 CENT = UNITS_PER_USD // 100

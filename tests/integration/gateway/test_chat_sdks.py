@@ -10,11 +10,11 @@ import httpx
 import pytest
 from openrouter import OpenRouter
 from sqlalchemy import select
+from tests.support.gateway import funded_person, script
 
 from teamrouter.domain.activity.models import Generation
 from teamrouter.domain.credits.models import CreditAccount
 from teamrouter.money import UNITS_PER_USD
-from tests.support.gateway import funded_person, script
 
 pytestmark = pytest.mark.db
 

@@ -10,11 +10,11 @@ import time
 import httpx
 import pytest
 from sqlalchemy import func, select
+from tests.support.gateway import funded_person, script
 
 from teamrouter.domain.activity.models import Generation
 from teamrouter.domain.credits.models import CreditAccount, Hold
 from teamrouter.domain.keys import service as keys
-from tests.support.gateway import funded_person, script
 
 pytestmark = pytest.mark.db
 
@@ -67,7 +67,7 @@ async def test_c16_refused_then_timeout_then_a_working_endpoint(client, gw_rt, f
     assert r.status_code == 200, r.text
     assert r.json()["choices"][0]["message"]["content"] == "saved"
     assert time.monotonic() - started < 10
-    account, open_holds, generations = await state(gw_rt, who.account_id)
+    _, open_holds, generations = await state(gw_rt, who.account_id)
     assert open_holds == 0 and len(generations) == 1
     assert generations[0].provider == "fake" and generations[0].upstream_model == "working-model"
 

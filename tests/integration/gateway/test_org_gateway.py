@@ -9,6 +9,9 @@ import time
 import httpx
 import pytest
 from sqlalchemy import select
+from tests.conftest import PASSWORD
+from tests.support.gateway import funded_person
+from tests.support.orgs import invite_token
 
 from teamrouter.domain.accounts import service as accounts
 from teamrouter.domain.activity.models import Generation
@@ -23,9 +26,6 @@ from teamrouter.domain.orgs.settings import SettingsPatch
 from teamrouter.domain.roles import Role
 from teamrouter.ids import new_id
 from teamrouter.money import UNITS_PER_USD
-from tests.conftest import PASSWORD
-from tests.support.gateway import funded_person
-from tests.support.orgs import invite_token
 
 pytestmark = pytest.mark.db
 
@@ -89,7 +89,7 @@ async def test_member_keys_bill_the_shared_pool_and_settings_tighten_routing(gat
 
 
 async def test_a_removed_member_key_stops_working(gateway, gw_rt):
-    admin, admin_actor, org, pool, member_id, member_key = await make_team(gw_rt)
+    _, admin_actor, org, _, member_id, member_key = await make_team(gw_rt)
     with httpx.Client(base_url=gateway.base_url, timeout=30) as client:
         assert chat(client, member_key).status_code == 200
         await members.remove_member(gw_rt, actor=admin_actor, organization_id=org.id, user_id=member_id)
