@@ -29,8 +29,16 @@ class Result:
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def run(url: str, body: bytes, headers: dict[str, str], *, concurrency: int, seconds: float,
-              stream: bool, warmup: float = 0.5) -> Result:
+async def run(
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    *,
+    concurrency: int,
+    seconds: float,
+    stream: bool,
+    warmup: float = 0.5,
+) -> Result:
     connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
     latencies: list[float] = []
     errors = 0

@@ -16,12 +16,13 @@ import os
 import tempfile
 from pathlib import Path
 
+from tests.support.databases import DEFAULT_PG, PostgresFactory
+from tests.support.gateway import FakeUpstreamProcess, funded_person, start_gateway
+
 from bench.loadgen import Result, run
 from teamrouter.config import load_settings
 from teamrouter.runtime import build_runtime
 from teamrouter.storage import migrate
-from tests.support.databases import DEFAULT_PG, PostgresFactory
-from tests.support.gateway import FakeUpstreamProcess, funded_person, start_gateway
 
 CONTENT = "The quick brown fox jumps over the lazy dog again and again"
 
@@ -32,19 +33,25 @@ def cpu_seconds(pid: int) -> float:
 
 
 def body(model: str, stream: bool) -> bytes:
-    payload = {"model": model, "messages": [{"role": "user", "content": "Say something."}], "max_tokens": 64,
-               "stream": stream}
+    payload = {
+        "model": model,
+        "messages": [{"role": "user", "content": "Say something."}],
+        "max_tokens": 64,
+        "stream": stream,
+    }
     if stream:
         payload["stream_options"] = {"include_usage": True}
     return json.dumps(payload).encode()
 
 
-async def bench_backend(name: str, database_url: str, fake: FakeUpstreamProcess, seconds: float,
-                        rounds: int) -> list[str]:
+async def bench_backend(
+    name: str, database_url: str, fake: FakeUpstreamProcess, seconds: float, rounds: int
+) -> list[str]:
     tmp = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
     migrate.upgrade(database_url)
-    rt = build_runtime(load_settings({}, env="dev", database_url=database_url, var_dir=str(tmp / "rt"),
-                                     secret_key="b" * 48))
+    rt = build_runtime(
+        load_settings({}, env="dev", database_url=database_url, var_dir=str(tmp / "rt"), secret_key="b" * 48)
+    )
     who = await funded_person(rt, usd="100000")
     await rt.close()
     # The fake answers every request with 8 chunks of content and a usage chunk.
@@ -60,15 +67,27 @@ async def bench_backend(name: str, database_url: str, fake: FakeUpstreamProcess,
                 proxied: list[Result] = []
                 cpu = 0.0
                 for _ in range(rounds):  # alternate, so drift on a shared machine hits both alike
-                    direct.append(await run(f"{fake.url}/v1/chat/completions", body("fake-chat", stream),
-                                            {"content-type": "application/json"}, concurrency=concurrency,
-                                            seconds=seconds, stream=stream))
+                    direct.append(
+                        await run(
+                            f"{fake.url}/v1/chat/completions",
+                            body("fake-chat", stream),
+                            {"content-type": "application/json"},
+                            concurrency=concurrency,
+                            seconds=seconds,
+                            stream=stream,
+                        )
+                    )
                     before = cpu_seconds(server.proc.pid)  # type: ignore[union-attr]
-                    proxied.append(await run(f"{server.base_url}/api/v1/chat/completions",
-                                             body("test/chat", stream),
-                                             {"content-type": "application/json",
-                                              "authorization": f"Bearer {who.key}"},
-                                             concurrency=concurrency, seconds=seconds, stream=stream))
+                    proxied.append(
+                        await run(
+                            f"{server.base_url}/api/v1/chat/completions",
+                            body("test/chat", stream),
+                            {"content-type": "application/json", "authorization": f"Bearer {who.key}"},
+                            concurrency=concurrency,
+                            seconds=seconds,
+                            stream=stream,
+                        )
+                    )
                     cpu += cpu_seconds(server.proc.pid) - before  # type: ignore[union-attr]
                 d = _merge(direct)
                 p = _merge(proxied)

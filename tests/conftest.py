@@ -41,8 +41,10 @@ def db_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SqliteFacto
 
 
 @pytest.fixture
-def database_url(db_factory: SqliteFactory | PostgresFactory) -> str:
-    return db_factory.create()
+def database_url(db_factory: SqliteFactory | PostgresFactory) -> Iterator[str]:
+    url = db_factory.create()
+    yield url
+    db_factory.release(url)
 
 
 @pytest.fixture(scope="session")

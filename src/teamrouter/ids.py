@@ -7,6 +7,7 @@ SHA-256 hex.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import secrets
@@ -18,18 +19,17 @@ KEY_SECRET_BYTES = 32  # 256 bits after the prefix
 TOKEN_BYTES = 24  # 192 bits for email and invitation tokens, session tokens
 
 
-def _b32(value: int, length: int) -> str:
-    chars = []
-    for _ in range(length):
-        chars.append(_ALPHABET[value & 31])
-        value >>= 5
-    return "".join(reversed(chars))
+# RFC 4648 base32 → Crockford's lower-case alphabet, index for index, so byte order = text order.
+_TO_CROCKFORD = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", _ALPHABET.encode())
 
 
 def new_id(prefix: str) -> str:
-    """`prefix_` + 26 chars: 10 of millisecond time, 16 of randomness."""
-    millis = time.time_ns() // 1_000_000
-    return f"{prefix}_{_b32(millis, 10)}{_b32(secrets.randbits(80), 16)}"
+    """`prefix_` + 26 chars: 48 bits of millisecond time then 80 random bits, sortable by time.
+
+    Made with the C base32 encoder (it runs on every request several times).
+    """
+    raw = (time.time_ns() // 1_000_000).to_bytes(6, "big") + secrets.token_bytes(10)
+    return f"{prefix}_{base64.b32encode(raw)[:26].translate(_TO_CROCKFORD).decode()}"
 
 
 def new_token() -> str:

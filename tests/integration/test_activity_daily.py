@@ -7,12 +7,12 @@ from datetime import UTC, datetime, time, timedelta
 
 import pytest
 from openrouter import components
-
-from teamrouter.clock import FrozenClock
-from teamrouter.domain.roles import Role
 from tests.support.activity import World, make_key, record, set_visibility
 from tests.support.keys import add_member, enter, make_org
 from tests.support.orgs import assert_envelope
+
+from teamrouter.clock import FrozenClock
+from teamrouter.domain.roles import Role
 
 NOW = datetime.now(UTC).replace(hour=15, minute=30, second=0, microsecond=0)
 TODAY = datetime.combine(NOW.date(), time(), UTC)

@@ -10,12 +10,12 @@ from typing import Any
 import httpx
 import pytest
 from openrouter import OpenRouter, operations
-
-from teamrouter.clock import FrozenClock
-from teamrouter.domain.roles import Role
 from tests.support.activity import World, make_key, record, set_visibility
 from tests.support.keys import add_member, enter, make_org
 from tests.support.orgs import assert_envelope
+
+from teamrouter.clock import FrozenClock
+from teamrouter.domain.roles import Role
 
 NOW = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
 TODAY = datetime.combine(NOW.date(), time(), UTC)
@@ -77,7 +77,12 @@ async def test_meta_lists_metrics_dimensions_granularities_and_limits(world):
     assert r.status_code == 200, r.text
     operations.GetAnalyticsMetaResponse.model_validate(r.json())
     meta = r.json()["data"]
-    assert [m["name"] for m in meta["metrics"]] == ["total_usage", "request_count", "tokens_prompt", "tokens_completion"]
+    assert [m["name"] for m in meta["metrics"]] == [
+        "total_usage",
+        "request_count",
+        "tokens_prompt",
+        "tokens_completion",
+    ]
     assert [d["name"] for d in meta["dimensions"]] == ["model", "provider", "api_key", "user"]
     assert [g["name"] for g in meta["granularities"]] == ["hour", "day", "week", "month"]
     assert meta["max_time_range_days"] == 366 and meta["week_starts_on"] == "monday"
@@ -108,7 +113,11 @@ async def test_dimensions_totals_and_cost_optimization_breakdowns(world):
     rows = {(r["model"], r["api_key_name"], r["user_email"]): r for r in result["data"]}
     alice_row = rows[("test/chat", "alk", world.alice.email)]
     assert alice_row["api_key"] == world.keys["alice"].hash and alice_row["user"] == world.alice.id
-    assert (alice_row["request_count"], alice_row["tokens_prompt"], alice_row["total_usage_usd"]) == (2, 130, "0.000004")
+    assert (alice_row["request_count"], alice_row["tokens_prompt"], alice_row["total_usage_usd"]) == (
+        2,
+        130,
+        "0.000004",
+    )
     assert alice_row["provider"] == "fake" and alice_row["user_name"] == "Alice"
     totals = result["totals"]
     assert (totals["total_usage_usd"], totals["request_count"], totals["tokens_prompt"]) == ("0.0000135", 4, 340)
@@ -139,7 +148,9 @@ async def test_filters_object_and_sdk_list_forms(world):
     assert by_user["totals"]["request_count"] == 2
     by_model = await query(world.admin, filters={"model": "test/chat", "provider": "fake"})
     assert by_model["totals"]["request_count"] == 3
-    narrow = await query(world.admin, time_range={"start": iso(WED + timedelta(hours=10, minutes=30)), "end": iso(TODAY)})
+    narrow = await query(
+        world.admin, time_range={"start": iso(WED + timedelta(hours=10, minutes=30)), "end": iso(TODAY)}
+    )
     assert narrow["time_range"]["start"] == iso(WED + timedelta(hours=10))  # whole hours (rollup grain)
     assert narrow["totals"]["request_count"] == 4
 
@@ -200,7 +211,12 @@ async def test_official_sdk_meta_and_query_with_a_management_key(world, app):
             retry_config=None,
         )
         meta = await sdk.analytics.get_analytics_meta_async()
-        assert {m.name for m in meta.data.metrics} == {"total_usage", "request_count", "tokens_prompt", "tokens_completion"}
+        assert {m.name for m in meta.data.metrics} == {
+            "total_usage",
+            "request_count",
+            "tokens_prompt",
+            "tokens_completion",
+        }
         result = await sdk.analytics.query_analytics_async(
             metrics=["total_usage", "request_count"],
             dimensions=["model"],

@@ -8,13 +8,13 @@ import sys
 
 import pytest
 from sqlalchemy import select, update
+from tests.support.gateway import funded_person
 
 from teamrouter.domain.audit.models import AuditEvent
 from teamrouter.domain.credits.models import CreditAccount
 from teamrouter.domain.orgs import service as orgs
 from teamrouter.domain.orgs.models import Organization
 from teamrouter.money import UNITS_PER_USD
-from tests.support.gateway import funded_person
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ import sys
 
 import httpx
 import pytest
-
 from tests.conftest import PASSWORD
 from tests.support.server import ServerProcess
 

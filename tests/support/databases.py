@@ -1,5 +1,6 @@
 """Fresh, migrated databases per test: SQLite copies a migrated template file; PostgreSQL clones a
-migrated template database (CREATE DATABASE … TEMPLATE), so every test starts empty and fast."""
+migrated template database (CREATE DATABASE … TEMPLATE) and, since dropping one costs ~0.7 s, hands
+back released databases emptied with one TRUNCATE instead — so every test starts empty and fast."""
 
 from __future__ import annotations
 
@@ -36,6 +37,9 @@ class SqliteFactory:
         shutil.copyfile(self.template, path)
         return f"sqlite:///{path}"
 
+    def release(self, url: str) -> None:
+        pass
+
     def close(self) -> None:
         pass
 
@@ -46,8 +50,27 @@ class PostgresFactory:
         self.prefix = f"trtest_{os.getpid()}_{uuid.uuid4().hex[:6]}"
         self.template = f"{self.prefix}_tmpl"
         self.created: list[str] = []
+        self.free: list[str] = []
         asyncio.run(self._exec(f'CREATE DATABASE "{self.template}"'))
         migrate.upgrade(self._url(self.template))
+        self.tables = asyncio.run(self._tables())
+
+    async def _tables(self) -> list[str]:
+        conn = await asyncpg.connect(self._url(self.template))
+        try:
+            rows = await conn.fetch(
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'alembic_version'"
+            )
+        finally:
+            await conn.close()
+        return [row["tablename"] for row in rows]
+
+    async def _empty(self, name: str) -> None:
+        conn = await asyncpg.connect(self._url(name))
+        try:
+            await conn.execute("TRUNCATE " + ", ".join(f'"{t}"' for t in self.tables) + " CASCADE")
+        finally:
+            await conn.close()
 
     def _url(self, name: str) -> str:
         return self.admin.set(database=name).render_as_string(hide_password=False)
@@ -61,10 +84,18 @@ class PostgresFactory:
             await conn.close()
 
     def create(self) -> str:
+        if self.free:
+            name = self.free.pop()
+            asyncio.run(self._empty(name))
+            return self._url(name)
         name = f"{self.prefix}_{len(self.created)}"
         asyncio.run(self._exec(f'CREATE DATABASE "{name}" TEMPLATE "{self.template}"'))
         self.created.append(name)
         return self._url(name)
+
+    def release(self, url: str) -> None:
+        """The test is over (its servers stopped): the database may serve the next one."""
+        self.free.append(str(make_url(url).database))
 
     def close(self) -> None:
         drops = [f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)' for name in [*self.created, self.template]]

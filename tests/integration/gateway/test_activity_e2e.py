@@ -21,6 +21,10 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import select
+from tests.conftest import PASSWORD
+from tests.support.activity import Key, account_id_of_org, ledger_usage, make_key, set_visibility
+from tests.support.gateway import script
+from tests.support.keys import add_member, dump_all_tables
 
 from teamrouter.app import create_app
 from teamrouter.clock import FrozenClock
@@ -35,10 +39,6 @@ from teamrouter.domain.roles import Role
 from teamrouter.ids import new_id
 from teamrouter.money import usd_to_units
 from teamrouter.runtime import Runtime, build_runtime
-from tests.conftest import PASSWORD
-from tests.support.activity import Key, account_id_of_org, ledger_usage, make_key, set_visibility
-from tests.support.keys import add_member, dump_all_tables
-from tests.support.gateway import script
 
 pytestmark = pytest.mark.db
 API = "/api/v1"

@@ -250,9 +250,10 @@ async def open_export(
 
 
 async def iter_pages(
-    rt: Runtime, scope: ActivityScope, filters: ActivityFilters, *, page_size: int = EXPORT_PAGE
+    rt: Runtime, scope: ActivityScope, filters: ActivityFilters, *, page_size: int | None = None
 ) -> AsyncIterator[list[FeedRow]]:
     """Every matching row, one keyset page at a time (one short read transaction per page)."""
+    page_size = page_size or EXPORT_PAGE
     after: tuple[datetime, str] | None = None
     while True:
         async with rt.db.read() as session:

@@ -7,11 +7,12 @@ from datetime import datetime
 from sqlalchemy import ForeignKey, Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from teamrouter.storage.base import Base, Money
+from teamrouter.storage.base import HOT_TABLE, Base, Money
 
 
 class Generation(Base):
     __tablename__ = "generation"
+    __table_args__ = (HOT_TABLE,)
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)  # "gen-…"
     created_at: Mapped[datetime]
@@ -46,6 +47,7 @@ class UsageRollup(Base):
     """Per hour × account × key × user × model × provider, kept current as generations settle."""
 
     __tablename__ = "usage_rollup"
+    __table_args__ = (HOT_TABLE,)
 
     hour: Mapped[datetime] = mapped_column(primary_key=True)
     account_id: Mapped[str] = mapped_column(String(40), primary_key=True)

@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import CheckConstraint, ForeignKey, Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from teamrouter.storage.base import Base, Money
+from teamrouter.storage.base import HOT_TABLE, Base, Money
 
 
 class CreditAccount(Base):
@@ -17,6 +17,7 @@ class CreditAccount(Base):
     __table_args__ = (
         CheckConstraint("held >= 0", name="held_nonnegative"),
         CheckConstraint("(user_id IS NULL) <> (organization_id IS NULL)", name="one_owner"),
+        HOT_TABLE,
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -32,6 +33,7 @@ class LedgerEntry(Base):
     """An immutable movement. Mistakes are fixed by a new reversing entry, never an UPDATE."""
 
     __tablename__ = "ledger_entry"
+    __table_args__ = (HOT_TABLE,)
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     account_id: Mapped[str] = mapped_column(ForeignKey("credit_account.id"))
@@ -42,8 +44,9 @@ class LedgerEntry(Base):
     request_fingerprint: Mapped[str | None] = mapped_column(String(64))
     transaction_id: Mapped[str] = mapped_column(String(40), index=True)  # groups the legs of a transfer
     balance_after: Mapped[int] = mapped_column(Money)
-    hold_id: Mapped[str | None] = mapped_column(String(40), index=True)
-    generation_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    # Not indexed: only the ledger checker reads these, and it scans.
+    hold_id: Mapped[str | None] = mapped_column(String(40))
+    generation_id: Mapped[str | None] = mapped_column(String(64))
     reference: Mapped[str | None] = mapped_column(String(200))
     memo: Mapped[str | None] = mapped_column(String(500))
     created_by_user_id: Mapped[str | None] = mapped_column(ForeignKey("user_account.id", ondelete="SET NULL"))
@@ -54,7 +57,7 @@ class Hold(Base):
     """A reservation against an account (and optionally a key's limit). Resolves exactly once."""
 
     __tablename__ = "credit_hold"
-    __table_args__ = (CheckConstraint("amount >= 0", name="amount_nonnegative"),)
+    __table_args__ = (CheckConstraint("amount >= 0", name="amount_nonnegative"), HOT_TABLE)
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     account_id: Mapped[str] = mapped_column(ForeignKey("credit_account.id"))

@@ -7,7 +7,7 @@ from datetime import date, datetime
 from sqlalchemy import CheckConstraint, ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from teamrouter.storage.base import Base, Money
+from teamrouter.storage.base import HOT_TABLE, Base, Money
 
 
 class ApiKey(Base):
@@ -15,6 +15,7 @@ class ApiKey(Base):
     __table_args__ = (
         CheckConstraint("held >= 0", name="held_nonnegative"),
         CheckConstraint("spend_limit IS NULL OR spend_limit >= 0", name="limit_nonnegative"),
+        HOT_TABLE,
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-29 04:29:22.309356
+Create Date: 2026-11-29 05:18:11.151471
 """
 
 from collections.abc import Sequence
@@ -32,16 +32,8 @@ def upgrade() -> None:
         sa.Column("action", sa.String(length=64), nullable=False),
         sa.Column("target_type", sa.String(length=32), nullable=False),
         sa.Column("target_id", sa.String(length=64), nullable=True),
-        sa.Column(
-            "before",
-            sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), "postgresql"),
-            nullable=True,
-        ),
-        sa.Column(
-            "after",
-            sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), "postgresql"),
-            nullable=True,
-        ),
+        sa.Column("before", sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), "postgresql"), nullable=True),
+        sa.Column("after", sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), "postgresql"), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_audit_event")),
     )
     with op.batch_alter_table("audit_event", schema=None) as batch_op:
@@ -70,14 +62,9 @@ def upgrade() -> None:
         sa.Column("tokens_cached", sa.Integer(), nullable=False),
         sa.Column("cost", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint(
-            "hour",
-            "account_id",
-            "key_id",
-            "user_id",
-            "model",
-            "provider",
-            name=op.f("pk_usage_rollup"),
+            "hour", "account_id", "key_id", "user_id", "model", "provider", name=op.f("pk_usage_rollup")
         ),
+        sqlite_with_rowid=False,
     )
     with op.batch_alter_table("usage_rollup", schema=None) as batch_op:
         batch_op.create_index("ix_usage_rollup_account_hour", ["account_id", "hour"], unique=False)
@@ -106,10 +93,7 @@ def upgrade() -> None:
         sa.Column("expires_at", teamrouter.storage.base.UTCDateTime(timezone=True), nullable=False),
         sa.Column("used_at", teamrouter.storage.base.UTCDateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(
-            ["user_id"],
-            ["user_account.id"],
-            name=op.f("fk_email_token_user_id_user_account"),
-            ondelete="CASCADE",
+            ["user_id"], ["user_account.id"], name=op.f("fk_email_token_user_id_user_account"), ondelete="CASCADE"
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_email_token")),
         sa.UniqueConstraint("token_hash", name=op.f("uq_email_token_token_hash")),
@@ -126,14 +110,10 @@ def upgrade() -> None:
         sa.Column("member_count", sa.Integer(), nullable=False),
         sa.Column("member_cap", sa.Integer(), nullable=True),
         sa.Column(
-            "settings",
-            sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), "postgresql"),
-            nullable=False,
+            "settings", sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), "postgresql"), nullable=False
         ),
         sa.Column(
-            "billing",
-            sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), "postgresql"),
-            nullable=False,
+            "billing", sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), "postgresql"), nullable=False
         ),
         sa.Column("created_at", teamrouter.storage.base.UTCDateTime(timezone=True), nullable=False),
         sa.Column("updated_at", teamrouter.storage.base.UTCDateTime(timezone=True), nullable=False),
@@ -155,10 +135,7 @@ def upgrade() -> None:
         sa.Column("held", sa.BigInteger(), nullable=False),
         sa.Column("created_at", teamrouter.storage.base.UTCDateTime(timezone=True), nullable=False),
         sa.Column("updated_at", teamrouter.storage.base.UTCDateTime(timezone=True), nullable=False),
-        sa.CheckConstraint(
-            "(user_id IS NULL) <> (organization_id IS NULL)",
-            name=op.f("ck_credit_account_one_owner"),
-        ),
+        sa.CheckConstraint("(user_id IS NULL) <> (organization_id IS NULL)", name=op.f("ck_credit_account_one_owner")),
         sa.CheckConstraint("held >= 0", name=op.f("ck_credit_account_held_nonnegative")),
         sa.ForeignKeyConstraint(
             ["organization_id"],
@@ -167,14 +144,12 @@ def upgrade() -> None:
             ondelete="CASCADE",
         ),
         sa.ForeignKeyConstraint(
-            ["user_id"],
-            ["user_account.id"],
-            name=op.f("fk_credit_account_user_id_user_account"),
-            ondelete="CASCADE",
+            ["user_id"], ["user_account.id"], name=op.f("fk_credit_account_user_id_user_account"), ondelete="CASCADE"
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_credit_account")),
         sa.UniqueConstraint("organization_id", name=op.f("uq_credit_account_organization_id")),
         sa.UniqueConstraint("user_id", name=op.f("uq_credit_account_user_id")),
+        sqlite_with_rowid=False,
     )
     op.create_table(
         "invitation",
@@ -228,10 +203,7 @@ def upgrade() -> None:
             ondelete="CASCADE",
         ),
         sa.ForeignKeyConstraint(
-            ["user_id"],
-            ["user_account.id"],
-            name=op.f("fk_membership_user_id_user_account"),
-            ondelete="CASCADE",
+            ["user_id"], ["user_account.id"], name=op.f("fk_membership_user_id_user_account"), ondelete="CASCADE"
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_membership")),
         sa.UniqueConstraint("organization_id", "user_id", name="uq_membership_org_user"),
@@ -257,10 +229,7 @@ def upgrade() -> None:
             ondelete="SET NULL",
         ),
         sa.ForeignKeyConstraint(
-            ["user_id"],
-            ["user_account.id"],
-            name=op.f("fk_web_session_user_id_user_account"),
-            ondelete="CASCADE",
+            ["user_id"], ["user_account.id"], name=op.f("fk_web_session_user_id_user_account"), ondelete="CASCADE"
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_web_session")),
         sa.UniqueConstraint("token_hash", name=op.f("uq_web_session_token_hash")),
@@ -301,9 +270,7 @@ def upgrade() -> None:
             ["account_id"], ["credit_account.id"], name=op.f("fk_api_key_account_id_credit_account")
         ),
         sa.ForeignKeyConstraint(
-            ["creator_user_id"],
-            ["user_account.id"],
-            name=op.f("fk_api_key_creator_user_id_user_account"),
+            ["creator_user_id"], ["user_account.id"], name=op.f("fk_api_key_creator_user_id_user_account")
         ),
         sa.ForeignKeyConstraint(
             ["organization_id"],
@@ -313,6 +280,7 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_api_key")),
         sa.UniqueConstraint("hash", name=op.f("uq_api_key_hash")),
+        sqlite_with_rowid=False,
     )
     with op.batch_alter_table("api_key", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_api_key_account_id"), ["account_id"], unique=False)
@@ -336,9 +304,7 @@ def upgrade() -> None:
         sa.Column("created_by_user_id", sa.String(length=40), nullable=True),
         sa.Column("created_at", teamrouter.storage.base.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
-            ["account_id"],
-            ["credit_account.id"],
-            name=op.f("fk_ledger_entry_account_id_credit_account"),
+            ["account_id"], ["credit_account.id"], name=op.f("fk_ledger_entry_account_id_credit_account")
         ),
         sa.ForeignKeyConstraint(
             ["created_by_user_id"],
@@ -348,11 +314,10 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_ledger_entry")),
         sa.UniqueConstraint("idempotency_key", name=op.f("uq_ledger_entry_idempotency_key")),
+        sqlite_with_rowid=False,
     )
     with op.batch_alter_table("ledger_entry", schema=None) as batch_op:
         batch_op.create_index("ix_ledger_entry_account_created", ["account_id", "created_at"], unique=False)
-        batch_op.create_index(batch_op.f("ix_ledger_entry_generation_id"), ["generation_id"], unique=False)
-        batch_op.create_index(batch_op.f("ix_ledger_entry_hold_id"), ["hold_id"], unique=False)
         batch_op.create_index(batch_op.f("ix_ledger_entry_transaction_id"), ["transaction_id"], unique=False)
 
     op.create_table(
@@ -397,13 +362,12 @@ def upgrade() -> None:
         sa.Column("resolved_at", teamrouter.storage.base.UTCDateTime(timezone=True), nullable=True),
         sa.CheckConstraint("amount >= 0", name=op.f("ck_credit_hold_amount_nonnegative")),
         sa.ForeignKeyConstraint(
-            ["account_id"],
-            ["credit_account.id"],
-            name=op.f("fk_credit_hold_account_id_credit_account"),
+            ["account_id"], ["credit_account.id"], name=op.f("fk_credit_hold_account_id_credit_account")
         ),
         sa.ForeignKeyConstraint(["key_id"], ["api_key.id"], name=op.f("fk_credit_hold_key_id_api_key")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_credit_hold")),
         sa.UniqueConstraint("idempotency_key", name=op.f("uq_credit_hold_idempotency_key")),
+        sqlite_with_rowid=False,
     )
     with op.batch_alter_table("credit_hold", schema=None) as batch_op:
         batch_op.create_index("ix_credit_hold_account_status", ["account_id", "status"], unique=False)
@@ -439,19 +403,16 @@ def upgrade() -> None:
         sa.Column("app_referer", sa.String(length=500), nullable=True),
         sa.Column("app_title", sa.String(length=200), nullable=True),
         sa.ForeignKeyConstraint(
-            ["account_id"],
-            ["credit_account.id"],
-            name=op.f("fk_generation_account_id_credit_account"),
+            ["account_id"], ["credit_account.id"], name=op.f("fk_generation_account_id_credit_account")
         ),
         sa.ForeignKeyConstraint(["key_id"], ["api_key.id"], name=op.f("fk_generation_key_id_api_key")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_generation")),
+        sqlite_with_rowid=False,
     )
     with op.batch_alter_table("generation", schema=None) as batch_op:
         batch_op.create_index("ix_generation_account_created", ["account_id", "created_at"], unique=False)
         batch_op.create_index(
-            "ix_generation_account_user_created",
-            ["account_id", "user_id", "created_at"],
-            unique=False,
+            "ix_generation_account_user_created", ["account_id", "user_id", "created_at"], unique=False
         )
         batch_op.create_index("ix_generation_key_created", ["key_hash", "created_at"], unique=False)
 
@@ -477,8 +438,6 @@ def downgrade() -> None:
     op.drop_table("payment")
     with op.batch_alter_table("ledger_entry", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_ledger_entry_transaction_id"))
-        batch_op.drop_index(batch_op.f("ix_ledger_entry_hold_id"))
-        batch_op.drop_index(batch_op.f("ix_ledger_entry_generation_id"))
         batch_op.drop_index("ix_ledger_entry_account_created")
 
     op.drop_table("ledger_entry")
