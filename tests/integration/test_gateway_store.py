@@ -1,0 +1,152 @@
+"""The hot-path store (raw SQL on SQLite and PostgreSQL) against TESTPLAN A10: key limit windows
+reset at 00:00 UTC whatever the server's time zone (weeks on Monday, months on the 1st), and a hold
+that straddles midnight never lets either day exceed its limit. Also: a hold resolves exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import select
+from tests.support.credits import check_ledger
+from tests.support.gateway import funded_person
+
+from teamrouter.domain.credits.models import CreditAccount
+from teamrouter.domain.keys.models import ApiKey
+from teamrouter.gateway.setup import open_store
+from teamrouter.gateway.store.base import GenerationRecord, Hold
+from teamrouter.ids import new_generation_id, new_id
+
+CENT = 10_000_000
+
+
+@pytest.fixture
+async def store(rt):
+    opened = await open_store(rt)
+    yield opened
+    await opened.close()
+
+
+@pytest.fixture(autouse=True)
+def far_away_time_zone():
+    # The server's own zone must not matter: windows are UTC.
+    previous = os.environ.get("TZ")
+    os.environ["TZ"] = "Pacific/Kiritimati"  # UTC+14
+    time.tzset()
+    yield
+    if previous is None:
+        del os.environ["TZ"]
+    else:
+        os.environ["TZ"] = previous
+    time.tzset()
+
+
+async def spend(store, who, at: datetime, cost: int) -> bool:
+    hold = Hold(id=new_id("hold"), account_id=who.account_id, key_id=who.key_id, amount=cost)
+    if await store.reserve(hold, now=at, expires_at=at + timedelta(minutes=15)) is not None:
+        return False
+    record = GenerationRecord(
+        id=new_generation_id(),
+        created_at=at,
+        account_id=who.account_id,
+        organization_id=None,
+        key_id=who.key_id,
+        key_hash=who.key_hash,
+        user_id=who.user_id,
+        model="m/x",
+        provider="p",
+        endpoint_id="m/x@p",
+        upstream_model="x",
+        tokens_prompt=1,
+        tokens_completion=1,
+        cost=cost,
+    )
+    assert await store.settle(hold, record, now=at)
+    return True
+
+
+@pytest.mark.parametrize(
+    ("reset", "last_moment", "next_window"),
+    [
+        ("daily", datetime(2026, 3, 3, 23, 59, 59, 999000, tzinfo=UTC), datetime(2026, 3, 4, tzinfo=UTC)),
+        # Sunday night → Monday 00:00 UTC
+        ("weekly", datetime(2026, 3, 8, 23, 59, 59, tzinfo=UTC), datetime(2026, 3, 9, tzinfo=UTC)),
+        ("monthly", datetime(2026, 2, 28, 23, 59, 59, tzinfo=UTC), datetime(2026, 3, 1, tzinfo=UTC)),
+    ],
+)
+async def test_a10_windows_reset_at_utc_midnight(rt, store, reset, last_moment, next_window):
+    who = await funded_person(rt, usd="10", limit="0.03", limit_reset=reset)
+    start = last_moment - timedelta(hours=1)
+    assert [await spend(store, who, start, CENT) for _ in range(4)] == [True, True, True, False]
+    assert not await spend(store, who, last_moment, CENT)  # still the same window
+    assert [await spend(store, who, next_window, CENT) for _ in range(4)] == [True, True, True, False]
+    async with rt.db.read() as s:
+        key = await s.get_one(ApiKey, who.key_id)
+    assert key.usage == 6 * CENT
+    await check_ledger(rt)
+
+
+async def test_a10_a_hold_straddling_midnight_counts_against_both_days(rt, store):
+    who = await funded_person(rt, usd="10", limit="0.03", limit_reset="daily")
+    evening = datetime(2026, 5, 5, 23, 59, 30, tzinfo=UTC)
+    morning = evening + timedelta(minutes=1)
+    assert await spend(store, who, evening, 2 * CENT)
+    long_hold = Hold(id=new_id("hold"), account_id=who.account_id, key_id=who.key_id, amount=CENT)
+    assert await store.reserve(long_hold, now=evening, expires_at=evening + timedelta(minutes=15)) is None
+    # After midnight the open hold still counts: 2 more cents fit today, not 3.
+    assert await spend(store, who, morning, CENT)
+    assert await spend(store, who, morning, CENT)
+    assert not await spend(store, who, morning, CENT)
+    record = GenerationRecord(
+        id=new_generation_id(),
+        created_at=morning,
+        account_id=who.account_id,
+        organization_id=None,
+        key_id=who.key_id,
+        key_hash=who.key_hash,
+        user_id=who.user_id,
+        model="m/x",
+        provider="p",
+        endpoint_id="m/x@p",
+        upstream_model="x",
+        cost=CENT,
+    )
+    assert await store.settle(long_hold, record, now=morning)
+    async with rt.db.read() as s:
+        key = await s.get_one(ApiKey, who.key_id)
+    assert key.usage_day == 3 * CENT and key.held == 0  # the new day is exactly at its limit
+    await check_ledger(rt)
+
+
+async def test_a_hold_resolves_exactly_once_under_races(rt, store):
+    who = await funded_person(rt, usd="10")
+    now = datetime.now(UTC)
+    for _ in range(50):
+        hold = Hold(id=new_id("hold"), account_id=who.account_id, key_id=who.key_id, amount=CENT)
+        assert await store.reserve(hold, now=now, expires_at=now + timedelta(minutes=15)) is None
+        record = GenerationRecord(
+            id=new_generation_id(),
+            created_at=now,
+            account_id=who.account_id,
+            organization_id=None,
+            key_id=who.key_id,
+            key_hash=who.key_hash,
+            user_id=who.user_id,
+            model="m/x",
+            provider="p",
+            endpoint_id="m/x@p",
+            upstream_model="x",
+            cost=CENT // 2,
+        )
+        outcomes = await asyncio.gather(
+            store.settle(hold, record, now=now), store.void(hold, now=now), store.settle(hold, record, now=now)
+        )
+        assert sum(outcomes) == 1
+    async with rt.db.read() as s:
+        account = await s.get_one(CreditAccount, who.account_id)
+        key_held = await s.scalar(select(ApiKey.held).where(ApiKey.id == who.key_id))
+    assert account.held == 0 and key_held == 0
+    await check_ledger(rt)
