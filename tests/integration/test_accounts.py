@@ -285,3 +285,9 @@ async def test_openapi_document_is_served(client):
     r = await client.get(f"{API}/openapi.json")
     assert r.status_code == 200
     assert "/api/v1/auth/signup" in r.json()["paths"]
+
+
+async def test_an_api_key_on_a_session_only_endpoint_is_forbidden_not_unauthenticated(client):
+    r = await client.get(f"{API}/me", headers={"Authorization": "Bearer sk-tr-v1-" + "0" * 64})
+    error = assert_envelope(r, 403, "dashboard session")
+    assert error["metadata"]["code"] == "session_only"

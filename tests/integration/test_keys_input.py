@@ -128,3 +128,46 @@ async def test_unauthenticated_is_401(client, rt):
         r = await client.request(method, f"/api/v1{path}", json={"name": "x"} if method == "POST" else None)
         assert r.status_code == 401, (method, path, r.text)
     assert await key_count(rt) == 0
+
+
+# -- found by the contract review: loose types and the SDK's optional fields ---------------------------
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"name": "k", "management": "yes"},
+        {"name": "k", "management": 1},
+        {"name": "k", "limit": "5"},
+        {"name": "k", "limit": True},
+        {"name": 5},
+        {"name": "k", "workspace_id": "another"},
+    ],
+)
+async def test_create_refuses_loose_types(make_person, body):
+    person = await make_person()
+    r = await person.call("POST", "/keys", json=body)
+    assert r.status_code == 400, r.text
+    assert (await person.call("GET", "/keys")).json()["data"] == []
+
+
+@pytest.mark.parametrize("body", [{"disabled": "yes"}, {"disabled": 1}, {"disabled": "false"}, {"limit": "5"}])
+async def test_update_refuses_loose_types(make_person, body):
+    person = await make_person()
+    created = (await person.call("POST", "/keys", json={"name": "k"})).json()["data"]
+    r = await person.call("PATCH", f"/keys/{created['hash']}", json=body)
+    assert r.status_code == 400, r.text
+    after = (await person.call("GET", f"/keys/{created['hash']}")).json()["data"]
+    assert after["disabled"] is False and after["limit"] is None
+
+
+async def test_sdk_optional_fields_are_accepted_and_change_nothing(make_person):
+    person = await make_person()
+    r = await person.call(
+        "POST", "/keys", json={"name": "k", "limit": 2.5, "include_byok_in_limit": False, "workspace_id": "default"}
+    )
+    assert r.status_code == 201, r.text
+    key = r.json()["data"]
+    assert key["limit"] == 2.5 and key["workspace_id"] == "default"
+    r = await person.call("PATCH", f"/keys/{key['hash']}", json={"include_byok_in_limit": True, "name": "renamed"})
+    assert r.status_code == 200 and r.json()["data"]["name"] == "renamed"

@@ -74,8 +74,12 @@ async def session_actor_or_none(request: Request, rt: RuntimeDep) -> Actor | Non
     return auth.actor
 
 
-async def session_actor(actor: Annotated[Actor | None, Depends(session_actor_or_none)]) -> Actor:
+async def session_actor(request: Request, actor: Annotated[Actor | None, Depends(session_actor_or_none)]) -> Actor:
     if actor is None:
+        if request.headers.get("authorization"):
+            raise Forbidden(
+                "This endpoint needs a signed-in dashboard session; API keys cannot use it", code="session_only"
+            )
         raise Unauthorized("Sign in first", code="no_session")
     return actor
 

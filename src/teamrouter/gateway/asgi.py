@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from teamrouter.errors import PayloadTooLarge, TeamrouterError, Unauthorized
 from teamrouter.gateway.core import Gateway
+from teamrouter.ids import new_generation_id
 from teamrouter.providers.base import Kind
 
 ROUTES: dict[str, Kind] = {"/api/v1/chat/completions": "chat", "/api/v1/completions": "completion"}
@@ -47,6 +48,9 @@ class InferenceFront:
         started = time.perf_counter()
         gateway: Gateway = self.state[GATEWAY_KEY]
         headers = dict(scope["headers"])
+        # Chosen before anything can fail, so every answer (errors included) carries it.
+        generation_id = new_generation_id()
+        generation = [(b"x-generation-id", generation_id.encode())]
         try:
             body = await self._body(receive, headers)
             token = _bearer(headers.get(b"authorization"))
@@ -57,11 +61,11 @@ class InferenceFront:
                 referer=_text(headers.get(b"http-referer") or headers.get(b"referer")),
                 title=_text(headers.get(b"x-title")),
                 started=started,
+                generation_id=generation_id,
             )
         except TeamrouterError as exc:
-            await _send_error(send, exc)
+            await _send_error(send, exc, generation)
             return
-        generation = [(b"x-generation-id", prepared.generation_id.encode())]
         if not prepared.admission.request.stream:
             try:
                 payload = await gateway.complete(prepared)

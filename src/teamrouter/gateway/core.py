@@ -109,7 +109,15 @@ class Gateway:
     # -- admission ---------------------------------------------------------------------------
 
     async def prepare(
-        self, *, token: str, body: bytes, kind: Kind, referer: str | None, title: str | None, started: float
+        self,
+        *,
+        token: str,
+        body: bytes,
+        kind: Kind,
+        referer: str | None,
+        title: str | None,
+        started: float,
+        generation_id: str | None = None,
     ) -> Prepared:
         key = await self.resolve_key(token)
         self.limiter.check(key.key_id)
@@ -146,7 +154,7 @@ class Gateway:
         return Prepared(
             key=key,
             admission=admission,
-            generation_id=new_generation_id(),
+            generation_id=generation_id or new_generation_id(),
             started=started,
             created=int(time.time()),
             referer=referer,

@@ -271,3 +271,14 @@ async def test_keys_that_may_not_run_inference(client, gw_rt):
     while time.monotonic() < deadline and post(client, who.key, body).status_code != 401:
         await asyncio.sleep(0.1)
     assert post(client, who.key, body).status_code == 401
+
+
+async def test_every_inference_answer_carries_a_generation_id(client, gw_rt):
+    who = await funded_person(gw_rt, usd="0")
+    for response in (
+        client.post("/api/v1/chat/completions", json={"model": "test/chat"}),  # 401
+        post(client, who.key, {"model": "test/chat"}),  # 400
+        post(client, who.key, {"model": "test/chat", "messages": msgs(), "max_tokens": 5}),  # 402
+    ):
+        assert response.status_code in {400, 401, 402}
+        assert response.headers["x-generation-id"].startswith("gen-")

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from teamrouter.domain.credits.windows import key_usage, limit_remaining
 from teamrouter.domain.keys.models import ApiKey
@@ -23,24 +23,43 @@ WORKSPACE_ID = "default"
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Strict types: "yes" is not a boolean and "5" is not a number; a key's limits are money.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
-class KeyCreate(Strict):
+def _json_number(value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
+        raise ValueError("must be a number (USD)")
+    # The decimal text of a JSON float (0.1 → Decimal("0.1")), never its binary expansion.
+    return Decimal(str(value)) if isinstance(value, float) else Decimal(value)
+
+
+UsdNumber = Annotated[Decimal, BeforeValidator(_json_number)]
+
+
+class SdkCompat(Strict):
+    """Fields the official SDK may send. teamrouter has no BYOK and one workspace, so the only values
+    that mean anything here are accepted and change nothing."""
+
+    include_byok_in_limit: bool | None = None
+    workspace_id: Literal["default"] | None = None
+
+
+class KeyCreate(SdkCompat):
     name: str = Field(max_length=NAME_MAX)
-    limit: Decimal | None = None  # USD
+    limit: UsdNumber | None = None  # USD
     limit_reset: str | None = Field(default=None, max_length=16)
-    expires_at: datetime | None = None
+    expires_at: datetime | None = Field(default=None, strict=False)  # ISO 8601 text from JSON
     management: bool = False
     creator_user_id: str | None = Field(default=None, max_length=40)
 
 
-class KeyUpdate(Strict):
+class KeyUpdate(SdkCompat):
     """Only the fields present in the body change; `limit: null` removes the limit."""
 
     name: str | None = Field(default=None, max_length=NAME_MAX)
     disabled: bool | None = None
-    limit: Decimal | None = None
+    limit: UsdNumber | None = None
     limit_reset: str | None = Field(default=None, max_length=16)
 
 
