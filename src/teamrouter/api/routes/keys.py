@@ -14,7 +14,7 @@ from teamrouter.api.deps import ActorDep, RuntimeDep, bearer_token
 from teamrouter.api.policy import Access, access
 from teamrouter.domain.keys import auth as key_auth
 from teamrouter.domain.keys import service as keys
-from teamrouter.domain.keys.schemas import KeyCreate, KeyUpdate, SdkCompat, current_key_public, key_public
+from teamrouter.domain.keys.schemas import SDK_ONLY_FIELDS, KeyCreate, KeyUpdate, current_key_public, key_public
 from teamrouter.errors import Unauthorized
 
 router = APIRouter(tags=["keys"])
@@ -80,8 +80,7 @@ async def update_key(
     rt: RuntimeDep,
 ) -> dict[str, Any]:
     """Change name, disabled, limit or limit_reset; only the fields sent change."""
-    ignored = set(SdkCompat.model_fields)  # accepted for SDK compatibility, mean nothing here
-    changes = {field: getattr(body, field) for field in body.model_fields_set - ignored}
+    changes = {field: getattr(body, field) for field in body.model_fields_set - SDK_ONLY_FIELDS}
     key = await keys.update_key(rt, actor=actor, key_hash=hash, **changes)
     return {"data": key_public(key, rt.clock.now())}
 

@@ -37,30 +37,31 @@ def _json_number(value: Any) -> Any:
 UsdNumber = Annotated[Decimal, BeforeValidator(_json_number)]
 
 
-class SdkCompat(Strict):
-    """Fields the official SDK may send. teamrouter has no BYOK and one workspace, so the only values
-    that mean anything here are accepted and change nothing."""
-
-    include_byok_in_limit: bool | None = None
-    workspace_id: Literal["default"] | None = None
+# Fields the official SDK may send. teamrouter has no BYOK and one workspace, so the values that make
+# sense here are accepted and change nothing. Declared last in each model (first is what matters).
+SDK_ONLY_FIELDS = frozenset({"include_byok_in_limit", "workspace_id"})
 
 
-class KeyCreate(SdkCompat):
+class KeyCreate(Strict):
     name: str = Field(max_length=NAME_MAX)
     limit: UsdNumber | None = None  # USD
     limit_reset: str | None = Field(default=None, max_length=16)
     expires_at: datetime | None = Field(default=None, strict=False)  # ISO 8601 text from JSON
     management: bool = False
     creator_user_id: str | None = Field(default=None, max_length=40)
+    include_byok_in_limit: bool | None = None
+    workspace_id: Literal["default"] | None = None
 
 
-class KeyUpdate(SdkCompat):
+class KeyUpdate(Strict):
     """Only the fields present in the body change; `limit: null` removes the limit."""
 
     name: str | None = Field(default=None, max_length=NAME_MAX)
     disabled: bool | None = None
     limit: UsdNumber | None = None
     limit_reset: str | None = Field(default=None, max_length=16)
+    include_byok_in_limit: bool | None = None
+    workspace_id: Literal["default"] | None = None
 
 
 def iso(value: datetime | None) -> str | None:
