@@ -16,7 +16,9 @@ import os
 import tempfile
 from pathlib import Path
 
-from tests.support.databases import DEFAULT_PG, PostgresFactory
+import asyncpg
+from sqlalchemy.engine import make_url
+from tests.support.databases import DEFAULT_PG
 from tests.support.gateway import FakeUpstreamProcess, funded_person, start_gateway
 
 from bench.loadgen import Result, run
@@ -112,6 +114,14 @@ def _merge(results: list[Result]) -> Result:
     )
 
 
+async def _admin(url: str, statement: str) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=4.0, help="length of each measured run")
@@ -131,16 +141,18 @@ async def main() -> None:
             tmp = Path(tempfile.mkdtemp(prefix="bench-db-"))
             rows += await bench_backend("sqlite", f"sqlite:///{tmp}/bench.db", fake, args.seconds, args.rounds)
         if "postgres" in args.backends:
-            os.environ.setdefault("TEAMROUTER_TEST_POSTGRES_URL", DEFAULT_PG)
+            admin = os.environ.get("TEAMROUTER_TEST_POSTGRES_URL", DEFAULT_PG)
+            name = f"trbench_{os.getpid()}"
             try:
-                factory = PostgresFactory()
+                await _admin(admin, f'CREATE DATABASE "{name}"')
             except OSError as exc:
                 print(f"(PostgreSQL not reachable: {exc}; skipped)")
             else:
                 try:
-                    rows += await bench_backend("postgres", factory.create(), fake, args.seconds, args.rounds)
+                    url = make_url(admin).set(database=name).render_as_string(hide_password=False)
+                    rows += await bench_backend("postgres", url, fake, args.seconds, args.rounds)
                 finally:
-                    factory.close()
+                    await _admin(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         fake.stop()
 

@@ -150,3 +150,16 @@ async def test_a_hold_resolves_exactly_once_under_races(rt, store):
         key_held = await s.scalar(select(ApiKey.held).where(ApiKey.id == who.key_id))
     assert account.held == 0 and key_held == 0
     await check_ledger(rt)
+
+
+async def test_sqlite_wal_is_truncated_by_the_writers_checkpoint(rt, store):
+    if not rt.db.is_sqlite:
+        pytest.skip("SQLite only")
+    who = await funded_person(rt, usd="10")
+    now = datetime.now(UTC)
+    for _ in range(200):
+        assert await spend(store, who, now, 1000)
+    wal = rt.db.engine.url.database + "-wal"
+    assert os.path.getsize(wal) > 100_000
+    await asyncio.to_thread(store._checkpoint)
+    assert os.path.getsize(wal) == 0  # a steady writer must never make the WAL grow without bound

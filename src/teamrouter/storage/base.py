@@ -44,9 +44,10 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 # JSONB on Postgres, JSON text elsewhere.
 JSONType = JSON().with_variant(JSONB(), "postgresql")
-# Tables every inference request writes. On SQLite they are WITHOUT ROWID: a text primary key then
-# *is* the table's B-tree instead of an index beside a hidden rowid tree, one page write fewer per
-# row (the hot path's cost here is mostly WAL page writes). Ignored by PostgreSQL.
+# Narrow tables every inference request writes. On SQLite they are WITHOUT ROWID: a text primary key
+# then *is* the table's B-tree instead of an index beside a hidden rowid tree, one page write fewer
+# per row. Wide rows (generation, ledger_entry) stay rowid tables, which SQLite stores better.
+# Ignored by PostgreSQL.
 HOT_TABLE: dict[str, Any] = {"sqlite_with_rowid": False}
 # Money: integer nano-USD (teamrouter.money); never a float or numeric column.
 Money = BigInteger

@@ -12,7 +12,6 @@ from teamrouter.storage.base import HOT_TABLE, Base, Money
 
 class Generation(Base):
     __tablename__ = "generation"
-    __table_args__ = (HOT_TABLE,)
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)  # "gen-…"
     created_at: Mapped[datetime]

@@ -33,7 +33,6 @@ class LedgerEntry(Base):
     """An immutable movement. Mistakes are fixed by a new reversing entry, never an UPDATE."""
 
     __tablename__ = "ledger_entry"
-    __table_args__ = (HOT_TABLE,)
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     account_id: Mapped[str] = mapped_column(ForeignKey("credit_account.id"))

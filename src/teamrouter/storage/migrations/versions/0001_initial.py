@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-29 05:18:11.151471
+Create Date: 2026-11-29 05:31:18.694056
 """
 
 from collections.abc import Sequence
@@ -314,7 +314,6 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_ledger_entry")),
         sa.UniqueConstraint("idempotency_key", name=op.f("uq_ledger_entry_idempotency_key")),
-        sqlite_with_rowid=False,
     )
     with op.batch_alter_table("ledger_entry", schema=None) as batch_op:
         batch_op.create_index("ix_ledger_entry_account_created", ["account_id", "created_at"], unique=False)
@@ -407,7 +406,6 @@ def upgrade() -> None:
         ),
         sa.ForeignKeyConstraint(["key_id"], ["api_key.id"], name=op.f("fk_generation_key_id_api_key")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_generation")),
-        sqlite_with_rowid=False,
     )
     with op.batch_alter_table("generation", schema=None) as batch_op:
         batch_op.create_index("ix_generation_account_created", ["account_id", "created_at"], unique=False)
