@@ -4,7 +4,9 @@ For each database (SQLite, and PostgreSQL when it answers) it starts the fake up
 `teamrouter serve` worker with keys, holds, settlement and activity rows all on, then alternates
 direct and proxied runs: JSON and streaming, concurrency 1 and 32. It prints a Markdown table with
 req/s, p50/p99 (time to first byte for streams), the ratios to direct, and the gateway's own CPU per
-request read from /proc — the figure that carries to other machines.
+request read from /proc — the figure that carries to other machines. A bare pass-through proxy
+(bench/bare_proxy.py: Starlette + aiohttp, no auth, no accounting) runs in the same alternation as
+the floor any Python gateway pays on this machine.
 """
 
 from __future__ import annotations
@@ -13,13 +15,18 @@ import argparse
 import asyncio
 import json
 import os
+import socket
+import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
 
 import asyncpg
 from sqlalchemy.engine import make_url
 from tests.support.databases import DEFAULT_PG
 from tests.support.gateway import FakeUpstreamProcess, funded_person, start_gateway
+from tests.support.smtp import free_port
 
 from bench.loadgen import Result, run
 from teamrouter.config import load_settings
@@ -61,24 +68,44 @@ async def bench_backend(
 
     httpx.post(f"{fake.url}/_script", json={"script": {"content": CONTENT, "chunks": 8}}).raise_for_status()
     server = start_gateway(tmp, database_url, fake.url, workers=1)
+    bare_port = free_port()
+    bare = subprocess.Popen(
+        [sys.executable, "-m", "bench.bare_proxy", "--upstream", fake.url, "--port", str(bare_port)]
+    )
+    _wait_for_port(bare_port)
     rows = []
     try:
         for stream in (False, True):
             for concurrency in (1, 32):
                 direct: list[Result] = []
+                floor: list[Result] = []
                 proxied: list[Result] = []
                 cpu = 0.0
-                for _ in range(rounds):  # alternate, so drift on a shared machine hits both alike
+                bare_cpu = 0.0
+                json_headers = {"content-type": "application/json"}
+                for _ in range(rounds):  # alternate, so drift on a shared machine hits all alike
                     direct.append(
                         await run(
                             f"{fake.url}/v1/chat/completions",
                             body("fake-chat", stream),
-                            {"content-type": "application/json"},
+                            json_headers,
                             concurrency=concurrency,
                             seconds=seconds,
                             stream=stream,
                         )
                     )
+                    bare_before = cpu_seconds(bare.pid)
+                    floor.append(
+                        await run(
+                            f"http://127.0.0.1:{bare_port}/v1/chat/completions",
+                            body("fake-chat", stream),
+                            json_headers,
+                            concurrency=concurrency,
+                            seconds=seconds,
+                            stream=stream,
+                        )
+                    )
+                    bare_cpu += cpu_seconds(bare.pid) - bare_before
                     before = cpu_seconds(server.proc.pid)  # type: ignore[union-attr]
                     proxied.append(
                         await run(
@@ -92,17 +119,33 @@ async def bench_backend(
                     )
                     cpu += cpu_seconds(server.proc.pid) - before  # type: ignore[union-attr]
                 d = _merge(direct)
+                b = _merge(floor)
                 p = _merge(proxied)
                 rows.append(
-                    f"| {name} | {'stream' if stream else 'json'} | {concurrency} | {d.rps:,.0f} | {p.rps:,.0f} "
-                    f"| {p.rps / d.rps:.0%} | {d.percentile(0.5) * 1000:.2f} | {p.percentile(0.5) * 1000:.2f} "
-                    f"| {(p.percentile(0.5) - d.percentile(0.5)) * 1000:+.2f} | {d.percentile(0.99) * 1000:.2f} "
-                    f"| {p.percentile(0.99) * 1000:.2f} | {cpu / max(p.requests, 1) * 1000:.2f} | {p.errors} |"
+                    f"| {name} | {'stream' if stream else 'json'} | {concurrency} | {d.rps:,.0f} | {b.rps:,.0f} "
+                    f"| {p.rps:,.0f} | {b.rps / d.rps:.0%} | {p.rps / d.rps:.0%} "
+                    f"| {(b.percentile(0.5) - d.percentile(0.5)) * 1000:+.2f} "
+                    f"| {(p.percentile(0.5) - d.percentile(0.5)) * 1000:+.2f} "
+                    f"| {d.percentile(0.99) * 1000:.2f} | {p.percentile(0.99) * 1000:.2f} "
+                    f"| {bare_cpu / max(b.requests, 1) * 1000:.2f} | {cpu / max(p.requests, 1) * 1000:.2f} "
+                    f"| {p.errors} |"
                 )
                 print(rows[-1], flush=True)
     finally:
         server.stop()
+        bare.terminate()
+        bare.wait(timeout=10)
     return rows
+
+
+def _wait_for_port(port: int, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on port {port}")
 
 
 def _merge(results: list[Result]) -> Result:
@@ -129,9 +172,9 @@ async def main() -> None:
     parser.add_argument("--backends", default="sqlite,postgres")
     args = parser.parse_args()
     header = (
-        "| db | mode | conc | direct req/s | teamrouter req/s | share | direct p50 ms | tr p50 ms | added p50 ms "
-        "| direct p99 ms | tr p99 ms | tr CPU ms/req | errors |\n"
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+        "| db | mode | conc | direct req/s | bare proxy req/s | teamrouter req/s | bare share | tr share "
+        "| bare added p50 ms | tr added p50 ms | direct p99 ms | tr p99 ms | bare CPU ms/req | tr CPU ms/req "
+        "| errors |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     )
     print(header, flush=True)
     fake = FakeUpstreamProcess(uvloop=True)
