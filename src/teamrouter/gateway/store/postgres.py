@@ -13,8 +13,7 @@ from typing import Any
 import asyncpg
 
 from teamrouter.gateway.store import sql
-from teamrouter.gateway.store.base import GenerationRecord, Hold, Refusal, Windows
-from teamrouter.ids import new_id
+from teamrouter.gateway.store.base import GenerationRecord, Hold, Refusal
 
 
 class _Statement:
@@ -58,19 +57,7 @@ class PostgresStore:
         return await conn.fetchval(statement.text, *statement.args(params))
 
     async def reserve(self, hold: Hold, *, now: datetime, expires_at: datetime) -> Refusal | None:
-        windows = Windows.at(now)
-        params = {
-            "amount": hold.amount,
-            "account_id": hold.account_id,
-            "key_id": hold.key_id,
-            "hold_id": hold.id,
-            "idempotency_key": f"hold:{hold.id}",
-            "now": now,
-            "expires_at": expires_at,
-            "day": windows.day,
-            "week": windows.week,
-            "month": windows.month,
-        }
+        params = sql.reserve_params(hold, now=now, expires_at=expires_at)
         refusal: Refusal | None = None
         async with self._pool.acquire() as conn:
             transaction = conn.transaction()
@@ -94,22 +81,7 @@ class PostgresStore:
         return refusal
 
     async def settle(self, hold: Hold, record: GenerationRecord, *, now: datetime) -> bool:
-        windows = Windows.at(now)
-        params: dict[str, Any] = {
-            "hold_id": hold.id,
-            "account_id": hold.account_id,
-            "key_id": hold.key_id,
-            "cost": record.cost,
-            "amount": -record.cost,
-            "release": hold.amount,
-            "generation_id": record.id,
-            "entry_id": new_id("le"),
-            "idempotency_key": sql.usage_idempotency_key(hold.id),
-            "now": now,
-            "day": windows.day,
-            "week": windows.week,
-            "month": windows.month,
-        }
+        params = sql.settle_params(hold, record, now=now)
         async with self._pool.acquire() as conn, conn.transaction():
             if await self._exec(conn, "POST_HOLD", params) != 1:
                 if await self._exec(conn, "POST_EXPIRED_HOLD", params) != 1:
@@ -123,13 +95,7 @@ class PostgresStore:
         return True
 
     async def void(self, hold: Hold, *, now: datetime) -> bool:
-        params = {
-            "hold_id": hold.id,
-            "account_id": hold.account_id,
-            "key_id": hold.key_id,
-            "release": hold.amount,
-            "now": now,
-        }
+        params = sql.void_params(hold, now=now)
         async with self._pool.acquire() as conn, conn.transaction():
             if await self._exec(conn, "VOID_HOLD", params) != 1:
                 return False

@@ -10,7 +10,8 @@ import re
 from typing import Any
 
 from teamrouter.domain.credits.holds import usage_entry_key as usage_idempotency_key
-from teamrouter.gateway.store.base import GenerationRecord
+from teamrouter.gateway.store.base import GenerationRecord, Hold, Windows
+from teamrouter.ids import new_id
 
 __all__ = ["usage_idempotency_key"]
 
@@ -108,6 +109,58 @@ def numbered(statement: str) -> tuple[str, tuple[str, ...]]:
         return f"${names.index(name) + 1}"
 
     return _PARAM.sub(replace, statement), tuple(names)
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def reserve_params(hold: Hold, *, now: Any, expires_at: Any, ts: Any = _same, day: Any = _same) -> dict[str, Any]:
+    """Parameters of the reserve statements; `ts`/`day` format values for the driver (SQLite: text)."""
+    windows = Windows.at(now)
+    return {
+        "amount": hold.amount,
+        "account_id": hold.account_id,
+        "key_id": hold.key_id,
+        "hold_id": hold.id,
+        "idempotency_key": f"hold:{hold.id}",
+        "now": ts(now),
+        "expires_at": ts(expires_at),
+        "day": day(windows.day),
+        "week": day(windows.week),
+        "month": day(windows.month),
+    }
+
+
+def settle_params(
+    hold: Hold, record: GenerationRecord, *, now: Any, ts: Any = _same, day: Any = _same
+) -> dict[str, Any]:
+    windows = Windows.at(now)
+    return {
+        "hold_id": hold.id,
+        "account_id": hold.account_id,
+        "key_id": hold.key_id,
+        "cost": record.cost,
+        "amount": -record.cost,
+        "release": hold.amount,
+        "generation_id": record.id,
+        "entry_id": new_id("le"),
+        "idempotency_key": usage_idempotency_key(hold.id),
+        "now": ts(now),
+        "day": day(windows.day),
+        "week": day(windows.week),
+        "month": day(windows.month),
+    }
+
+
+def void_params(hold: Hold, *, now: Any, ts: Any = _same) -> dict[str, Any]:
+    return {
+        "hold_id": hold.id,
+        "account_id": hold.account_id,
+        "key_id": hold.key_id,
+        "release": hold.amount,
+        "now": ts(now),
+    }
 
 
 def generation_params(record: GenerationRecord, hold_id: str) -> dict[str, Any]:

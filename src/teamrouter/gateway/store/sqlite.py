@@ -20,8 +20,7 @@ from typing import Any
 
 from teamrouter.errors import ServiceUnavailable
 from teamrouter.gateway.store import sql
-from teamrouter.gateway.store.base import GenerationRecord, Hold, Refusal, Windows
-from teamrouter.ids import new_id
+from teamrouter.gateway.store.base import GenerationRecord, Hold, Refusal
 
 log = logging.getLogger(__name__)
 CHECKPOINT_EVERY_SECONDS = 1.0
@@ -155,50 +154,17 @@ class SqliteStore:
         return True
 
     async def reserve(self, hold: Hold, *, now: datetime, expires_at: datetime) -> Refusal | None:
-        windows = Windows.at(now)
-        params = {
-            "amount": hold.amount,
-            "account_id": hold.account_id,
-            "key_id": hold.key_id,
-            "hold_id": hold.id,
-            "idempotency_key": f"hold:{hold.id}",
-            "now": _ts(now),
-            "expires_at": _ts(expires_at),
-            "day": _d(windows.day),
-            "week": _d(windows.week),
-            "month": _d(windows.month),
-        }
+        params = sql.reserve_params(hold, now=now, expires_at=expires_at, ts=_ts, day=_d)
         result: Refusal | None = await self._submit(lambda: self._reserve(hold, params), undo_if=_is_refusal)
         return result
 
     async def settle(self, hold: Hold, record: GenerationRecord, *, now: datetime) -> bool:
-        windows = Windows.at(now)
-        params: dict[str, Any] = {
-            "hold_id": hold.id,
-            "account_id": hold.account_id,
-            "key_id": hold.key_id,
-            "cost": record.cost,
-            "amount": -record.cost,
-            "release": hold.amount,
-            "generation_id": record.id,
-            "entry_id": new_id("le"),
-            "idempotency_key": sql.usage_idempotency_key(hold.id),
-            "now": _ts(now),
-            "day": _d(windows.day),
-            "week": _d(windows.week),
-            "month": _d(windows.month),
-        }
+        params = sql.settle_params(hold, record, now=now, ts=_ts, day=_d)
         settled: bool = await self._submit(lambda: self._settle(hold, record, params))
         return settled
 
     async def void(self, hold: Hold, *, now: datetime) -> bool:
-        params = {
-            "hold_id": hold.id,
-            "account_id": hold.account_id,
-            "key_id": hold.key_id,
-            "release": hold.amount,
-            "now": _ts(now),
-        }
+        params = sql.void_params(hold, now=now, ts=_ts)
         voided: bool = await self._submit(lambda: self._void(params))
         return voided
 
