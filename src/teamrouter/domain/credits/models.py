@@ -90,4 +90,5 @@ class Payment(Base):
 
 Index("ix_ledger_entry_account_created", LedgerEntry.account_id, LedgerEntry.created_at)
 Index("ix_credit_hold_open", Hold.status, Hold.expires_at)
-Index("ix_credit_hold_account_status", Hold.account_id, Hold.status)
+# Deliberately no (account_id, status) index: every request writes this table twice, and only the
+# ledger checker (which scans) asks for an account's holds.

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-29 05:31:18.694056
+Create Date: 2026-11-29 05:53:44.904681
 """
 
 from collections.abc import Sequence
@@ -369,7 +369,6 @@ def upgrade() -> None:
         sqlite_with_rowid=False,
     )
     with op.batch_alter_table("credit_hold", schema=None) as batch_op:
-        batch_op.create_index("ix_credit_hold_account_status", ["account_id", "status"], unique=False)
         batch_op.create_index("ix_credit_hold_open", ["status", "expires_at"], unique=False)
 
     op.create_table(
@@ -427,7 +426,6 @@ def downgrade() -> None:
     op.drop_table("generation")
     with op.batch_alter_table("credit_hold", schema=None) as batch_op:
         batch_op.drop_index("ix_credit_hold_open")
-        batch_op.drop_index("ix_credit_hold_account_status")
 
     op.drop_table("credit_hold")
     with op.batch_alter_table("payment", schema=None) as batch_op:
