@@ -11,9 +11,11 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
+from sqlalchemy.dialects import postgresql
 
 from teamrouter.gateway.store import sql
 from teamrouter.gateway.store.base import GenerationRecord, Hold, Refusal
+from teamrouter.storage.models import metadata
 
 
 class _Statement:
@@ -32,6 +34,112 @@ _S = {
         "INSERT_USAGE_ENTRY", "INSERT_GENERATION", "UPSERT_ROLLUP",
     )
 }  # fmt: skip
+
+
+_DIALECT = postgresql.dialect()  # type: ignore[no-untyped-call]  # SQLAlchemy's stub leaves it untyped
+
+
+def _cast(table: str, column: str, param: str) -> str:
+    """`CAST(:param AS <column type>)`: in INSERT … SELECT PostgreSQL cannot infer parameter types."""
+    kind = metadata.tables[table].c[column].type.compile(dialect=_DIALECT)
+    return f"CAST(:{param} AS {kind})"
+
+
+def _insert_select(table: str, columns: tuple[str, ...], params: tuple[str, ...], tail: str) -> str:
+    values = ", ".join(
+        p if p.startswith(("'", "a.", "1")) else _cast(table, c, p) for c, p in zip(columns, params, strict=True)
+    )
+    return f"INSERT INTO {table} ({', '.join(columns)}) SELECT {values} {tail}"
+
+
+_HOLD_COLUMNS = ("id", "account_id", "key_id", "amount", "status", "idempotency_key", "created_at", "expires_at")
+_ROLLUP_COLUMNS = (
+    "hour", "account_id", "key_id", "user_id", "model", "provider", "requests", "tokens_prompt",
+    "tokens_completion", "tokens_reasoning", "tokens_cached", "cost",
+)  # fmt: skip
+
+# Reserve in one statement (inside a transaction, so a key hold without a pool hold never commits):
+# the key's guarded UPDATE, then the pool's only if the key's succeeded, then the hold row.
+RESERVE_ONE = (
+    f"WITH k AS ({sql.RESERVE_KEY} RETURNING 1), "
+    f"a AS ({sql.RESERVE_POOL} AND EXISTS (SELECT 1 FROM k) RETURNING 1), "
+    "h AS ("
+    + _insert_select(
+        "credit_hold",
+        _HOLD_COLUMNS,
+        ("hold_id", "account_id", "key_id", "amount", "'open'", "idempotency_key", "now", "expires_at"),
+        "WHERE EXISTS (SELECT 1 FROM a) RETURNING 1",
+    )
+    + ") SELECT (SELECT count(*) FROM k), (SELECT count(*) FROM a), (SELECT count(*) FROM h)"
+)
+
+# Settle in one statement (atomic on its own): every write is gated on flipping the hold from open.
+SETTLE_ONE = (
+    f"WITH h AS ({sql.POST_HOLD} RETURNING 1), "
+    "a AS (UPDATE credit_account SET held = held - :release, balance = balance - :cost, updated_at = :now "
+    "WHERE id = :account_id AND EXISTS (SELECT 1 FROM h) RETURNING balance), "
+    "le AS ("
+    + _insert_select(
+        "ledger_entry",
+        (
+            "id",
+            "account_id",
+            "amount",
+            "kind",
+            "idempotency_key",
+            "transaction_id",
+            "balance_after",
+            "hold_id",
+            "generation_id",
+            "created_at",
+        ),
+        (
+            "entry_id",
+            "account_id",
+            "amount",
+            "'usage'",
+            "idempotency_key",
+            "entry_id",
+            "a.balance",
+            "hold_id",
+            "generation_id",
+            "now",
+        ),
+        "FROM a",
+    )
+    + f"), k AS ({sql.SETTLE_KEY} AND EXISTS (SELECT 1 FROM h)), "
+    "g AS ("
+    + _insert_select(
+        "generation",
+        sql.GENERATION_COLUMNS,
+        tuple("g_" + c for c in sql.GENERATION_COLUMNS),
+        "WHERE EXISTS (SELECT 1 FROM h)",
+    )
+    + "), r AS ("
+    + _insert_select(
+        "usage_rollup",
+        _ROLLUP_COLUMNS,
+        (
+            "hour",
+            "account_id",
+            "key_id",
+            "user_id",
+            "model",
+            "provider",
+            "1",
+            "tokens_prompt",
+            "tokens_completion",
+            "tokens_reasoning",
+            "tokens_cached",
+            "cost",
+        ),
+        "WHERE EXISTS (SELECT 1 FROM h) " + sql.UPSERT_ROLLUP[sql.UPSERT_ROLLUP.index("ON CONFLICT") :],
+    )
+    + ") SELECT count(*) FROM h"
+)
+
+
+_ONE = {"RESERVE_ONE": _Statement(RESERVE_ONE), "SETTLE_ONE": _Statement(SETTLE_ONE)}
 
 
 def _rows(status: str) -> int:
@@ -58,40 +166,43 @@ class PostgresStore:
 
     async def reserve(self, hold: Hold, *, now: datetime, expires_at: datetime) -> Refusal | None:
         params = sql.reserve_params(hold, now=now, expires_at=expires_at)
-        refusal: Refusal | None = None
+        statement = _ONE["RESERVE_ONE"]
         async with self._pool.acquire() as conn:
             transaction = conn.transaction()
             await transaction.start()
             try:
-                if await self._exec(conn, "RESERVE_POOL", params) != 1:
-                    available = await self._value(conn, "POOL_AVAILABLE", params)
-                    refusal = Refusal("insufficient_credits", max(int(available or 0), 0))
-                elif await self._exec(conn, "RESERVE_KEY", params) != 1:
-                    remaining = await self._value(conn, "KEY_REMAINING", params)
-                    refusal = Refusal("key_limit_reached", max(int(remaining or 0), 0))
-                else:
-                    await self._exec(conn, "INSERT_HOLD", params)
+                key_ok, _, held = await conn.fetchrow(statement.text, *statement.args(params))
             except BaseException:
                 await transaction.rollback()
                 raise
-            if refusal is None:
+            if held == 1:
                 await transaction.commit()
-            else:
-                await transaction.rollback()
-        return refusal
+                return None
+            await transaction.rollback()  # a key hold without a pool hold must not survive
+            if key_ok != 1:
+                remaining = await self._value(conn, "KEY_REMAINING", params)
+                return Refusal("key_limit_reached", max(int(remaining or 0), 0))
+            available = await self._value(conn, "POOL_AVAILABLE", params)
+            return Refusal("insufficient_credits", max(int(available or 0), 0))
 
     async def settle(self, hold: Hold, record: GenerationRecord, *, now: datetime) -> bool:
         params = sql.settle_params(hold, record, now=now)
-        async with self._pool.acquire() as conn, conn.transaction():
-            if await self._exec(conn, "POST_HOLD", params) != 1:
+        params.update(sql.generation_params(record, hold.id))
+        params.update(sql.rollup_params(record))
+        statement = _ONE["SETTLE_ONE"]
+        async with self._pool.acquire() as conn:
+            if await conn.fetchval(statement.text, *statement.args(params)) == 1:
+                return True
+            # Not open: already resolved, or expired by the sweeper while the answer streamed.
+            async with conn.transaction():
                 if await self._exec(conn, "POST_EXPIRED_HOLD", params) != 1:
                     return False
-                params["release"] = 0
-            params["balance_after"] = await self._value(conn, "SETTLE_POOL", params)
-            await self._exec(conn, "INSERT_USAGE_ENTRY", params)
-            await self._exec(conn, "SETTLE_KEY", params)
-            await self._exec(conn, "INSERT_GENERATION", sql.generation_params(record, hold.id))
-            await self._exec(conn, "UPSERT_ROLLUP", sql.rollup_params(record))
+                params["release"] = 0  # the sweeper already released it
+                params["balance_after"] = await self._value(conn, "SETTLE_POOL", params)
+                await self._exec(conn, "INSERT_USAGE_ENTRY", params)
+                await self._exec(conn, "SETTLE_KEY", params)
+                await self._exec(conn, "INSERT_GENERATION", params)
+                await self._exec(conn, "UPSERT_ROLLUP", params)
         return True
 
     async def void(self, hold: Hold, *, now: datetime) -> bool:
