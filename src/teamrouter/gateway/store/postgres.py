@@ -142,6 +142,10 @@ SETTLE_ONE = (
 _ONE = {"RESERVE_ONE": _Statement(RESERVE_ONE), "SETTLE_ONE": _Statement(SETTLE_ONE)}
 
 
+async def _keep_session(_connection: Any) -> None:
+    return None
+
+
 def _rows(status: str) -> int:
     # asyncpg returns the command tag, e.g. "UPDATE 1".
     return int(status.rsplit(" ", 1)[-1])
@@ -153,7 +157,9 @@ class PostgresStore:
 
     @classmethod
     async def connect(cls, url: str, *, min_size: int = 2, max_size: int = 10) -> PostgresStore:
-        pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size)
+        # No reset on release: by default asyncpg runs RESET ALL / UNLISTEN / advisory unlocks (one round
+        # trip) each time a connection goes back. This store never sets session state, so skip it.
+        pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size, reset=_keep_session)
         return cls(pool)
 
     async def _exec(self, conn: Any, name: str, params: Mapping[str, Any]) -> int:
