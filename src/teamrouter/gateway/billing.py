@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from teamrouter.gateway.catalog import Endpoint
-from teamrouter.providers.base import Usage, estimate_completion_tokens
+from teamrouter.providers.base import Usage
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,20 +26,13 @@ class Bill:
 def bill(
     endpoint: Endpoint,
     *,
-    usage: Usage | None,
+    usage: Usage,
     finish_reason: str | None,
-    prompt_estimate: int,
-    completion_chars: int,
     cancelled: bool = False,
     broken: bool = False,
 ) -> Bill:
-    estimated = usage is None
-    if usage is None:
-        usage = Usage(
-            prompt_tokens=prompt_estimate,
-            completion_tokens=estimate_completion_tokens(completion_chars),
-            estimated=True,
-        )
+    """`usage` is the upstream's, or an estimate flagged `estimated` (providers.base.billable_usage)."""
+    estimated = usage.estimated
     # The prompt was processed in every case below, so only a clean "nothing happened" is free.
     insured = (
         not cancelled

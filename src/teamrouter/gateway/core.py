@@ -53,6 +53,8 @@ from teamrouter.providers.base import (
     RequestError,
     UpstreamError,
     Usage,
+    billable_usage,
+    estimate_completion_tokens,
     sse_event,
     usage_chunk,
 )
@@ -202,13 +204,12 @@ class Gateway:
                         continue
                     break
                 first_byte = time.perf_counter()
-                charged = bill(
-                    endpoint,
-                    usage=parsed.usage,
-                    finish_reason=parsed.finish_reason,
-                    prompt_estimate=prepared.admission.prompt_estimate,
-                    completion_chars=_content_chars(parsed.body),
+                usage = parsed.usage or Usage(
+                    prepared.admission.prompt_estimate,
+                    estimate_completion_tokens(_content_chars(parsed.body)),
+                    estimated=True,
                 )
+                charged = bill(endpoint, usage=usage, finish_reason=parsed.finish_reason)
                 await self._settle(
                     prepared,
                     endpoint,
@@ -312,10 +313,8 @@ class Gateway:
             # has done (some of) the work, and the hold must resolve exactly once.
             charged = bill(
                 endpoint,
-                usage=parser.usage,
+                usage=billable_usage(parser, prompt_estimate=prepared.admission.prompt_estimate),
                 finish_reason="error" if outcome.broken and not parser.finish_reason else parser.finish_reason,
-                prompt_estimate=prepared.admission.prompt_estimate,
-                completion_chars=parser.completion_chars_seen,
                 cancelled=outcome.cancelled,
                 broken=outcome.broken is not None,
             )
@@ -455,7 +454,3 @@ def _as_api_error(error: UpstreamError | None) -> TeamrouterError:
     if error.status == 429:
         return UpstreamFailed(f"Provider rate limited the request: {error.message}", code="upstream_rate_limited")
     return UpstreamFailed(f"Upstream failed: {error.message}", code="upstream_failed")
-
-
-# Keeps `Usage` importable for type users of this module's outputs.
-__all__ = ["Gateway", "Prepared", "StreamOutcome", "Usage"]
