@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field
 
+from teamrouter.clock import iso_utc as _iso
 from teamrouter.domain.accounts.models import User
 
 
@@ -46,7 +46,3 @@ def user_public(user: User) -> dict[str, Any]:
         "is_staff": user.is_staff,
         "created_at": _iso(user.created_at),
     }
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value else None

@@ -17,10 +17,10 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from teamrouter.clock import iso_utc as iso
 from teamrouter.domain.accounts.models import User
 from teamrouter.domain.activity.buckets import Granularity, bucket_expr, bucket_start, ceil_hour, floor_hour
 from teamrouter.domain.activity.daily import rollup_conditions
-from teamrouter.domain.activity.feed import iso
 from teamrouter.domain.activity.models import UsageRollup
 from teamrouter.domain.activity.schemas import AnalyticsQuery, FilterObject
 from teamrouter.domain.activity.scope import resolve_filters, resolve_scope

@@ -11,7 +11,8 @@ import io
 from collections.abc import AsyncIterator
 from typing import Any
 
-from teamrouter.domain.activity.feed import FeedRow, iso, iter_pages
+from teamrouter.clock import iso_utc as iso
+from teamrouter.domain.activity.feed import FeedRow, iter_pages
 from teamrouter.domain.activity.scope import ActivityFilters, ActivityScope
 from teamrouter.money import to_usd_str
 from teamrouter.runtime import Runtime

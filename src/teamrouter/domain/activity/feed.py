@@ -20,6 +20,7 @@ from sqlalchemy import String, or_, select, type_coerce
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
+from teamrouter.clock import iso_utc as iso
 from teamrouter.domain.accounts.models import User
 from teamrouter.domain.activity.models import Generation
 from teamrouter.domain.activity.scope import ActivityFilters, ActivityScope, resolve_filters, resolve_scope
@@ -267,10 +268,6 @@ async def iter_pages(
 
 
 # ---------------------------------------------------------------- shape
-
-
-def iso(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def feed_public(item: FeedRow) -> dict[str, Any]:

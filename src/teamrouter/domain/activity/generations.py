@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from teamrouter.clock import iso_utc
 from teamrouter.domain.activity.models import Generation
 from teamrouter.domain.activity.scope import resolve_scope
 from teamrouter.domain.actor import Actor
@@ -69,7 +70,7 @@ def generation_public(row: Generation) -> dict[str, Any]:
         "streamed": row.streamed,
         "cancelled": row.cancelled,
         "usage_estimated": row.usage_estimated,
-        "created_at": row.created_at.isoformat().replace("+00:00", "Z"),
+        "created_at": iso_utc(row.created_at),
         "api_key_hash": row.key_hash,
         "user_id": row.user_id,
         "external_user": row.external_user,

@@ -4,12 +4,12 @@ parsed exactly with Decimal into integer nano-USD; zero, negative, non-numeric, 
 
 from __future__ import annotations
 
-from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
+from teamrouter.clock import iso_utc as _iso
 from teamrouter.domain.credits.models import LedgerEntry, Payment
 from teamrouter.money import MAX_AMOUNT_UNITS, MAX_AMOUNT_USD, AmountError, to_usd, usd_to_units
 
@@ -75,10 +75,6 @@ class GrantCreate(Strict):
     organization_id: str = Field(min_length=1, max_length=40)
     amount: UsdAmount
     reference: str = Field(min_length=1, max_length=180)
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value else None
 
 
 def entry_public(entry: LedgerEntry) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
+from teamrouter.clock import iso_utc as iso
 from teamrouter.domain.credits.windows import key_usage, limit_remaining
 from teamrouter.domain.keys.models import ApiKey
 from teamrouter.money import to_usd
@@ -62,10 +63,6 @@ class KeyUpdate(Strict):
     limit_reset: str | None = Field(default=None, max_length=16)
     include_byok_in_limit: bool | None = None
     workspace_id: Literal["default"] | None = None
-
-
-def iso(value: datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value else None
 
 
 def _usd(units: int | None) -> float | None:

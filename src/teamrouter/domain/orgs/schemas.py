@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, StrictBool, StringConstraints
 
+from teamrouter.clock import iso_utc as iso
 from teamrouter.domain.accounts.models import User
 from teamrouter.domain.orgs.models import Invitation, Membership, Organization
 from teamrouter.domain.roles import Role
@@ -40,10 +41,6 @@ class MemberUpdate(Strict):
 
 class OpenRouterSettingsUpdate(Strict):
     is_filtered_model_catalog_enabled: StrictBool
-
-
-def iso(value: datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value else None
 
 
 def effective_cap(org: Organization, default_cap: int) -> int:
