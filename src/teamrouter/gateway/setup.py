@@ -30,6 +30,7 @@ SWEEP_EVERY_SECONDS = 30.0
 
 
 CATALOG_KEY = "catalog"
+ORG_SETTINGS_LISTENERS = "org_settings_listeners"
 
 
 def catalog_for(rt: Runtime) -> Catalog:
@@ -53,6 +54,9 @@ async def build_gateway(rt: Runtime) -> Gateway:
     catalog = catalog_for(rt)
     store = await open_store(rt)
     policies: TTLCache[str, OrgPolicy] = TTLCache(rt.settings.cache_ttl_seconds)
+    # The orgs service calls these after a settings change commits: this process sees it at once,
+    # other processes within the TTL.
+    rt.extras.setdefault(ORG_SETTINGS_LISTENERS, []).append(policies.invalidate)
 
     async def resolve_key(token: str) -> KeyInfo:
         return await inference_key(rt, token)
