@@ -44,11 +44,8 @@ def far_away_time_zone():
     time.tzset()
 
 
-async def spend(store, who, at: datetime, cost: int) -> bool:
-    hold = Hold(id=new_id("hold"), account_id=who.account_id, key_id=who.key_id, amount=cost)
-    if await store.reserve(hold, now=at, expires_at=at + timedelta(minutes=15)) is not None:
-        return False
-    record = GenerationRecord(
+def record_for(who, at: datetime, cost: int) -> GenerationRecord:
+    return GenerationRecord(
         id=new_generation_id(),
         created_at=at,
         account_id=who.account_id,
@@ -64,6 +61,13 @@ async def spend(store, who, at: datetime, cost: int) -> bool:
         tokens_completion=1,
         cost=cost,
     )
+
+
+async def spend(store, who, at: datetime, cost: int) -> bool:
+    hold = Hold(id=new_id("hold"), account_id=who.account_id, key_id=who.key_id, amount=cost)
+    if await store.reserve(hold, now=at, expires_at=at + timedelta(minutes=15)) is not None:
+        return False
+    record = record_for(who, at, cost)
     assert await store.settle(hold, record, now=at)
     return True
 
@@ -100,20 +104,7 @@ async def test_a10_a_hold_straddling_midnight_counts_against_both_days(rt, store
     assert await spend(store, who, morning, CENT)
     assert await spend(store, who, morning, CENT)
     assert not await spend(store, who, morning, CENT)
-    record = GenerationRecord(
-        id=new_generation_id(),
-        created_at=morning,
-        account_id=who.account_id,
-        organization_id=None,
-        key_id=who.key_id,
-        key_hash=who.key_hash,
-        user_id=who.user_id,
-        model="m/x",
-        provider="p",
-        endpoint_id="m/x@p",
-        upstream_model="x",
-        cost=CENT,
-    )
+    record = record_for(who, morning, CENT)
     assert await store.settle(long_hold, record, now=morning)
     async with rt.db.read() as s:
         key = await s.get_one(ApiKey, who.key_id)
@@ -127,20 +118,7 @@ async def test_a_hold_resolves_exactly_once_under_races(rt, store):
     for _ in range(50):
         hold = Hold(id=new_id("hold"), account_id=who.account_id, key_id=who.key_id, amount=CENT)
         assert await store.reserve(hold, now=now, expires_at=now + timedelta(minutes=15)) is None
-        record = GenerationRecord(
-            id=new_generation_id(),
-            created_at=now,
-            account_id=who.account_id,
-            organization_id=None,
-            key_id=who.key_id,
-            key_hash=who.key_hash,
-            user_id=who.user_id,
-            model="m/x",
-            provider="p",
-            endpoint_id="m/x@p",
-            upstream_model="x",
-            cost=CENT // 2,
-        )
+        record = record_for(who, now, CENT // 2)
         outcomes = await asyncio.gather(
             store.settle(hold, record, now=now), store.void(hold, now=now), store.settle(hold, record, now=now)
         )
