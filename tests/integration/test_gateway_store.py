@@ -5,16 +5,18 @@ that straddles midnight never lets either day exceed its limit. Also: a hold res
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 from tests.support.credits import check_ledger
 from tests.support.gateway import funded_person
 
-from teamrouter.domain.credits.models import CreditAccount
+from teamrouter.domain.activity.models import UsageRollup
+from teamrouter.domain.credits.models import CreditAccount, LedgerEntry
 from teamrouter.domain.keys.models import ApiKey
 from teamrouter.gateway.setup import open_store
 from teamrouter.gateway.store.base import GenerationRecord, Hold
@@ -141,3 +143,72 @@ async def test_sqlite_wal_is_truncated_by_the_writers_checkpoint(rt, store):
     assert os.path.getsize(wal) > 100_000
     await asyncio.to_thread(store._checkpoint)
     assert os.path.getsize(wal) == 0  # a steady writer must never make the WAL grow without bound
+
+
+async def test_concurrent_settlements_take_the_bulk_path_and_keep_every_invariant(rt, store):
+    who = await funded_person(rt, usd="10")
+    now = datetime.now(UTC)
+    holds = [Hold(id=new_id("hold"), account_id=who.account_id, key_id=who.key_id, amount=CENT) for _ in range(40)]
+    for hold in holds:
+        assert await store.reserve(hold, now=now, expires_at=now + timedelta(minutes=15)) is None
+    costs = [1000 * (i + 1) for i in range(40)]  # all different, so a wrong sum or order shows
+    bulk = _count_bulk_batches(store)
+    settled = await asyncio.gather(
+        *(store.settle(h, record_for(who, now, c), now=now) for h, c in zip(holds, costs, strict=True))
+    )
+    assert all(settled)
+    if rt.db.is_sqlite:
+        assert sum(bulk) == 40  # every settlement went through the bulk path
+    async with rt.db.read() as s:
+        account = await s.get_one(CreditAccount, who.account_id)
+        key = await s.get_one(ApiKey, who.key_id)
+        entries = (
+            await s.execute(
+                select(LedgerEntry.amount, LedgerEntry.balance_after).where(
+                    LedgerEntry.account_id == who.account_id, LedgerEntry.kind == "usage"
+                )
+            )
+        ).all()
+        rollup = await s.scalar(select(func.sum(UsageRollup.requests)).where(UsageRollup.key_id == who.key_id))
+    assert account.held == 0 and key.held == 0
+    assert account.balance == 10 * 10**9 - sum(costs) and key.usage == sum(costs) and rollup == 40
+    # The entries' balance_after values form one chain ending at the cached balance.
+    chain = sorted(entries, key=lambda e: -e.balance_after)
+    for before, after in itertools.pairwise(chain):
+        assert after.balance_after == before.balance_after + after.amount
+    assert chain[-1].balance_after == account.balance
+    await check_ledger(rt)
+
+
+async def test_a_bulk_batch_that_fails_is_replayed_one_by_one(rt, store):
+    # Two settlements in one batch carrying the same generation id: the bulk insert fails, the batch
+    # is replayed operation by operation, and only the second one fails — the first is billed once.
+    who = await funded_person(rt, usd="10")
+    now = datetime.now(UTC)
+    holds = [Hold(id=new_id("hold"), account_id=who.account_id, key_id=who.key_id, amount=CENT) for _ in range(2)]
+    for hold in holds:
+        assert await store.reserve(hold, now=now, expires_at=now + timedelta(minutes=15)) is None
+    record = record_for(who, now, CENT // 2)
+    outcomes = await asyncio.gather(*(store.settle(h, record, now=now) for h in holds), return_exceptions=True)
+    assert outcomes[0] is True and isinstance(outcomes[1], Exception)
+    assert await store.void(holds[1], now=now)
+    async with rt.db.read() as s:
+        account = await s.get_one(CreditAccount, who.account_id)
+    assert account.held == 0 and account.balance == 10 * 10**9 - CENT // 2
+    await check_ledger(rt)
+
+
+def _count_bulk_batches(store) -> list[int]:
+    """On SQLite, record the size of every batch the bulk path completed (PostgreSQL has none)."""
+    done: list[int] = []
+    apply_bulk = getattr(store, "_apply_bulk", None)
+    if apply_bulk is None:
+        return done
+
+    def counting(batch):
+        results = apply_bulk(batch)
+        done.append(len(batch))
+        return results
+
+    store._apply_bulk = counting
+    return done

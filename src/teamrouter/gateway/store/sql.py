@@ -85,10 +85,10 @@ INSERT_GENERATION = (
 
 UPSERT_ROLLUP = """INSERT INTO usage_rollup (hour, account_id, key_id, user_id, model, provider, requests,
     tokens_prompt, tokens_completion, tokens_reasoning, tokens_cached, cost)
-    VALUES (:hour, :account_id, :key_id, :user_id, :model, :provider, 1,
+    VALUES (:hour, :account_id, :key_id, :user_id, :model, :provider, :requests,
     :tokens_prompt, :tokens_completion, :tokens_reasoning, :tokens_cached, :cost)
     ON CONFLICT (hour, account_id, key_id, user_id, model, provider) DO UPDATE SET
-    requests = usage_rollup.requests + 1,
+    requests = usage_rollup.requests + excluded.requests,
     tokens_prompt = usage_rollup.tokens_prompt + excluded.tokens_prompt,
     tokens_completion = usage_rollup.tokens_completion + excluded.tokens_completion,
     tokens_reasoning = usage_rollup.tokens_reasoning + excluded.tokens_reasoning,
@@ -109,6 +109,12 @@ def numbered(statement: str) -> tuple[str, tuple[str, ...]]:
         return f"${names.index(name) + 1}"
 
     return _PARAM.sub(replace, statement), tuple(names)
+
+
+def qmark(statement: str) -> tuple[str, tuple[str, ...]]:
+    """`:name` → `?n` for sqlite3: positional binding skips a dict lookup per parameter."""
+    text, names = numbered(statement)
+    return text.replace("$", "?"), names
 
 
 def _same(value: Any) -> Any:
@@ -177,6 +183,7 @@ def rollup_params(record: GenerationRecord) -> dict[str, Any]:
         "user_id": record.user_id,
         "model": record.model,
         "provider": record.provider,
+        "requests": 1,
         "tokens_prompt": record.tokens_prompt,
         "tokens_completion": record.tokens_completion,
         "tokens_reasoning": record.tokens_reasoning,

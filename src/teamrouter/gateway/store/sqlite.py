@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import operator
 import sqlite3
 import time
 from collections.abc import Callable, Mapping
@@ -25,19 +26,46 @@ from teamrouter.gateway.store.base import GenerationRecord, Hold, Refusal
 log = logging.getLogger(__name__)
 CHECKPOINT_EVERY_SECONDS = 1.0
 LOCK_WAIT_SECONDS = 30.0
-# Operations committed together at most; bounds how long one batch holds the loop (~30 µs each).
-MAX_BATCH = 32
+# Operations committed together at most; bounds how long one batch holds the loop.
+MAX_BATCH = 64
+
+
+class _Statement:
+    """A shared `:name` statement bound positionally (sqlite3 binds a tuple faster than a dict)."""
+
+    __slots__ = ("args", "text")
+
+    def __init__(self, statement: str) -> None:
+        self.text, names = sql.qmark(statement)
+        getter = operator.itemgetter(*names)
+        self.args: Callable[[Mapping[str, Any]], tuple[Any, ...]] = (
+            getter if len(names) > 1 else lambda params: (getter(params),)
+        )
+
+
+_S = {
+    name: _Statement(getattr(sql, name))
+    for name in (
+        "RESERVE_POOL", "POOL_AVAILABLE", "RESERVE_KEY", "KEY_REMAINING", "INSERT_HOLD", "POST_HOLD",
+        "POST_EXPIRED_HOLD", "VOID_HOLD", "SETTLE_POOL", "RELEASE_POOL", "SETTLE_KEY", "RELEASE_KEY",
+        "INSERT_USAGE_ENTRY", "INSERT_GENERATION", "UPSERT_ROLLUP",
+    )
+}  # fmt: skip
+
+RESERVE, SETTLE, VOID = "reserve", "settle", "void"
 
 
 @dataclass(slots=True)
 class _Op:
-    work: Callable[[], Any]
-    undo_if: Callable[[Any], bool] | None
+    kind: str
+    params: dict[str, Any]
     future: asyncio.Future[Any]
+    generation: dict[str, Any] | None = None  # settle only
+    rollup: dict[str, Any] | None = None  # settle only
 
 
-def _is_refusal(value: Any) -> bool:
-    return isinstance(value, Refusal)
+class _Fallback(Exception):
+    """The batch is not the common case the bulk path handles; apply it operation by operation."""
 
 
 def _fail(future: asyncio.Future[Any], exc: BaseException) -> None:
@@ -58,8 +86,13 @@ def _d(value: date) -> str:
 
 class SqliteStore:
     """Group commit: one writer task per process drains queued reserve/settle/void operations into
-    a single transaction (a SAVEPOINT each), so concurrent requests share one WAL commit. At
-    concurrency 1 an operation commits at once; nothing waits on a timer.
+    a single transaction, so concurrent requests share one WAL commit. At concurrency 1 an operation
+    commits at once; nothing waits on a timer.
+
+    A batch with several settlements takes the bulk path: one executemany per insert, one UPDATE per
+    account and per key with the batch's sums, one upsert per rollup row. Anything unusual in it (a
+    hold that is no longer open, an error) rolls the batch back and replays it one operation at a
+    time under SAVEPOINTs, which is always correct; the bulk path is only faster.
 
     Never waits for the write lock while blocking the loop. Automatic WAL checkpoints are off (they
     would stall the loop for milliseconds inside a COMMIT); the writer checkpoints in a worker thread
@@ -72,21 +105,25 @@ class SqliteStore:
 
     def __init__(self, path: str) -> None:
         self._path = path
-        self._conn = self._connect(autocheckpoint=False)
+        self._conn = self._connect()
         self._queue: asyncio.Queue[_Op] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
         self._last_checkpoint = time.monotonic()
 
-    def _connect(self, *, autocheckpoint: bool) -> sqlite3.Connection:
+    def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False, timeout=30)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         # No foreign-key checks here: this connection only writes ids it has just read or updated in
         # the same transaction, and each check is another B-tree lookup on the hot path.
         conn.execute("PRAGMA foreign_keys=OFF")
-        conn.execute("PRAGMA busy_timeout=0" if not autocheckpoint else "PRAGMA busy_timeout=30000")
-        if not autocheckpoint:
-            conn.execute("PRAGMA wal_autocheckpoint=0")
+        conn.execute("PRAGMA busy_timeout=0")
+        conn.execute("PRAGMA wal_autocheckpoint=0")
+        # The hot tables' upper B-tree levels stay in memory (the default is 2 MB).
+        conn.execute("PRAGMA cache_size=-32768")
+        # Statement journals (opened by every multi-index INSERT or upsert inside a transaction)
+        # in memory, not temp files: measured 59 → 15 µs per activity-row insert.
+        conn.execute("PRAGMA temp_store=MEMORY")
         return conn
 
     def _checkpoint(self) -> None:
@@ -113,70 +150,149 @@ class SqliteStore:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.01)
 
-    def _run(self, statement: str, params: Mapping[str, Any]) -> sqlite3.Cursor:
-        return self._conn.execute(statement, params)
+    def _run(self, name: str, params: Mapping[str, Any]) -> sqlite3.Cursor:
+        statement = _S[name]
+        return self._conn.execute(statement.text, statement.args(params))
 
-    def _value(self, statement: str, params: Mapping[str, Any]) -> Any:
+    def _value(self, name: str, params: Mapping[str, Any]) -> Any:
         """The first column of the first row. Reads every row, which resets the statement: a
         half-read statement keeps its read snapshot open and the WAL could never restart."""
-        rows = self._conn.execute(statement, params).fetchall()
+        rows = self._run(name, params).fetchall()
         return rows[0][0] if rows else None
 
-    # -- operations: each runs inside the writer's transaction, under its own SAVEPOINT ---------
-
-    def _reserve(self, hold: Hold, params: dict[str, Any]) -> Refusal | None:
-        if self._run(sql.RESERVE_POOL, params).rowcount != 1:
-            available = self._value(sql.POOL_AVAILABLE, params)
-            return Refusal("insufficient_credits", max(int(available or 0), 0))
-        if self._run(sql.RESERVE_KEY, params).rowcount != 1:
-            remaining = self._value(sql.KEY_REMAINING, params)
-            return Refusal("key_limit_reached", max(int(remaining or 0), 0))
-        self._run(sql.INSERT_HOLD, params)
-        return None
-
-    def _settle(self, hold: Hold, record: GenerationRecord, params: dict[str, Any]) -> bool:
-        if self._run(sql.POST_HOLD, params).rowcount != 1:
-            if self._run(sql.POST_EXPIRED_HOLD, params).rowcount != 1:
-                return False
-            params["release"] = 0  # the sweeper already released it
-        params["balance_after"] = self._value(sql.SETTLE_POOL, params)
-        self._run(sql.INSERT_USAGE_ENTRY, params)
-        self._run(sql.SETTLE_KEY, params)
-        self._run(sql.INSERT_GENERATION, _generation_params(record, hold))
-        self._run(sql.UPSERT_ROLLUP, _rollup_params(record))
-        return True
-
-    def _void(self, params: dict[str, Any]) -> bool:
-        if self._run(sql.VOID_HOLD, params).rowcount != 1:
-            return False
-        self._run(sql.RELEASE_POOL, params)
-        self._run(sql.RELEASE_KEY, params)
-        return True
+    # -- the public operations: queued for the writer ------------------------------------------
 
     async def reserve(self, hold: Hold, *, now: datetime, expires_at: datetime) -> Refusal | None:
         params = sql.reserve_params(hold, now=now, expires_at=expires_at, ts=_ts, day=_d)
-        result: Refusal | None = await self._submit(lambda: self._reserve(hold, params), undo_if=_is_refusal)
+        result: Refusal | None = await self._submit(_Op(RESERVE, params, self._future()))
         return result
 
     async def settle(self, hold: Hold, record: GenerationRecord, *, now: datetime) -> bool:
         params = sql.settle_params(hold, record, now=now, ts=_ts, day=_d)
-        settled: bool = await self._submit(lambda: self._settle(hold, record, params))
+        op = _Op(SETTLE, params, self._future(), _generation_params(record, hold), _rollup_params(record))
+        settled: bool = await self._submit(op)
         return settled
 
     async def void(self, hold: Hold, *, now: datetime) -> bool:
         params = sql.void_params(hold, now=now, ts=_ts)
-        voided: bool = await self._submit(lambda: self._void(params))
+        voided: bool = await self._submit(_Op(VOID, params, self._future()))
         return voided
+
+    # -- one operation at a time (inside the writer's transaction) -------------------------------
+
+    def _reserve(self, params: dict[str, Any]) -> Refusal | None:
+        if self._run("RESERVE_POOL", params).rowcount != 1:
+            available = self._value("POOL_AVAILABLE", params)
+            return Refusal("insufficient_credits", max(int(available or 0), 0))
+        if self._run("RESERVE_KEY", params).rowcount != 1:
+            remaining = self._value("KEY_REMAINING", params)
+            return Refusal("key_limit_reached", max(int(remaining or 0), 0))
+        self._run("INSERT_HOLD", params)
+        return None
+
+    def _settle(self, op: _Op) -> bool:
+        params = op.params
+        if self._run("POST_HOLD", params).rowcount != 1:
+            if self._run("POST_EXPIRED_HOLD", params).rowcount != 1:
+                return False
+            params["release"] = 0  # the sweeper already released it
+        params["balance_after"] = self._value("SETTLE_POOL", params)
+        self._run("INSERT_USAGE_ENTRY", params)
+        self._run("SETTLE_KEY", params)
+        assert op.generation is not None and op.rollup is not None
+        self._run("INSERT_GENERATION", op.generation)
+        self._run("UPSERT_ROLLUP", op.rollup)
+        return True
+
+    def _void(self, params: dict[str, Any]) -> bool:
+        if self._run("VOID_HOLD", params).rowcount != 1:
+            return False
+        self._run("RELEASE_POOL", params)
+        self._run("RELEASE_KEY", params)
+        return True
+
+    def _apply(self, op: _Op) -> Any:
+        if op.kind == RESERVE:
+            return self._reserve(op.params)
+        if op.kind == SETTLE:
+            return self._settle(op)
+        return self._void(op.params)
+
+    def _apply_each(self, batch: list[_Op]) -> list[tuple[_Op, Any, BaseException | None]]:
+        """Each operation under its own SAVEPOINT: a failed or refused one leaves no trace."""
+        conn = self._conn
+        results: list[tuple[_Op, Any, BaseException | None]] = []
+        for op in batch:
+            conn.execute("SAVEPOINT op")
+            try:
+                value = self._apply(op)
+            except Exception as exc:
+                conn.execute("ROLLBACK TO op")
+                conn.execute("RELEASE op")
+                results.append((op, None, exc))
+                continue
+            if isinstance(value, Refusal):
+                conn.execute("ROLLBACK TO op")  # a refused reservation leaves no trace
+            conn.execute("RELEASE op")
+            results.append((op, value, None))
+        return results
+
+    # -- the bulk path: many settlements in a few statements -------------------------------------
+
+    def _apply_bulk(self, batch: list[_Op]) -> list[tuple[_Op, Any, BaseException | None]]:
+        """Settlements first (they only release), then voids and reservations one by one. The whole
+        batch commits atomically, so this order is as valid as the queue's; it lets a reservation
+        see the money its batch released."""
+        settles = [op for op in batch if op.kind == SETTLE]
+        conn = self._conn
+        post = _S["POST_HOLD"]
+        if conn.executemany(post.text, [post.args(op.params) for op in settles]).rowcount != len(settles):
+            raise _Fallback  # some hold was not open (expired, raced, repeated): go one by one
+        accounts: dict[str, list[_Op]] = {}
+        keys: dict[tuple[Any, ...], list[_Op]] = {}
+        rollups: dict[tuple[Any, ...], dict[str, Any]] = {}
+        for op in settles:
+            p = op.params
+            accounts.setdefault(p["account_id"], []).append(op)
+            keys.setdefault((p["key_id"], p["day"], p["week"], p["month"]), []).append(op)
+            r = op.rollup
+            assert r is not None
+            slot = (r["hour"], r["account_id"], r["key_id"], r["user_id"], r["model"], r["provider"])
+            total = rollups.get(slot)
+            if total is None:
+                rollups[slot] = dict(r)
+            else:
+                for field in _ROLLUP_SUMS:
+                    total[field] += r[field]
+        for account_id, ops in accounts.items():
+            balance = self._value("SETTLE_POOL", _summed(ops, account_id=account_id))
+            # Each entry records the balance right after it, as if posted one by one in queue order.
+            for op in reversed(ops):
+                op.params["balance_after"] = balance
+                balance += op.params["cost"]
+        for (key_id, *_), ops in keys.items():
+            self._run("SETTLE_KEY", _summed(ops, key_id=key_id))
+        for name, rows in (
+            ("INSERT_USAGE_ENTRY", [op.params for op in settles]),
+            ("INSERT_GENERATION", [op.generation for op in settles]),
+            ("UPSERT_ROLLUP", list(rollups.values())),
+        ):
+            statement = _S[name]
+            conn.executemany(statement.text, [statement.args(row) for row in rows if row is not None])
+        results: list[tuple[_Op, Any, BaseException | None]] = [(op, True, None) for op in settles]
+        return results + self._apply_each([op for op in batch if op.kind != SETTLE])
 
     # -- group commit ----------------------------------------------------------------------------
 
-    async def _submit(self, work: Callable[[], Any], *, undo_if: Callable[[Any], bool] | None = None) -> Any:
+    def _future(self) -> asyncio.Future[Any]:
+        return asyncio.get_running_loop().create_future()
+
+    async def _submit(self, op: _Op) -> Any:
         if self._writer is None:
             self._writer = asyncio.get_running_loop().create_task(self._write_forever(), name="sqlite-writer")
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Op(work, undo_if, future))
+        self._queue.put_nowait(op)
         # Shielded: a cancelled request must not cancel the shared writer's bookkeeping.
-        return await asyncio.shield(future)
+        return await asyncio.shield(op.future)
 
     async def _write_forever(self) -> None:
         while True:
@@ -190,30 +306,22 @@ class SqliteStore:
                 self._last_checkpoint = time.monotonic()
 
     async def _commit_batch(self, batch: list[_Op]) -> None:
+        conn = self._conn
         try:
             await self._begin()
-        except BaseException as exc:
-            for op in batch:
-                _fail(op.future, exc)
-            if not isinstance(exc, Exception):
-                raise
-            return
-        conn = self._conn
-        results: list[tuple[_Op, Any, BaseException | None]] = []
-        try:
-            for op in batch:
-                conn.execute("SAVEPOINT op")
+            if sum(op.kind == SETTLE for op in batch) > 1:
                 try:
-                    value = op.work()
+                    results = self._apply_bulk(batch)
                 except Exception as exc:
-                    conn.execute("ROLLBACK TO op")
-                    conn.execute("RELEASE op")
-                    results.append((op, None, exc))
-                    continue
-                if op.undo_if is not None and op.undo_if(value):
-                    conn.execute("ROLLBACK TO op")  # a refused reservation leaves no trace
-                conn.execute("RELEASE op")
-                results.append((op, value, None))
+                    if not isinstance(exc, _Fallback):
+                        log.warning("bulk settlement failed; replaying the batch one by one", exc_info=True)
+                    conn.execute("ROLLBACK")
+                    for op in batch:
+                        op.params.pop("balance_after", None)
+                    await self._begin()
+                    results = self._apply_each(batch)
+            else:
+                results = self._apply_each(batch)
             conn.execute("COMMIT")
         except BaseException as exc:
             with contextlib.suppress(sqlite3.Error):
@@ -239,6 +347,19 @@ class SqliteStore:
                 await self._writer
         self._checkpoint()
         self._conn.close()
+
+
+_ROLLUP_SUMS = ("requests", "tokens_prompt", "tokens_completion", "tokens_reasoning", "tokens_cached", "cost")
+
+
+def _summed(ops: list[_Op], **ids: str) -> dict[str, Any]:
+    """One account's or key's share of a batch: the settle parameters with cost and release summed
+    (and the latest time, for `updated_at`/`last_used_at`)."""
+    total = dict(ops[-1].params, **ids)
+    total["cost"] = sum(op.params["cost"] for op in ops)
+    total["release"] = sum(op.params["release"] for op in ops)
+    total["now"] = max(op.params["now"] for op in ops)
+    return total
 
 
 def _generation_params(record: GenerationRecord, hold: Hold) -> dict[str, Any]:
