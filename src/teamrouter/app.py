@@ -49,6 +49,11 @@ def create_app(runtime: Runtime) -> FastAPI:
     for router in root_routers():
         app.include_router(router)
     app.add_middleware(BodyLimit, max_bytes=runtime.settings.max_body_bytes)
-    # Added last, so it runs first: inference requests never enter the framework's routing.
-    app.add_middleware(InferenceFront, state=runtime.extras, max_body_bytes=runtime.settings.max_body_bytes)
     return app
+
+
+def build_asgi(runtime: Runtime) -> InferenceFront:
+    """What the server runs: the inference endpoints in front of the whole framework, so they never
+    pay for its middleware stack (FastAPI's own telemetry hooks read the environment per request),
+    routing or validation. Everything else, lifespan included, passes through to the app."""
+    return InferenceFront(create_app(runtime), state=runtime.extras, max_body_bytes=runtime.settings.max_body_bytes)
