@@ -26,13 +26,13 @@ RESERVE_POOL = (
     "UPDATE credit_account SET held = held + :amount, updated_at = :now "
     "WHERE id = :account_id AND balance - held >= :amount"
 )
-POOL_AVAILABLE = "SELECT balance - held FROM credit_account WHERE id = :account_id"
+POOL_AVAILABLE = "SELECT balance - held AS available FROM credit_account WHERE id = :account_id"
 
 RESERVE_KEY = (
     "UPDATE api_key SET held = held + :amount WHERE id = :key_id "
     f"AND (spend_limit IS NULL OR spend_limit - held - {_WINDOW_SPEND} >= :amount)"
 )
-KEY_REMAINING = f"SELECT spend_limit - held - {_WINDOW_SPEND} FROM api_key WHERE id = :key_id"
+KEY_REMAINING = f"SELECT spend_limit - held - {_WINDOW_SPEND} AS remaining FROM api_key WHERE id = :key_id"
 
 INSERT_HOLD = (
     "INSERT INTO credit_hold (id, account_id, key_id, amount, status, idempotency_key, created_at, expires_at) "

@@ -108,6 +108,11 @@ class SqliteStore:
         self._conn = self._connect()
         self._queue: asyncio.Queue[_Op] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()  # queued work, or a checkpoint that is due
+        # The connection is in a transaction (or checkpointing); everything else queues.
+        self._busy = False
+        # Holds this process reserved and has not yet resolved: the concurrency the writer can batch.
+        self._open = 0
         self._last_checkpoint = time.monotonic()
 
     def _connect(self) -> sqlite3.Connection:
@@ -164,18 +169,26 @@ class SqliteStore:
 
     async def reserve(self, hold: Hold, *, now: datetime, expires_at: datetime) -> Refusal | None:
         params = sql.reserve_params(hold, now=now, expires_at=expires_at, ts=_ts, day=_d)
-        result: Refusal | None = await self._submit(_Op(RESERVE, params, self._future()))
+        result: Refusal | None = await self._submit(_Op(RESERVE, params, self._future()), alone=self._open == 0)
+        if result is None:
+            self._open += 1
         return result
 
     async def settle(self, hold: Hold, record: GenerationRecord, *, now: datetime) -> bool:
         params = sql.settle_params(hold, record, now=now, ts=_ts, day=_d)
         op = _Op(SETTLE, params, self._future(), _generation_params(record, hold), _rollup_params(record))
-        settled: bool = await self._submit(op)
+        try:
+            settled: bool = await self._submit(op, alone=self._open <= 1)
+        finally:
+            self._open = max(self._open - 1, 0)
         return settled
 
     async def void(self, hold: Hold, *, now: datetime) -> bool:
         params = sql.void_params(hold, now=now, ts=_ts)
-        voided: bool = await self._submit(_Op(VOID, params, self._future()))
+        try:
+            voided: bool = await self._submit(_Op(VOID, params, self._future()), alone=self._open <= 1)
+        finally:
+            self._open = max(self._open - 1, 0)
         return voided
 
     # -- one operation at a time (inside the writer's transaction) -------------------------------
@@ -287,23 +300,62 @@ class SqliteStore:
     def _future(self) -> asyncio.Future[Any]:
         return asyncio.get_running_loop().create_future()
 
-    async def _submit(self, op: _Op) -> Any:
-        if self._writer is None:
-            self._writer = asyncio.get_running_loop().create_task(self._write_forever(), name="sqlite-writer")
+    async def _submit(self, op: _Op, *, alone: bool) -> Any:
+        if alone and not self._busy and self._queue.empty():
+            # No other request of this process holds money (always so at concurrency 1): commit
+            # right here, without the two event-loop hops to the writer task and back. With others
+            # in flight the writer batches instead — inline commits would each pay a whole COMMIT.
+            self._busy = True
+            try:
+                await self._commit_batch([op])
+            except BaseException:
+                if op.future.done():
+                    op.future.exception()  # reported by this raise; keep asyncio from logging it again
+                raise
+            finally:
+                self._done_with_connection()
+            if self._checkpoint_due():
+                self._start_writer()  # it checkpoints when it finds nothing else to do
+                self._wake.set()
+            return op.future.result()
+        self._start_writer()
         self._queue.put_nowait(op)
+        self._wake.set()
         # Shielded: a cancelled request must not cancel the shared writer's bookkeeping.
         return await asyncio.shield(op.future)
 
+    def _start_writer(self) -> None:
+        if self._writer is None:
+            self._writer = asyncio.get_running_loop().create_task(self._write_forever(), name="sqlite-writer")
+
+    def _done_with_connection(self) -> None:
+        self._busy = False
+        if not self._queue.empty():
+            self._wake.set()  # operations queued while the connection was in use
+
+    def _checkpoint_due(self) -> bool:
+        return time.monotonic() - self._last_checkpoint >= CHECKPOINT_EVERY_SECONDS
+
     async def _write_forever(self) -> None:
+        """Drains the queue whenever the connection is free, then checkpoints when one is due."""
         while True:
-            batch = [await self._queue.get()]
-            while len(batch) < MAX_BATCH and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            await self._commit_batch(batch)
-            if time.monotonic() - self._last_checkpoint >= CHECKPOINT_EVERY_SECONDS:
-                # In a worker thread: the loop keeps serving; new operations queue for the next batch.
-                await asyncio.to_thread(self._checkpoint)
-                self._last_checkpoint = time.monotonic()
+            await self._wake.wait()
+            self._wake.clear()
+            if self._busy:
+                continue  # the inline path wakes us again when it is done
+            self._busy = True
+            try:
+                while not self._queue.empty():
+                    batch = [self._queue.get_nowait()]
+                    while len(batch) < MAX_BATCH and not self._queue.empty():
+                        batch.append(self._queue.get_nowait())
+                    await self._commit_batch(batch)
+                if self._checkpoint_due():
+                    # In a worker thread: the loop keeps serving; new operations queue meanwhile.
+                    await asyncio.to_thread(self._checkpoint)
+                    self._last_checkpoint = time.monotonic()
+            finally:
+                self._done_with_connection()
 
     async def _commit_batch(self, batch: list[_Op]) -> None:
         conn = self._conn
