@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Protocol
@@ -17,8 +18,13 @@ class Windows:
 
     @classmethod
     def at(cls, now: datetime) -> Windows:
-        day = now.date()
-        return cls(day=day, week=day - timedelta(days=day.weekday()), month=day.replace(day=1))
+        return _windows_of(now.date())
+
+
+@functools.lru_cache(maxsize=8)
+def _windows_of(day: date) -> Windows:
+    # Twice per request, and the answer changes once a day.
+    return Windows(day=day, week=day - timedelta(days=day.weekday()), month=day.replace(day=1))
 
 
 @dataclass(frozen=True, slots=True)

@@ -58,8 +58,13 @@ _ROLLUP_COLUMNS = (
     "tokens_completion", "tokens_reasoning", "tokens_cached", "cost",
 )  # fmt: skip
 
-# Reserve in one statement (inside a transaction, so a key hold without a pool hold never commits):
-# the key's guarded UPDATE, then the pool's only if the key's succeeded, then the hold row.
+# Reserve in one statement, so one round trip and one commit: the key's guarded UPDATE, then the
+# pool's only if the key's succeeded, then the hold row. Rows are locked key first, then pool: the
+# order the settlement statement takes them in (PostgreSQL runs the data-modifying CTEs the main
+# query does not read last-declared first: its key UPDATE, then the ledger insert that reads the pool
+# UPDATE); the opposite order deadlocked under A1. A statement is all or nothing, so when the pool
+# refuses after the key agreed, the final SELECT divides by zero on purpose: the error rolls back
+# the key's hold.
 RESERVE_ONE = (
     f"WITH k AS ({sql.RESERVE_KEY} RETURNING 1), "
     f"a AS ({sql.RESERVE_POOL} AND EXISTS (SELECT 1 FROM k) RETURNING 1), "
@@ -70,7 +75,8 @@ RESERVE_ONE = (
         ("hold_id", "account_id", "key_id", "amount", "'open'", "idempotency_key", "now", "expires_at"),
         "WHERE EXISTS (SELECT 1 FROM a) RETURNING 1",
     )
-    + ") SELECT (SELECT count(*) FROM k), (SELECT count(*) FROM a), (SELECT count(*) FROM h)"
+    + ") SELECT CASE WHEN (SELECT count(*) FROM k) = 0 THEN 0 "
+    "ELSE 1 / (SELECT count(*) FROM a) + (SELECT count(*) FROM h) END"
 )
 
 # Settle in one statement (atomic on its own): every write is gated on flipping the hold from open.
@@ -174,22 +180,14 @@ class PostgresStore:
         params = sql.reserve_params(hold, now=now, expires_at=expires_at)
         statement = _ONE["RESERVE_ONE"]
         async with self._pool.acquire() as conn:
-            transaction = conn.transaction()
-            await transaction.start()
             try:
-                key_ok, _, held = await conn.fetchrow(statement.text, *statement.args(params))
-            except BaseException:
-                await transaction.rollback()
-                raise
-            if held == 1:
-                await transaction.commit()
-                return None
-            await transaction.rollback()  # a key hold without a pool hold must not survive
-            if key_ok != 1:
-                remaining = await self._value(conn, "KEY_REMAINING", params)
-                return Refusal("key_limit_reached", max(int(remaining or 0), 0))
-            available = await self._value(conn, "POOL_AVAILABLE", params)
-            return Refusal("insufficient_credits", max(int(available or 0), 0))
+                if await conn.fetchval(statement.text, *statement.args(params)) == 2:
+                    return None  # key, pool and hold row written
+            except asyncpg.DivisionByZeroError:
+                available = await self._value(conn, "POOL_AVAILABLE", params)
+                return Refusal("insufficient_credits", max(int(available or 0), 0))
+            remaining = await self._value(conn, "KEY_REMAINING", params)
+            return Refusal("key_limit_reached", max(int(remaining or 0), 0))
 
     async def settle(self, hold: Hold, record: GenerationRecord, *, now: datetime) -> bool:
         params = sql.settle_params(hold, record, now=now)

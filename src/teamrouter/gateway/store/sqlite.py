@@ -26,6 +26,7 @@ from teamrouter.gateway.store.base import GenerationRecord, Hold, Refusal
 log = logging.getLogger(__name__)
 CHECKPOINT_EVERY_SECONDS = 1.0
 LOCK_WAIT_SECONDS = 30.0
+SPIN_SECONDS = 0.002
 # Operations committed together at most; bounds how long one batch holds the loop.
 MAX_BATCH = 64
 
@@ -142,7 +143,8 @@ class SqliteStore:
 
     async def _begin(self) -> None:
         delay = 0.0002
-        deadline = time.monotonic() + LOCK_WAIT_SECONDS
+        started = time.monotonic()
+        deadline = started + LOCK_WAIT_SECONDS
         while True:
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
@@ -152,6 +154,12 @@ class SqliteStore:
                     raise
                 if time.monotonic() > deadline:
                     raise ServiceUnavailable("Database is busy; try again", code="database_busy") from exc
+            if time.monotonic() - started < SPIN_SECONDS:
+                # Another process's batch usually commits within a fraction of a millisecond, and
+                # uvloop's timers tick in whole milliseconds: retry after one loop iteration (the
+                # loop serves other requests in between) before falling back to sleeping.
+                await asyncio.sleep(0)
+                continue
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.01)
 
