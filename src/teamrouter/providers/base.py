@@ -15,6 +15,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+import orjson
+
 from teamrouter.gateway.pricing import (
     estimate_completion_prompt_tokens,
     estimate_prompt_tokens,
@@ -211,7 +213,21 @@ def sse_event(payload: Mapping[str, Any]) -> bytes:
 
 
 def dumps(payload: object) -> bytes:
-    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    """Compact UTF-8 JSON. orjson on the hot path; the stdlib for what orjson refuses (integers
+    beyond 64 bits, non-string keys, deep nesting), so nothing that serialized before now fails."""
+    try:
+        return orjson.dumps(payload)
+    except orjson.JSONEncodeError:
+        return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def loads(data: bytes | str) -> Any:
+    """Parse JSON with orjson; the stdlib for what only it accepts (NaN, a BOM, lone surrogates),
+    so an upstream answer parses exactly when it used to. Errors are ValueError as before."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return json.loads(data)
 
 
 def usage_chunk(

@@ -24,6 +24,7 @@ from teamrouter.providers.base import (
     dumps,
     error_message,
     is_retryable_status,
+    loads,
 )
 
 if TYPE_CHECKING:
@@ -91,7 +92,7 @@ class OpenAIAdapter:
         if not 200 <= status < 300:
             raise self.map_error(status, body)
         try:
-            data = json.loads(body)
+            data = loads(body)
         except (ValueError, UnicodeDecodeError):
             raise UpstreamError(502, "upstream sent invalid JSON", retryable=True) from None
         if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
@@ -158,7 +159,7 @@ class OpenAIStreamParser:
             self.done = True
             return None
         try:
-            chunk = json.loads(payload)
+            chunk = loads(payload)
         except (ValueError, UnicodeDecodeError):
             return None  # not JSON: nothing a client could use
         if not isinstance(chunk, dict):
