@@ -107,6 +107,7 @@ class Gateway:
         self.resolve_key = resolve_key
         self.org_policy = org_policy
         self.limiter = KeyRateLimiter(settings.key_rate_limit_per_minute)
+        self.timeouts = {p.slug: calls.Timeouts.of(p) for p in catalog.providers()}
 
     # -- admission ---------------------------------------------------------------------------
 
@@ -189,7 +190,9 @@ class Gateway:
         try:
             for endpoint, adapter, upstream in self._attempts(prepared, stream=False):
                 try:
-                    status, raw = await calls.fetch(self.http, adapter, endpoint, upstream)
+                    status, raw = await calls.fetch(
+                        self.http, adapter, endpoint, upstream, self.timeouts[endpoint.provider.slug]
+                    )
                     parsed = adapter.parse_response(
                         status,
                         raw,
@@ -246,7 +249,9 @@ class Gateway:
         try:
             for endpoint, adapter, upstream in self._attempts(prepared, stream=True):
                 try:
-                    opened = await calls.open_stream(self.http, adapter, endpoint, upstream)
+                    opened = await calls.open_stream(
+                        self.http, adapter, endpoint, upstream, self.timeouts[endpoint.provider.slug]
+                    )
                 except UpstreamError as exc:
                     last = exc
                     log.info("upstream %s failed before the first byte: %s", endpoint.id, exc.status)
