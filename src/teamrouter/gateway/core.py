@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,6 +52,7 @@ from teamrouter.providers.base import (
     ProviderAdapter,
     RequestError,
     UpstreamError,
+    UpstreamRequest,
     Usage,
     billable_usage,
     estimate_completion_tokens,
@@ -170,8 +171,11 @@ class Gateway:
 
     # -- calling upstream ----------------------------------------------------------------------
 
-    def _attempts(self, prepared: Prepared, *, stream: bool) -> list[tuple[Endpoint, ProviderAdapter, Any]]:
-        attempts = []
+    def _attempts(
+        self, prepared: Prepared, *, stream: bool
+    ) -> Iterator[tuple[Endpoint, ProviderAdapter, UpstreamRequest]]:
+        """Each candidate with its upstream request, built only when it is about to be tried: the
+        first candidate usually answers, and a request body is re-encoded per candidate."""
         for endpoint in prepared.admission.candidates:
             adapter = self.adapters[endpoint.provider.kind]
             upstream = adapter.build_request(
@@ -181,8 +185,7 @@ class Gateway:
                 max_tokens=prepared.admission.budget(endpoint),
                 kind=prepared.admission.request.kind,
             )
-            attempts.append((endpoint, adapter, upstream))
-        return attempts
+            yield endpoint, adapter, upstream
 
     async def complete(self, prepared: Prepared) -> bytes:
         """A whole answer as JSON bytes, settled. Voids the hold if every endpoint failed."""
