@@ -243,6 +243,8 @@ class Gateway:
     ) -> None:
         """Stream the answer through `emit`, ending with one usage chunk (with cost) and [DONE].
 
+        Each `emit` call gets one or more whole SSE events (those of one upstream read).
+
         `on_start` sends the response head; it is called only once an upstream has committed, so a
         failure before that can still become an ordinary JSON error (and a fallback).
         """
@@ -296,16 +298,18 @@ class Gateway:
         watcher = asyncio.create_task(watch())
         try:
             await on_start()
-            for event in parser.feed(opened.first):
-                await emit(event)
+            # The events of one upstream read leave in one write: the same bytes in the same
+            # order, one send (and socket write) instead of one per event.
+            if events := parser.feed(opened.first):
+                await emit(b"".join(events))
             try:
                 async for chunk in opened.rest:
                     if outcome.cancelled:
                         break
-                    for event in parser.feed(chunk):
-                        await emit(event)
-                for event in parser.close():
-                    await emit(event)
+                    if events := parser.feed(chunk):
+                        await emit(b"".join(events))
+                if events := parser.close():
+                    await emit(b"".join(events))
             except (UpstreamError, aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
                 if not outcome.cancelled:
                     outcome.broken = (
@@ -340,9 +344,8 @@ class Gateway:
         if outcome.cancelled:
             return
         created = parser.created or prepared.created
-        if outcome.broken is not None:
-            await emit(_error_event(prepared, endpoint, created, outcome.broken))
-        await emit(
+        tail = [_error_event(prepared, endpoint, created, outcome.broken)] if outcome.broken is not None else []
+        tail.append(
             usage_chunk(
                 response_id=prepared.generation_id,
                 model=endpoint.model_id,
@@ -352,7 +355,8 @@ class Gateway:
                 extra_usage=_cost_fields(charged),
             )
         )
-        await emit(DONE)
+        tail.append(DONE)
+        await emit(b"".join(tail))
 
     # -- settlement ------------------------------------------------------------------------------
 
