@@ -89,13 +89,13 @@ class InferenceFront:
     async def _stream(
         self, gateway: Gateway, prepared: Any, receive: Receive, send: Send, generation: list[tuple[bytes, bytes]]
     ) -> None:
-        disconnected = asyncio.Event()
+        disconnected: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
         async def listen() -> None:
             while True:
                 message = await receive()
                 if message["type"] == "http.disconnect":
-                    disconnected.set()
+                    disconnected.set_result(None)
                     return
 
         async def start() -> None:
