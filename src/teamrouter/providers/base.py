@@ -96,7 +96,7 @@ class Usage:
     @classmethod
     def from_openai(cls, usage: object) -> Usage | None:
         """Parse an OpenAI ``usage`` object; ``None`` when absent or malformed."""
-        if not isinstance(usage, Mapping):
+        if usage is None or not isinstance(usage, Mapping):  # None first: the ABC check is slow
             return None
         prompt = _count(usage.get("prompt_tokens"))
         completion = _count(usage.get("completion_tokens"))
@@ -287,18 +287,25 @@ class SSEDecoder:
 
     def feed(self, data: bytes) -> list[tuple[str | None, bytes]]:
         buf = self._buf + data if self._buf else data
+        lines = buf.split(b"\n")
+        self._buf = lines.pop()  # the unterminated rest
         events: list[tuple[str | None, bytes]] = []
-        start = 0
-        while True:
-            end = buf.find(b"\n", start)
-            if end < 0:
-                break
-            line = buf[start:end]
-            start = end + 1
-            if line.endswith(b"\r"):
+        # `_line`, inlined: this runs for every line of every stream.
+        crlf = b"\r" in buf
+        name, pending = self._event, self._data
+        for line in lines:
+            if crlf and line.endswith(b"\r"):
                 line = line[:-1]
-            self._line(line, events)
-        self._buf = buf[start:]
+            if not line:
+                if pending:
+                    events.append((name, b"\n".join(pending)))
+                    pending = []
+                name = None
+            elif line.startswith(b"data:"):
+                pending.append(line[6:] if line.startswith(b"data: ") else line[5:])
+            elif line.startswith(b"event:"):
+                name = line[6:].strip().decode("utf-8", "replace")
+        self._event, self._data = name, pending
         if len(self._buf) + sum(map(len, self._data)) > MAX_SSE_EVENT_BYTES:
             raise UpstreamError(502, "upstream sent an oversized stream event", retryable=False)
         return events
