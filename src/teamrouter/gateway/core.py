@@ -37,10 +37,10 @@ from teamrouter.gateway.routing import (
     InvalidRoutingRequest,
     NoEndpointsError,
     OrgPolicy,
+    RouteCache,
     RoutingError,
     UnknownModelError,
     parse_provider_preferences,
-    route,
 )
 from teamrouter.gateway.store.base import GatewayStore, GenerationRecord
 from teamrouter.ids import new_generation_id
@@ -109,6 +109,7 @@ class Gateway:
         self.org_policy = org_policy
         self.limiter = KeyRateLimiter(settings.key_rate_limit_per_minute)
         self.timeouts = {p.slug: calls.Timeouts.of(p) for p in catalog.providers()}
+        self.routes = RouteCache(catalog)
 
     # -- admission ---------------------------------------------------------------------------
 
@@ -136,7 +137,7 @@ class Gateway:
             raise bad_field(exc.field, str(exc).split(": ", 1)[-1]) from exc
         policy = await self.org_policy(key.organization_id) if key.organization_id else None
         try:
-            candidates = route(self.catalog, model=request.model, models=request.models, prefs=prefs, org=policy)
+            candidates = self.routes.route(model=request.model, models=request.models, prefs=prefs, org=policy)
         except UnknownModelError as exc:
             raise BadRequest(str(exc), code="unknown_model", field="model") from exc
         except NoEndpointsError as exc:
@@ -144,14 +145,14 @@ class Gateway:
         except RoutingError as exc:
             raise BadRequest(str(exc), code="routing") from exc
         if kind == "completion":
-            candidates = [e for e in candidates if e.provider.kind != "anthropic"]
+            candidates = tuple(e for e in candidates if e.provider.kind != "anthropic")
             if not candidates:
                 raise NotFound("No endpoint of this model serves legacy text completions", code="no_endpoints")
         admission = await admit(
             self.store,
             key=key,
             request=request,
-            candidates=tuple(candidates),
+            candidates=candidates,
             clock=self.clock,
             hold_ttl_seconds=self.settings.hold_ttl_seconds,
         )
