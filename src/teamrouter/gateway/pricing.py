@@ -180,7 +180,9 @@ def clamp_max_tokens(requested: int | None, *, cap: int) -> int:
 
 def estimate_text_tokens(text: str) -> int:
     """Tokens of a plain text: ceil(UTF-8 bytes / 3)."""
-    return -(-len(text.encode("utf-8")) // BYTES_PER_TOKEN)
+    # An ASCII str knows it is ASCII (O(1)) and then has one byte per character: no copy to count.
+    size = len(text) if text.isascii() else len(text.encode("utf-8"))
+    return -(-size // BYTES_PER_TOKEN)
 
 
 def _content_tokens(content: object) -> int:

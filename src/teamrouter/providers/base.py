@@ -352,7 +352,9 @@ class ChatRequest:
     @classmethod
     def parse(cls, body: object, *, kind: Kind = "chat", max_messages: int = 10_000, max_n: int = 128) -> ChatRequest:
         """Check the fields teamrouter relies on; everything else goes upstream untouched."""
-        if not isinstance(body, Mapping):
+        # `type(x) is dict` first: parsed JSON is dicts, and the ABC isinstance(x, Mapping) check
+        # costs a few tenths of a microsecond, per message below.
+        if type(body) is not dict and not isinstance(body, Mapping):
             raise RequestError("body", "must be a JSON object")
         model = body.get("model")
         if model is not None and (not isinstance(model, str) or not model):
@@ -360,7 +362,7 @@ class ChatRequest:
         models = body.get("models")
         if models is None:
             models = []
-        if not isinstance(models, list) or not all(isinstance(m, str) and m for m in models):
+        if not isinstance(models, list) or (models and not all(isinstance(m, str) and m for m in models)):
             raise RequestError("models", "must be a list of model ids")
         if model is None and not models:
             raise RequestError("model", "is required")
@@ -385,7 +387,9 @@ class ChatRequest:
             if len(raw) > max_messages:
                 raise RequestError("messages", f"at most {max_messages} messages")
             for i, message in enumerate(raw):
-                if not isinstance(message, Mapping) or not isinstance(message.get("role"), str):
+                if (type(message) is not dict and not isinstance(message, Mapping)) or not isinstance(
+                    message.get("role"), str
+                ):
                     raise RequestError(f"messages[{i}]", "must be an object with a role")
             messages = raw
         else:
