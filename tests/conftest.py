@@ -14,7 +14,6 @@ import pytest
 from teamrouter.app import create_app
 from teamrouter.config import Settings, load_settings
 from teamrouter.domain.accounts.passwords import Passwords
-from teamrouter.gateway.asgi import InferenceFront
 from teamrouter.runtime import Runtime, build_runtime
 from tests.support.databases import PostgresFactory, SqliteFactory, backend
 from tests.support.smtp import SmtpServer
@@ -89,10 +88,8 @@ async def app(rt: Runtime) -> Any:
 
 
 @pytest.fixture
-async def client(app: Any, rt: Runtime) -> AsyncIterator[httpx.AsyncClient]:
-    # As served: the inference front outside the framework app (teamrouter.app.build_asgi).
-    front = InferenceFront(app, state=rt.extras, max_body_bytes=rt.settings.max_body_bytes)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=front), base_url="http://testserver") as c:
+async def client(app: Any) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as c:
         yield c
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from teamrouter.app import build_asgi
+from fastapi import FastAPI
+
+from teamrouter.app import create_app
 from teamrouter.config import load_settings
-from teamrouter.gateway.asgi import InferenceFront
 from teamrouter.runtime import build_runtime
 
 
-def app_from_environment() -> InferenceFront:
-    return build_asgi(build_runtime(load_settings()))
+def app_from_environment() -> FastAPI:
+    return create_app(build_runtime(load_settings()))

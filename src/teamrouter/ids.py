@@ -7,9 +7,9 @@ SHA-256 hex.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
+import os
 import secrets
 import time
 
@@ -19,17 +19,28 @@ KEY_SECRET_BYTES = 32  # 256 bits after the prefix
 TOKEN_BYTES = 24  # 192 bits for email and invitation tokens, session tokens
 
 
-# RFC 4648 base32 → Crockford's lower-case alphabet, index for index, so byte order = text order.
-_TO_CROCKFORD = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", _ALPHABET.encode())
+# Every pair of alphabet characters, indexed by the 10 bits they encode: an id is 13 lookups.
+_PAIRS = tuple(a + b for a in _ALPHABET for b in _ALPHABET)
+
+
+def _sortable() -> str:
+    """26 chars: 48 bits of millisecond time then 80 random bits (and 2 zero bits), big-endian.
+
+    Runs several times per request, so it is unrolled by hand (a third of the cost of the
+    stdlib's pure-Python base32). The randomness is `os.urandom`, the source `secrets` reads.
+    """
+    n = ((time.time_ns() // 1_000_000) << 82) | (int.from_bytes(os.urandom(10)) << 2)
+    p = _PAIRS
+    return (
+        f"{p[n >> 120]}{p[(n >> 110) & 1023]}{p[(n >> 100) & 1023]}{p[(n >> 90) & 1023]}{p[(n >> 80) & 1023]}"
+        f"{p[(n >> 70) & 1023]}{p[(n >> 60) & 1023]}{p[(n >> 50) & 1023]}{p[(n >> 40) & 1023]}"
+        f"{p[(n >> 30) & 1023]}{p[(n >> 20) & 1023]}{p[(n >> 10) & 1023]}{p[n & 1023]}"
+    )
 
 
 def new_id(prefix: str) -> str:
-    """`prefix_` + 26 chars: 48 bits of millisecond time then 80 random bits, sortable by time.
-
-    Made with the C base32 encoder (it runs on every request several times).
-    """
-    raw = (time.time_ns() // 1_000_000).to_bytes(6, "big") + secrets.token_bytes(10)
-    return f"{prefix}_{base64.b32encode(raw)[:26].translate(_TO_CROCKFORD).decode()}"
+    """`prefix_` + 26 chars: 48 bits of millisecond time then 80 random bits, sortable by time."""
+    return f"{prefix}_{_sortable()}"
 
 
 def new_token() -> str:
@@ -55,4 +66,4 @@ def constant_time_equal(a: str, b: str) -> bool:
 
 def new_generation_id() -> str:
     """`gen-` + a time-sortable id, as OpenRouter's generation ids look."""
-    return "gen-" + new_id("g")[2:]
+    return "gen-" + _sortable()

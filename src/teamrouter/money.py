@@ -33,7 +33,11 @@ def usd_to_units(value: Decimal | str | int) -> int:
 
 def to_usd(units: int) -> float:
     """USD as a JSON number; display only (exact to the cent and well beyond for realistic sums)."""
-    return float(Decimal(units) / UNITS_PER_USD)
+    if type(units) is int:
+        # int / int is correctly rounded, as float() of the exact Decimal quotient is (for fewer
+        # than 28 digits), without the Decimal objects: this runs on every inference answer.
+        return units / UNITS_PER_USD
+    return float(Decimal(units) / UNITS_PER_USD)  # e.g. a Decimal SUM from PostgreSQL
 
 
 def to_usd_str(units: int) -> str:

@@ -2,7 +2,8 @@
 
 `POST /api/v1/chat/completions` and `/api/v1/completions` skip the framework's routing, dependency
 injection and validation (DESIGN.md measures them at several milliseconds of CPU a request); every
-other path goes to the app. Errors still leave in the OpenRouter envelope.
+other path goes to the app (`teamrouter.app` dispatches with `inference_kind`). Errors still leave
+in the OpenRouter envelope.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import time
 from typing import Any
 
 import orjson
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from teamrouter.errors import PayloadTooLarge, TeamrouterError, Unauthorized
 from teamrouter.gateway.core import Gateway
@@ -32,17 +33,25 @@ def _json_head(status: int, extra: list[tuple[bytes, bytes]], length: int) -> Me
     }
 
 
+def inference_kind(scope: Scope) -> Kind | None:
+    """The kind of inference request `scope` is, or None for anything the app itself serves."""
+    if scope["type"] != "http" or scope["method"] != "POST":
+        return None
+    return ROUTES.get(scope["path"])
+
+
 class InferenceFront:
-    def __init__(self, app: ASGIApp, *, state: dict[str, Any], max_body_bytes: int) -> None:
-        self.app = app
+    """Answers the requests `inference_kind` recognises (and only those)."""
+
+    def __init__(self, *, state: dict[str, Any], max_body_bytes: int) -> None:
         self.state = state  # the runtime's extras; the lifespan puts the Gateway there
         self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in ROUTES:
-            await self.app(scope, receive, send)
-            return
-        await self._handle(scope, receive, send, ROUTES[scope["path"]])
+        kind = inference_kind(scope)
+        if kind is None:
+            raise ValueError("InferenceFront only serves inference requests")
+        await self._handle(scope, receive, send, kind)
 
     async def _handle(self, scope: Scope, receive: Receive, send: Send, kind: Kind) -> None:
         started = time.perf_counter()
@@ -80,13 +89,13 @@ class InferenceFront:
     async def _stream(
         self, gateway: Gateway, prepared: Any, receive: Receive, send: Send, generation: list[tuple[bytes, bytes]]
     ) -> None:
-        disconnected = asyncio.Event()
+        disconnected: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
         async def listen() -> None:
             while True:
                 message = await receive()
                 if message["type"] == "http.disconnect":
-                    disconnected.set()
+                    disconnected.set_result(None)
                     return
 
         async def start() -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import aiohttp
 
-from teamrouter.gateway.catalog import Endpoint
+from teamrouter.gateway.catalog import Endpoint, Provider
 from teamrouter.providers.base import ProviderAdapter, UpstreamError, UpstreamRequest
 from teamrouter.providers.demo import DemoAdapter
 from teamrouter.providers.registry import error_from_exception
@@ -30,6 +30,34 @@ def make_http_session(*, connect_timeout: float) -> aiohttp.ClientSession:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """One provider's timeouts as aiohttp objects, built once per provider (they are immutable).
+
+    A whole answer has `first_byte_timeout` until the first byte and `first_byte_timeout +
+    read_timeout` in total (aiohttp's `total` covers the connection, the request and reading the
+    body, as an `asyncio.timeout` around all of it did). A stream has `first_byte_timeout` until
+    its first bytes (an `asyncio.timeout` in `open_stream`, since aiohttp's `total` would also
+    bound the rest of the stream), then `read_timeout` of silence at most between chunks.
+    """
+
+    fetch: aiohttp.ClientTimeout
+    stream: aiohttp.ClientTimeout
+    first_byte: float
+
+    @classmethod
+    def of(cls, provider: Provider) -> Timeouts:
+        return cls(
+            fetch=aiohttp.ClientTimeout(
+                total=provider.first_byte_timeout + provider.read_timeout,
+                sock_connect=provider.connect_timeout,
+                sock_read=provider.first_byte_timeout,
+            ),
+            stream=aiohttp.ClientTimeout(sock_connect=provider.connect_timeout, sock_read=provider.read_timeout),
+            first_byte=provider.first_byte_timeout,
+        )
+
+
 @dataclass
 class OpenStream:
     """A committed upstream stream: the first bytes already read, the rest to iterate."""
@@ -40,25 +68,23 @@ class OpenStream:
 
 
 async def fetch(
-    http: aiohttp.ClientSession, adapter: ProviderAdapter, endpoint: Endpoint, request: UpstreamRequest
+    http: aiohttp.ClientSession,
+    adapter: ProviderAdapter,
+    endpoint: Endpoint,
+    request: UpstreamRequest,
+    timeouts: Timeouts | None = None,
 ) -> tuple[int, bytes]:
     """A whole (non-streamed) answer; raises UpstreamError (retryable or not)."""
     if isinstance(adapter, DemoAdapter):
         return adapter.backend.respond(request)
-    provider = endpoint.provider
+    timeouts = timeouts or Timeouts.of(endpoint.provider)
     try:
-        async with asyncio.timeout(provider.first_byte_timeout + provider.read_timeout):
-            async with http.request(
-                request.method,
-                request.url,
-                data=request.json_body,
-                headers=dict(request.headers),
-                timeout=aiohttp.ClientTimeout(
-                    sock_connect=provider.connect_timeout, sock_read=provider.first_byte_timeout
-                ),
-            ) as response:
-                body = await response.read()
-                status = response.status
+        # aiohttp copies the headers into its own multidict: no copy of ours is needed.
+        async with http.request(
+            request.method, request.url, data=request.json_body, headers=request.headers, timeout=timeouts.fetch
+        ) as response:
+            body = await response.read()
+            status = response.status
     except Exception as exc:
         raise error_from_exception(exc) from exc
     if status != 200:
@@ -67,23 +93,23 @@ async def fetch(
 
 
 async def open_stream(
-    http: aiohttp.ClientSession, adapter: ProviderAdapter, endpoint: Endpoint, request: UpstreamRequest
+    http: aiohttp.ClientSession,
+    adapter: ProviderAdapter,
+    endpoint: Endpoint,
+    request: UpstreamRequest,
+    timeouts: Timeouts | None = None,
 ) -> OpenStream:
     """Open a stream and read its first bytes; raises UpstreamError before anything is committed."""
     if isinstance(adapter, DemoAdapter):
         iterator = adapter.backend.stream(request)
         first = await anext(iterator)
         return OpenStream(first=first, rest=iterator, close=None)
-    provider = endpoint.provider
+    timeouts = timeouts or Timeouts.of(endpoint.provider)
     response: aiohttp.ClientResponse | None = None
     try:
-        async with asyncio.timeout(provider.first_byte_timeout):
+        async with asyncio.timeout(timeouts.first_byte):
             response = await http.request(
-                request.method,
-                request.url,
-                data=request.json_body,
-                headers=dict(request.headers),
-                timeout=aiohttp.ClientTimeout(sock_connect=provider.connect_timeout, sock_read=provider.read_timeout),
+                request.method, request.url, data=request.json_body, headers=request.headers, timeout=timeouts.stream
             )
             if response.status != 200:
                 body = await response.read()

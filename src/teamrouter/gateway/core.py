@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,10 +37,10 @@ from teamrouter.gateway.routing import (
     InvalidRoutingRequest,
     NoEndpointsError,
     OrgPolicy,
+    RouteCache,
     RoutingError,
     UnknownModelError,
     parse_provider_preferences,
-    route,
 )
 from teamrouter.gateway.store.base import GatewayStore, GenerationRecord
 from teamrouter.ids import new_generation_id
@@ -52,6 +52,7 @@ from teamrouter.providers.base import (
     ProviderAdapter,
     RequestError,
     UpstreamError,
+    UpstreamRequest,
     Usage,
     billable_usage,
     estimate_completion_tokens,
@@ -107,6 +108,8 @@ class Gateway:
         self.resolve_key = resolve_key
         self.org_policy = org_policy
         self.limiter = KeyRateLimiter(settings.key_rate_limit_per_minute)
+        self.timeouts = {p.slug: calls.Timeouts.of(p) for p in catalog.providers()}
+        self.routes = RouteCache(catalog)
 
     # -- admission ---------------------------------------------------------------------------
 
@@ -134,7 +137,7 @@ class Gateway:
             raise bad_field(exc.field, str(exc).split(": ", 1)[-1]) from exc
         policy = await self.org_policy(key.organization_id) if key.organization_id else None
         try:
-            candidates = route(self.catalog, model=request.model, models=request.models, prefs=prefs, org=policy)
+            candidates = self.routes.route(model=request.model, models=request.models, prefs=prefs, org=policy)
         except UnknownModelError as exc:
             raise BadRequest(str(exc), code="unknown_model", field="model") from exc
         except NoEndpointsError as exc:
@@ -142,14 +145,14 @@ class Gateway:
         except RoutingError as exc:
             raise BadRequest(str(exc), code="routing") from exc
         if kind == "completion":
-            candidates = [e for e in candidates if e.provider.kind != "anthropic"]
+            candidates = tuple(e for e in candidates if e.provider.kind != "anthropic")
             if not candidates:
                 raise NotFound("No endpoint of this model serves legacy text completions", code="no_endpoints")
         admission = await admit(
             self.store,
             key=key,
             request=request,
-            candidates=tuple(candidates),
+            candidates=candidates,
             clock=self.clock,
             hold_ttl_seconds=self.settings.hold_ttl_seconds,
         )
@@ -169,8 +172,11 @@ class Gateway:
 
     # -- calling upstream ----------------------------------------------------------------------
 
-    def _attempts(self, prepared: Prepared, *, stream: bool) -> list[tuple[Endpoint, ProviderAdapter, Any]]:
-        attempts = []
+    def _attempts(
+        self, prepared: Prepared, *, stream: bool
+    ) -> Iterator[tuple[Endpoint, ProviderAdapter, UpstreamRequest]]:
+        """Each candidate with its upstream request, built only when it is about to be tried: the
+        first candidate usually answers, and a request body is re-encoded per candidate."""
         for endpoint in prepared.admission.candidates:
             adapter = self.adapters[endpoint.provider.kind]
             upstream = adapter.build_request(
@@ -180,8 +186,7 @@ class Gateway:
                 max_tokens=prepared.admission.budget(endpoint),
                 kind=prepared.admission.request.kind,
             )
-            attempts.append((endpoint, adapter, upstream))
-        return attempts
+            yield endpoint, adapter, upstream
 
     async def complete(self, prepared: Prepared) -> bytes:
         """A whole answer as JSON bytes, settled. Voids the hold if every endpoint failed."""
@@ -189,7 +194,9 @@ class Gateway:
         try:
             for endpoint, adapter, upstream in self._attempts(prepared, stream=False):
                 try:
-                    status, raw = await calls.fetch(self.http, adapter, endpoint, upstream)
+                    status, raw = await calls.fetch(
+                        self.http, adapter, endpoint, upstream, self.timeouts[endpoint.provider.slug]
+                    )
                     parsed = adapter.parse_response(
                         status,
                         raw,
@@ -233,12 +240,19 @@ class Gateway:
         raise _as_api_error(last)
 
     async def stream(
-        self, prepared: Prepared, emit: Emit, on_start: Callable[[], Awaitable[None]], disconnected: asyncio.Event
+        self,
+        prepared: Prepared,
+        emit: Emit,
+        on_start: Callable[[], Awaitable[None]],
+        disconnected: asyncio.Future[None],
     ) -> None:
         """Stream the answer through `emit`, ending with one usage chunk (with cost) and [DONE].
 
+        Each `emit` call gets one or more whole SSE events (those of one upstream read).
+
         `on_start` sends the response head; it is called only once an upstream has committed, so a
         failure before that can still become an ordinary JSON error (and a fallback).
+        `disconnected` is resolved by the front end when the client goes away.
         """
         last: UpstreamError | None = None
         opened: calls.OpenStream | None = None
@@ -246,7 +260,9 @@ class Gateway:
         try:
             for endpoint, adapter, upstream in self._attempts(prepared, stream=True):
                 try:
-                    opened = await calls.open_stream(self.http, adapter, endpoint, upstream)
+                    opened = await calls.open_stream(
+                        self.http, adapter, endpoint, upstream, self.timeouts[endpoint.provider.slug]
+                    )
                 except UpstreamError as exc:
                     last = exc
                     log.info("upstream %s failed before the first byte: %s", endpoint.id, exc.status)
@@ -271,7 +287,7 @@ class Gateway:
         opened: calls.OpenStream,
         emit: Emit,
         on_start: Callable[[], Awaitable[None]],
-        disconnected: asyncio.Event,
+        disconnected: asyncio.Future[None],
     ) -> None:
         parser = adapter.stream_parser(
             kind=prepared.admission.request.kind, response_id=prepared.generation_id, model=endpoint.model_id
@@ -279,25 +295,27 @@ class Gateway:
         outcome = StreamOutcome()
         first_byte = time.perf_counter()
 
-        async def watch() -> None:
-            await disconnected.wait()
+        def client_gone(_: asyncio.Future[None]) -> None:
             outcome.cancelled = True
             if opened.close is not None:
                 opened.close()  # cancels the upstream generation: its connection is dropped
 
-        watcher = asyncio.create_task(watch())
+        # A done-callback rather than a task waiting on an event: one task fewer per stream.
+        disconnected.add_done_callback(client_gone)
         try:
             await on_start()
-            for event in parser.feed(opened.first):
-                await emit(event)
+            # The events of one upstream read leave in one write: the same bytes in the same
+            # order, one send (and socket write) instead of one per event.
+            if events := parser.feed(opened.first):
+                await emit(b"".join(events))
             try:
                 async for chunk in opened.rest:
                     if outcome.cancelled:
                         break
-                    for event in parser.feed(chunk):
-                        await emit(event)
-                for event in parser.close():
-                    await emit(event)
+                    if events := parser.feed(chunk):
+                        await emit(b"".join(events))
+                if events := parser.close():
+                    await emit(b"".join(events))
             except (UpstreamError, aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
                 if not outcome.cancelled:
                     outcome.broken = (
@@ -308,7 +326,7 @@ class Gateway:
             if parser.error is not None and outcome.broken is None:
                 outcome.broken = parser.error
         finally:
-            watcher.cancel()
+            disconnected.remove_done_callback(client_gone)
             # Settle even when the client is gone or this task is being cancelled: the upstream
             # has done (some of) the work, and the hold must resolve exactly once.
             charged = bill(
@@ -332,9 +350,8 @@ class Gateway:
         if outcome.cancelled:
             return
         created = parser.created or prepared.created
-        if outcome.broken is not None:
-            await emit(_error_event(prepared, endpoint, created, outcome.broken))
-        await emit(
+        tail = [_error_event(prepared, endpoint, created, outcome.broken)] if outcome.broken is not None else []
+        tail.append(
             usage_chunk(
                 response_id=prepared.generation_id,
                 model=endpoint.model_id,
@@ -344,7 +361,8 @@ class Gateway:
                 extra_usage=_cost_fields(charged),
             )
         )
-        await emit(DONE)
+        tail.append(DONE)
+        await emit(b"".join(tail))
 
     # -- settlement ------------------------------------------------------------------------------
 

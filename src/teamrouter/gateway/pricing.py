@@ -1,8 +1,9 @@
 """Exact request pricing in integer nano-USD, and the prompt-token estimate used for holds.
 
 Catalog prices are exact decimal strings in USD per token. They are kept as ``Decimal`` (for
-display) and as ``Fraction`` nano-USD per token (for arithmetic): a price such as
-``"0.0000000375"`` is 37.5 nano-USD per token, which no integer unit would hold exactly.
+display) and, for arithmetic, as exact nano-USD per token: integer numerators over one common
+denominator per endpoint, since a price such as ``"0.0000000375"`` is 37.5 nano-USD per token,
+which no integer unit would hold exactly.
 A cost is the exact sum of all parts, rounded UP once at the end, so no request is ever
 under-billed by rounding and no float ever touches money.
 
@@ -78,11 +79,14 @@ class Prices:
     completion: Decimal
     request: Decimal = Decimal(0)
     cached_prompt: Decimal | None = None
-    # Exact nano-USD per token, derived once so the hot path does no Decimal work.
-    _prompt_n: Fraction = field(init=False, repr=False, compare=False)
-    _completion_n: Fraction = field(init=False, repr=False, compare=False)
-    _request_n: Fraction = field(init=False, repr=False, compare=False)
-    _cached_n: Fraction = field(init=False, repr=False, compare=False)
+    # Exact nano-USD per token as integer numerators over one common denominator, derived once:
+    # the hot path (a hold and a settlement per request) then does integer arithmetic only,
+    # which is exact like Fraction arithmetic but without its per-operation gcd and allocation.
+    _den: int = field(init=False, repr=False, compare=False)
+    _prompt_num: int = field(init=False, repr=False, compare=False)
+    _completion_num: int = field(init=False, repr=False, compare=False)
+    _request_num: int = field(init=False, repr=False, compare=False)
+    _cached_num: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for name in ("prompt", "completion", "request"):
@@ -90,11 +94,12 @@ class Prices:
                 raise PriceError(f"{name} price is negative")
         if self.cached_prompt is not None and self.cached_prompt < 0:
             raise PriceError("cached_prompt price is negative")
-        object.__setattr__(self, "_prompt_n", usd_to_nano(self.prompt))
-        object.__setattr__(self, "_completion_n", usd_to_nano(self.completion))
-        object.__setattr__(self, "_request_n", usd_to_nano(self.request))
         cached = self.prompt if self.cached_prompt is None else self.cached_prompt
-        object.__setattr__(self, "_cached_n", usd_to_nano(cached))
+        exact = [usd_to_nano(price) for price in (self.prompt, self.completion, self.request, cached)]
+        den = math.lcm(*(f.denominator for f in exact))
+        object.__setattr__(self, "_den", den)
+        for name, value in zip(("_prompt_num", "_completion_num", "_request_num", "_cached_num"), exact, strict=True):
+            object.__setattr__(self, name, value.numerator * (den // value.denominator))
 
     def cost(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> int:
         """Real cost in nano-USD of one generation, rounded up once.
@@ -105,13 +110,13 @@ class Prices:
         """
         _check_tokens(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
         cached = min(max(cached_tokens, 0), prompt_tokens)
-        exact = (
-            (prompt_tokens - cached) * self._prompt_n
-            + cached * self._cached_n
-            + completion_tokens * self._completion_n
-            + self._request_n
+        scaled = (
+            (prompt_tokens - cached) * self._prompt_num
+            + cached * self._cached_num
+            + completion_tokens * self._completion_num
+            + self._request_num
         )
-        return math.ceil(exact)
+        return -(-scaled // self._den)  # ceil, exactly: the sum is over one denominator
 
     def worst_case(self, prompt_tokens_estimate: int, max_completion_tokens: int, n: int = 1) -> int:
         """The hold: the most `cost` can be if the prompt is at most the estimate and each of
@@ -120,20 +125,22 @@ class Prices:
         if n < 1:
             raise ValueError("n must be >= 1")
         # A cached price above the normal one would be odd, but the hold must still cover it.
-        prompt_n = max(self._prompt_n, self._cached_n)
-        exact = prompt_tokens_estimate * prompt_n + n * max_completion_tokens * self._completion_n + self._request_n
-        return math.ceil(exact)
+        prompt_num = max(self._prompt_num, self._cached_num)
+        scaled = (
+            prompt_tokens_estimate * prompt_num + n * max_completion_tokens * self._completion_num + self._request_num
+        )
+        return -(-scaled // self._den)
 
     def affordable_completion_tokens(self, prompt_tokens_estimate: int, available_nano: int, n: int = 1) -> int:
         """How many completion tokens (per choice) `available_nano` pays for after the prompt
         and request price; 0 when not even the prompt fits. Used for the 402 message."""
-        prompt_n = max(self._prompt_n, self._cached_n)
-        left = Fraction(available_nano) - prompt_tokens_estimate * prompt_n - self._request_n
+        prompt_num = max(self._prompt_num, self._cached_num)
+        left = available_nano * self._den - prompt_tokens_estimate * prompt_num - self._request_num
         if left < 0:
             return 0
-        if self._completion_n == 0:
+        if self._completion_num == 0:
             return 2**62  # free completions: anything is affordable
-        return math.floor(left / (self._completion_n * n))
+        return left // (self._completion_num * n)
 
     def sort_key(self) -> Decimal:
         """Default routing order: cheapest by prompt + completion price per token."""
@@ -173,7 +180,9 @@ def clamp_max_tokens(requested: int | None, *, cap: int) -> int:
 
 def estimate_text_tokens(text: str) -> int:
     """Tokens of a plain text: ceil(UTF-8 bytes / 3)."""
-    return -(-len(text.encode("utf-8")) // BYTES_PER_TOKEN)
+    # An ASCII str knows it is ASCII (O(1)) and then has one byte per character: no copy to count.
+    size = len(text) if text.isascii() else len(text.encode("utf-8"))
+    return -(-size // BYTES_PER_TOKEN)
 
 
 def _content_tokens(content: object) -> int:

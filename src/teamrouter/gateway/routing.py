@@ -358,3 +358,36 @@ def route(
     if not result:
         raise NoEndpointsError(reasons)
     return result
+
+
+class RouteCache:
+    """`route` memoised for requests without ``provider`` preferences (nearly all of them).
+
+    `route` is pure over the immutable catalog, and such requests differ only by their model(s)
+    and their organization's policy (a value object: a changed setting is a new key). Failures
+    are not cached. Bounded: emptied when full, since clients choose the `models` lists.
+    """
+
+    def __init__(self, catalog: Catalog, *, max_entries: int = 4096) -> None:
+        self.catalog = catalog
+        self.max_entries = max_entries
+        self._routes: dict[tuple[str | None, tuple[str, ...], OrgPolicy | None], tuple[Endpoint, ...]] = {}
+
+    def route(
+        self,
+        *,
+        model: str | None,
+        models: tuple[str, ...],
+        prefs: ProviderPreferences | None,
+        org: OrgPolicy | None,
+    ) -> tuple[Endpoint, ...]:
+        if prefs is not None:
+            return tuple(route(self.catalog, model=model, models=models, prefs=prefs, org=org))
+        key = (model, models, org)
+        found = self._routes.get(key)
+        if found is None:
+            found = tuple(route(self.catalog, model=model, models=models, org=org))
+            if len(self._routes) >= self.max_entries:
+                self._routes.clear()
+            self._routes[key] = found
+        return found

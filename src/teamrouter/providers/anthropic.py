@@ -30,6 +30,7 @@ from teamrouter.providers.base import (
     dumps,
     error_message,
     is_retryable_status,
+    loads,
     sse_event,
 )
 
@@ -129,7 +130,7 @@ class AnthropicAdapter:
         if not 200 <= status < 300:
             raise self.map_error(status, body)
         try:
-            data = json.loads(body)
+            data = loads(body)
         except (ValueError, UnicodeDecodeError):
             raise UpstreamError(502, "upstream sent invalid JSON", retryable=True) from None
         if not isinstance(data, dict) or data.get("type") == "error" or "content" not in data:
@@ -282,7 +283,7 @@ def to_anthropic_messages(
             for call in message.get("tool_calls") or []:
                 fn = call.get("function") or {}
                 try:
-                    arguments = json.loads(fn.get("arguments") or "{}")
+                    arguments = loads(fn.get("arguments") or "{}")
                 except ValueError:
                     arguments = {}
                 blocks.append(
@@ -369,7 +370,7 @@ class AnthropicStreamParser:
         out: list[bytes] = []
         for _name, payload in events:
             try:
-                event = json.loads(payload)
+                event = loads(payload)
             except (ValueError, UnicodeDecodeError):
                 continue
             if isinstance(event, dict):

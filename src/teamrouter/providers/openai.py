@@ -24,6 +24,7 @@ from teamrouter.providers.base import (
     dumps,
     error_message,
     is_retryable_status,
+    loads,
 )
 
 if TYPE_CHECKING:
@@ -91,7 +92,7 @@ class OpenAIAdapter:
         if not 200 <= status < 300:
             raise self.map_error(status, body)
         try:
-            data = json.loads(body)
+            data = loads(body)
         except (ValueError, UnicodeDecodeError):
             raise UpstreamError(502, "upstream sent invalid JSON", retryable=True) from None
         if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
@@ -135,9 +136,9 @@ class OpenAIStreamParser:
         self.done = False
         self.created: int | None = None
         self._decoder = SSEDecoder()
-        self._new = {"id": response_id, "model": model}
-        # (key, upstream value) -> byte patterns to replace; learned from the first chunk.
-        self._patterns: dict[tuple[str, str], tuple[tuple[bytes, ...], bytes]] = {}
+        self._new = tuple((k, v) for k, v in (("id", response_id), ("model", model)) if v is not None)
+        # key -> (upstream value, byte patterns to replace, replacement); learned from the first chunk.
+        self._patterns: dict[str, tuple[str, tuple[bytes, bytes], bytes]] = {}
 
     def feed(self, data: bytes) -> list[bytes]:
         return self._events(self._decoder.feed(data))
@@ -158,7 +159,7 @@ class OpenAIStreamParser:
             self.done = True
             return None
         try:
-            chunk = json.loads(payload)
+            chunk = loads(payload)
         except (ValueError, UnicodeDecodeError):
             return None  # not JSON: nothing a client could use
         if not isinstance(chunk, dict):
@@ -177,7 +178,7 @@ class OpenAIStreamParser:
         choices = chunk.get("choices")
         if isinstance(choices, list):
             for choice in choices:
-                if isinstance(choice, Mapping):
+                if isinstance(choice, dict):  # parsed JSON: every object is a dict
                     self._count(choice)
         if usage is not None:
             if not choices:
@@ -186,11 +187,11 @@ class OpenAIStreamParser:
             return self._redump(chunk)
         return self._rewrite(payload, chunk)
 
-    def _count(self, choice: Mapping[str, Any]) -> None:
+    def _count(self, choice: dict[str, Any]) -> None:
         if choice.get("finish_reason"):
             self.finish_reason = str(choice["finish_reason"])
         delta = choice.get("delta")
-        if isinstance(delta, Mapping):
+        if isinstance(delta, dict):
             for key in ("content", "reasoning", "reasoning_content", "refusal"):
                 value = delta.get(key)
                 if isinstance(value, str):
@@ -198,40 +199,41 @@ class OpenAIStreamParser:
             tool_calls = delta.get("tool_calls")
             if isinstance(tool_calls, list):
                 for call in tool_calls:
-                    fn = call.get("function") if isinstance(call, Mapping) else None
-                    if isinstance(fn, Mapping) and isinstance(fn.get("arguments"), str):
+                    fn = call.get("function") if isinstance(call, dict) else None
+                    if isinstance(fn, dict) and isinstance(fn.get("arguments"), str):
                         self.completion_chars_seen += len(fn["arguments"])
         elif isinstance(choice.get("text"), str):  # legacy /completions
             self.completion_chars_seen += len(choice["text"])
 
     def _redump(self, chunk: dict[str, Any]) -> bytes:
-        for key, new in self._new.items():
-            if new is not None:
-                chunk[key] = new
+        for key, new in self._new:
+            chunk[key] = new
         return dumps(chunk)
 
     def _rewrite(self, payload: bytes, chunk: dict[str, Any]) -> bytes:
         out = payload
-        for key, new in self._new.items():
+        for key, new in self._new:
             old = chunk.get(key)
-            if new is None or old == new:
+            if old == new:
                 continue
             if not isinstance(old, str):
                 return self._redump(chunk)
-            patterns = self._patterns.get((key, old))
-            if patterns is None:
+            learned = self._patterns.get(key)
+            if learned is None or learned[0] != old:
                 # Keyed patterns ("id":"x") cannot match inside string content, where quotes
                 # are escaped, so the substitution never touches generated text.
                 literal = json.dumps(old).encode()
-                patterns = (
+                learned = (
+                    old,
                     (b'"%s":%s' % (key.encode(), literal), b'"%s": %s' % (key.encode(), literal)),
                     b'"%s":%s' % (key.encode(), dumps(new)),
                 )
-                self._patterns[(key, old)] = patterns
-            for pattern in patterns[0]:
-                if pattern in out:
-                    out = out.replace(pattern, patterns[1], 1)
-                    break
+                self._patterns[key] = learned
+            _, patterns, replacement = learned
+            if patterns[0] in out:
+                out = out.replace(patterns[0], replacement, 1)
+            elif patterns[1] in out:
+                out = out.replace(patterns[1], replacement, 1)
             else:
                 return self._redump(chunk)
         return out

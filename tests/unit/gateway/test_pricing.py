@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from decimal import Decimal
+from fractions import Fraction
 
 import pytest
 from hypothesis import given
@@ -176,3 +178,39 @@ def test_real_cost_never_exceeds_the_hold(
         Decimal(estimate) * max(pr.prompt, pr.cached_prompt or 0) + Decimal(n * max_tokens) * pr.completion + pr.request
     )
     assert pr.worst_case(estimate, max_tokens, n) - exact * 10**9 < 1
+
+
+@given(
+    p=price_text,
+    c=price_text,
+    r=price_text,
+    cached_price=st.one_of(st.none(), price_text),
+    prompt=st.integers(0, 2_000_000),
+    completion=st.integers(0, 1_000_000),
+    cached=st.integers(-10, 2_100_000),
+    n=st.integers(1, 8),
+    available=st.integers(0, 10**15),
+)
+def test_integer_arithmetic_equals_exact_fractions(
+    p: str,
+    c: str,
+    r: str,
+    cached_price: str | None,
+    prompt: int,
+    completion: int,
+    cached: int,
+    n: int,
+    available: int,
+) -> None:
+    # The reference: the exact rational sums, rounded up (or down) once.
+    pr = prices(p, c, r, cached_price)
+    nano = {k: Fraction(Decimal(v)) * 10**9 for k, v in {"p": p, "c": c, "r": r, "cp": cached_price or p}.items()}
+    clamped = min(max(cached, 0), prompt)
+    exact_cost = (prompt - clamped) * nano["p"] + clamped * nano["cp"] + completion * nano["c"] + nano["r"]
+    assert pr.cost(prompt, completion, cached) == math.ceil(exact_cost)
+    worst_prompt = max(nano["p"], nano["cp"])
+    exact_hold = prompt * worst_prompt + n * completion * nano["c"] + nano["r"]
+    assert pr.worst_case(prompt, completion, n) == math.ceil(exact_hold)
+    left = available - prompt * worst_prompt - nano["r"]
+    expected = 0 if left < 0 else 2**62 if nano["c"] == 0 else math.floor(left / (nano["c"] * n))
+    assert pr.affordable_completion_tokens(prompt, available, n) == expected

@@ -9,6 +9,7 @@ from teamrouter.gateway.routing import (
     InvalidRoutingRequest,
     NoEndpointsError,
     OrgPolicy,
+    RouteCache,
     UnknownModelError,
     parse_provider_preferences,
     route,
@@ -288,3 +289,26 @@ def test_provider_object_is_validated_strictly(provider: object, field: str) -> 
 def test_known_openrouter_extras_are_accepted() -> None:
     prefs = parse_provider_preferences({"require_parameters": True, "max_price": {"image": 1, "audio": 1}})
     assert prefs.max_price is not None and prefs.max_price.prompt is None
+
+
+def test_route_cache_answers_as_route_does(catalog: Catalog) -> None:
+    cache = RouteCache(catalog, max_entries=2)
+    org = OrgPolicy(data_collection="deny")
+    cases: list[tuple[str | None, tuple[str, ...], OrgPolicy | None]] = [
+        ("x/chat", (), None),
+        ("x/chat", (), org),
+        ("x/tie", ("x/backup",), None),
+        (None, ("x/backup",), OrgPolicy(data_collection="deny")),  # an equal policy is the same key
+    ]
+    for _ in range(2):  # the second round is served from the cache (emptied once when full)
+        for model, models, policy in cases:
+            expected = route(catalog, model=model, models=models, org=policy)
+            assert list(cache.route(model=model, models=models, prefs=None, org=policy)) == expected
+    prefs = parse_provider_preferences({"only": ["safe"]})
+    assert names(list(cache.route(model="x/chat", models=(), prefs=prefs, org=None))) == ["x/chat@safe"]
+    assert len(cache._routes) <= 2
+    for _ in range(2):  # failures are not cached
+        with pytest.raises(UnknownModelError):
+            cache.route(model="nope/model", models=(), prefs=None, org=None)
+        with pytest.raises(NoEndpointsError):
+            cache.route(model="x/chat", models=(), prefs=None, org=OrgPolicy(only=("nobody",)))

@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import math
+
 import aiohttp
 import pytest
 
-from teamrouter.providers.base import ChatRequest, RequestError, SSEDecoder, Usage, is_retryable_status
+from teamrouter.providers.base import (
+    ChatRequest,
+    RequestError,
+    SSEDecoder,
+    Usage,
+    dumps,
+    is_retryable_status,
+    loads,
+)
 from teamrouter.providers.registry import error_from_exception
 
 
@@ -103,3 +113,15 @@ def test_error_from_exception() -> None:
     assert reset.retryable
     bug = error_from_exception(KeyError("x"))
     assert (bug.status, bug.retryable) == (502, False)
+
+
+def test_json_helpers_accept_what_the_stdlib_accepted() -> None:
+    # orjson first; the stdlib for inputs only it handles, so nothing that parsed or serialized
+    # before the switch to orjson now fails.
+    assert math.isnan(loads(b'{"a": NaN}')["a"])
+    assert loads(b'\xef\xbb\xbf{"a": 1}') == {"a": 1}
+    assert loads('{"a": "\\ud800"}') == {"a": "\ud800"}
+    with pytest.raises(ValueError):
+        loads(b"not json")
+    assert dumps({"a": 2**70, 1: "é"}) == '{"a":1180591620717411303424,"1":"é"}'.encode()
+    assert dumps({"a": ["é", 1.5, None, True]}) == '{"a":["é",1.5,null,true]}'.encode()

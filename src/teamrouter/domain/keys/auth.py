@@ -17,7 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from teamrouter.domain.accounts.models import User
 from teamrouter.domain.actor import Actor
-from teamrouter.domain.keys.cache import KeyAuth, key_cache
+from teamrouter.domain.keys.cache import KeyAuth, KeyCache, key_cache
 from teamrouter.domain.keys.models import ApiKey
 from teamrouter.domain.orgs.models import Membership
 from teamrouter.domain.roles import Role, Scope
@@ -87,20 +87,23 @@ async def inference_key(rt: Runtime, plaintext: str | None) -> KeyAuth:
     if not plaintext:
         raise _invalid("Missing API key")
     digest = hash_token(plaintext)
+    cache = key_cache(rt)
 
     async def load() -> KeyAuth | None:
         async with rt.db.read() as session:
             key = await session.scalar(select(ApiKey).where(ApiKey.hash == digest))
         return snapshot(key) if key is not None else None
 
-    auth = await key_cache(rt).get_or_load(digest, load)
+    # A fresh entry needs no await (this runs on every inference request).
+    auth = cache.get(digest) or await cache.get_or_load(digest, load)
     if auth is None or not constant_time_equal(auth.hash, digest):
         raise _invalid()
     now = rt.clock.now()
     _check_usable(disabled=auth.disabled, deleted=auth.deleted, expires_at=auth.expires_at, now=now)
     if auth.management:
         raise Forbidden("Management keys cannot be used for inference", code="management_key")
-    await touch(rt, key_id=auth.key_id, key_hash=auth.hash, last_used_at=auth.last_used_at, now=now)
+    if _touch_due(cache, key_hash=auth.hash, last_used_at=auth.last_used_at, now=now):
+        await touch(rt, key_id=auth.key_id, key_hash=auth.hash, last_used_at=auth.last_used_at, now=now)
     return auth
 
 
@@ -144,11 +147,17 @@ async def management_actor(rt: Runtime, plaintext: str) -> Actor:
     return actor
 
 
+def _touch_due(cache: KeyCache, *, key_hash: str, last_used_at: datetime | None, now: datetime) -> bool:
+    last = cache.last_touched(key_hash)
+    if last_used_at is not None and (last is None or last_used_at > last):
+        last = last_used_at
+    return last is None or now - last >= TOUCH_INTERVAL
+
+
 async def touch(rt: Runtime, *, key_id: str, key_hash: str, last_used_at: datetime | None, now: datetime) -> None:
     """Record use of a key, at most once per TOUCH_INTERVAL per key and process."""
     cache = key_cache(rt)
-    last = max((t for t in (last_used_at, cache.last_touched(key_hash)) if t is not None), default=None)
-    if last is not None and now - last < TOUCH_INTERVAL:
+    if not _touch_due(cache, key_hash=key_hash, last_used_at=last_used_at, now=now):
         return
     # Noted before the write, so concurrent requests of this process do not all write.
     cache.note_touched(key_hash, now)

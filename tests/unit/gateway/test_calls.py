@@ -1,0 +1,75 @@
+"""Upstream calls against the in-process fake: answers, the first-byte timeout, the per-provider timeouts."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+from tests.fakes.upstream import FakeUpstream
+
+from teamrouter.gateway import calls
+from teamrouter.gateway.catalog import parse_catalog
+from teamrouter.providers.base import UpstreamError
+from teamrouter.providers.openai import OpenAIAdapter
+
+CATALOG = """
+[[providers]]
+slug = "fake"
+kind = "openai"
+base_url = "{url}/v1"
+connect_timeout = 2
+first_byte_timeout = 0.3
+read_timeout = 5
+
+[[models]]
+id = "t/chat"
+context_length = 1000
+[[models.endpoints]]
+provider = "fake"
+upstream_model = "fake-chat"
+prompt_price = "0"
+completion_price = "0"
+"""
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeUpstream]:
+    async with FakeUpstream() as server:
+        yield server
+
+
+def test_timeouts_of_a_provider() -> None:
+    provider = parse_catalog(CATALOG.format(url="http://x"), env={}).endpoints_for("t/chat")[0].provider
+    t = calls.Timeouts.of(provider)
+    assert (t.fetch.total, t.fetch.sock_connect, t.fetch.sock_read) == (5.3, 2.0, 0.3)
+    assert (t.stream.total, t.stream.sock_connect, t.stream.sock_read) == (None, 2.0, 5.0)
+    assert t.first_byte == 0.3
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_answers_and_the_first_byte_timeout(fake: FakeUpstream, stream: bool) -> None:
+    endpoint = parse_catalog(CATALOG.format(url=fake.url), env={}).endpoints_for("t/chat")[0]
+    adapter = OpenAIAdapter()
+    body = {"model": "t/chat", "messages": [{"role": "user", "content": "hi"}]}
+    http = calls.make_http_session(connect_timeout=2)
+    try:
+        request = adapter.build_request(endpoint, body, stream)
+        if stream:
+            opened = await calls.open_stream(http, adapter, endpoint, request)
+            assert opened.first.startswith(b"data: ")
+            assert b"[DONE]" in opened.first + b"".join([chunk async for chunk in opened.rest])
+        else:
+            status, raw = await calls.fetch(http, adapter, endpoint, request)
+            assert status == 200 and b"choices" in raw
+        fake.set_script({"first_byte_delay_ms": 3000})
+        started = time.monotonic()
+        with pytest.raises(UpstreamError) as info:
+            if stream:
+                await calls.open_stream(http, adapter, endpoint, request)
+            else:
+                await calls.fetch(http, adapter, endpoint, request)
+        assert (info.value.status, info.value.retryable) == (504, True)
+        assert time.monotonic() - started < 2
+    finally:
+        await http.close()
