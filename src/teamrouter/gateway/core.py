@@ -51,6 +51,7 @@ from teamrouter.providers.base import (
     Kind,
     ProviderAdapter,
     RequestError,
+    UnsupportedRequestError,
     UpstreamError,
     UpstreamRequest,
     Usage,
@@ -148,6 +149,12 @@ class Gateway:
             candidates = tuple(e for e in candidates if e.provider.kind != "anthropic")
             if not candidates:
                 raise NotFound("No endpoint of this model serves legacy text completions", code="no_endpoints")
+        if request.n > 1:
+            # The Messages API has no `n`: decided here, before any hold, rather than by a refusal
+            # from the adapter after one.
+            candidates = tuple(e for e in candidates if e.provider.kind != "anthropic")
+            if not candidates:
+                raise bad_field("n", "no endpoint of this model supports n > 1")
         admission = await admit(
             self.store,
             key=key,
@@ -174,18 +181,23 @@ class Gateway:
 
     def _attempts(
         self, prepared: Prepared, *, stream: bool
-    ) -> Iterator[tuple[Endpoint, ProviderAdapter, UpstreamRequest]]:
+    ) -> Iterator[tuple[Endpoint, ProviderAdapter, UpstreamRequest | UnsupportedRequestError]]:
         """Each candidate with its upstream request, built only when it is about to be tried: the
-        first candidate usually answers, and a request body is re-encoded per candidate."""
+        first candidate usually answers, and a request body is re-encoded per candidate. A candidate
+        that cannot take the request as asked comes with the reason instead, raised by the caller
+        like any failure before the first byte (so the next candidate is tried)."""
         for endpoint in prepared.admission.candidates:
             adapter = self.adapters[endpoint.provider.kind]
-            upstream = adapter.build_request(
-                endpoint,
-                prepared.admission.request.body,
-                stream,
-                max_tokens=prepared.admission.budget(endpoint),
-                kind=prepared.admission.request.kind,
-            )
+            try:
+                upstream: UpstreamRequest | UnsupportedRequestError = adapter.build_request(
+                    endpoint,
+                    prepared.admission.request.body,
+                    stream,
+                    max_tokens=prepared.admission.budget(endpoint),
+                    kind=prepared.admission.request.kind,
+                )
+            except UnsupportedRequestError as exc:
+                upstream = exc
             yield endpoint, adapter, upstream
 
     async def complete(self, prepared: Prepared) -> bytes:
@@ -194,6 +206,8 @@ class Gateway:
         try:
             for endpoint, adapter, upstream in self._attempts(prepared, stream=False):
                 try:
+                    if isinstance(upstream, UnsupportedRequestError):
+                        raise upstream
                     status, raw = await calls.fetch(
                         self.http, adapter, endpoint, upstream, self.timeouts[endpoint.provider.slug]
                     )
@@ -260,6 +274,8 @@ class Gateway:
         try:
             for endpoint, adapter, upstream in self._attempts(prepared, stream=True):
                 try:
+                    if isinstance(upstream, UnsupportedRequestError):
+                        raise upstream
                     opened = await calls.open_stream(
                         self.http, adapter, endpoint, upstream, self.timeouts[endpoint.provider.slug]
                     )

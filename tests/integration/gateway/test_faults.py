@@ -225,6 +225,7 @@ async def test_zero_completion_is_not_billed(client, gw_rt):
         ({"model": "test/chat", "messages": msgs(), "max_tokens": 0}, 400, "max_tokens"),
         ({"model": "test/chat", "messages": msgs(), "max_tokens": -5}, 400, "max_tokens"),
         ({"model": "test/chat", "messages": msgs(), "n": 10_000}, 400, "n"),
+        ({"model": "test/claude", "messages": msgs(), "n": 2}, 400, "n > 1"),
         ({"model": "test/chat", "messages": msgs(), "stream": "yes"}, 400, "stream"),
         ({"model": "test/chat", "messages": msgs(), "provider": {"only": "fake"}}, 400, "provider.only"),
         ({"model": "test/chat", "messages": msgs(), "provider": {"sort": "vibes"}}, 400, "provider.sort"),
