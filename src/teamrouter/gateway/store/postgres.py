@@ -158,15 +158,30 @@ def _rows(status: str) -> int:
 
 
 class PostgresStore:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, holds: asyncpg.Pool) -> None:
         self._pool = pool
+        self._holds = holds
 
     @classmethod
     async def connect(cls, url: str, *, min_size: int = 2, max_size: int = 10) -> PostgresStore:
+        """Two pools. Settlements use durable commits: an answer is sent only once its billing is on
+        disk. Reservations and voids use `synchronous_commit = off`: a database crash can lose the
+        last fraction of a second of them, which loses only holds (the held money is free again and
+        the request's settlement then finds no hold: the answer goes unbilled, as for any request in
+        flight during a crash), never money; and a settlement's durable commit also makes its own
+        reservation durable, the WAL being sequential. It saves the WAL flush (~0.3 ms here) a
+        request waits for before its upstream call."""
         # No reset on release: by default asyncpg runs RESET ALL / UNLISTEN / advisory unlocks (one round
         # trip) each time a connection goes back. This store never sets session state, so skip it.
         pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size, reset=_keep_session)
-        return cls(pool)
+        holds = await asyncpg.create_pool(
+            url,
+            min_size=min_size,
+            max_size=max_size,
+            reset=_keep_session,
+            server_settings={"synchronous_commit": "off"},
+        )
+        return cls(pool, holds)
 
     async def _exec(self, conn: Any, name: str, params: Mapping[str, Any]) -> int:
         statement = _S[name]
@@ -179,7 +194,7 @@ class PostgresStore:
     async def reserve(self, hold: Hold, *, now: datetime, expires_at: datetime) -> Refusal | None:
         params = sql.reserve_params(hold, now=now, expires_at=expires_at)
         statement = _ONE["RESERVE_ONE"]
-        async with self._pool.acquire() as conn:
+        async with self._holds.acquire() as conn:
             try:
                 if await conn.fetchval(statement.text, *statement.args(params)) == 2:
                     return None  # key, pool and hold row written
@@ -211,7 +226,7 @@ class PostgresStore:
 
     async def void(self, hold: Hold, *, now: datetime) -> bool:
         params = sql.void_params(hold, now=now)
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with self._holds.acquire() as conn, conn.transaction():
             if await self._exec(conn, "VOID_HOLD", params) != 1:
                 return False
             await self._exec(conn, "RELEASE_POOL", params)
@@ -220,3 +235,4 @@ class PostgresStore:
 
     async def close(self) -> None:
         await self._pool.close()
+        await self._holds.close()

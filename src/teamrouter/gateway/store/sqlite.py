@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import operator
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Mapping
@@ -25,6 +26,8 @@ from teamrouter.gateway.store.base import GenerationRecord, Hold, Refusal
 
 log = logging.getLogger(__name__)
 CHECKPOINT_EVERY_SECONDS = 1.0
+# Past this size the writer pauses for a TRUNCATE checkpoint, which resets the WAL file.
+TRUNCATE_WAL_ABOVE_BYTES = 64 * 1024 * 1024
 LOCK_WAIT_SECONDS = 30.0
 SPIN_SECONDS = 0.002
 # Operations committed together at most; bounds how long one batch holds the loop.
@@ -115,6 +118,8 @@ class SqliteStore:
         # Holds this process reserved and has not yet resolved: the concurrency the writer can batch.
         self._open = 0
         self._last_checkpoint = time.monotonic()
+        self._background: sqlite3.Connection | None = None  # the PASSIVE checkpointer's connection
+        self._passive: asyncio.Future[None] | None = None
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False, timeout=30)
@@ -133,13 +138,31 @@ class SqliteStore:
         return conn
 
     def _checkpoint(self) -> None:
-        # On the writer's own connection, between transactions. TRUNCATE, because with a steady
-        # writer a PASSIVE checkpoint was seen never to restart the WAL (it grew past 300 MB); when
-        # another process is reading it reports busy without waiting, and the next one succeeds.
+        """TRUNCATE, on the writer's own connection between transactions: copies every frame back
+        and empties the WAL file. Writes wait meanwhile (~0.1 s for a second of traffic, most of it
+        the WAL's fsync), so the writer does this only when the WAL outgrew what PASSIVE checkpoints
+        keep up with. When another process is reading it reports busy without waiting."""
         try:
             self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
         except sqlite3.Error:
             log.warning("WAL checkpoint failed", exc_info=True)
+
+    def _passive_checkpoint(self) -> None:
+        """PASSIVE, in a worker thread on a connection of its own: copies frames back while the
+        writer keeps committing (it takes no lock writers wait for). Once it has caught up, the next
+        write transaction starts the WAL over from its beginning, so the file stops growing."""
+        if self._background is None:
+            self._background = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        try:
+            self._background.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except sqlite3.Error:
+            log.warning("WAL checkpoint failed", exc_info=True)
+
+    def _wal_bytes(self) -> int:
+        try:
+            return os.path.getsize(self._path + "-wal")
+        except OSError:
+            return 0
 
     async def _begin(self) -> None:
         delay = 0.0002
@@ -359,9 +382,12 @@ class SqliteStore:
                         batch.append(self._queue.get_nowait())
                     await self._commit_batch(batch)
                 if self._checkpoint_due():
-                    # In a worker thread: the loop keeps serving; new operations queue meanwhile.
-                    await asyncio.to_thread(self._checkpoint)
                     self._last_checkpoint = time.monotonic()
+                    if self._wal_bytes() > TRUNCATE_WAL_ABOVE_BYTES:
+                        # In a worker thread: the loop keeps serving; new operations queue meanwhile.
+                        await asyncio.to_thread(self._checkpoint)
+                    elif self._passive is None or self._passive.done():
+                        self._passive = asyncio.ensure_future(asyncio.to_thread(self._passive_checkpoint))
             finally:
                 self._done_with_connection()
 
@@ -405,6 +431,11 @@ class SqliteStore:
             self._writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._writer
+        if self._passive is not None:
+            with contextlib.suppress(Exception):
+                await self._passive
+        if self._background is not None:
+            self._background.close()
         self._checkpoint()
         self._conn.close()
 
