@@ -146,11 +146,7 @@ async def test_sqlite_wal_is_truncated_by_the_writers_checkpoint(rt, store):
 
 
 async def test_concurrent_settlements_take_the_bulk_path_and_keep_every_invariant(rt, store):
-    who = await funded_person(rt, usd="10")
-    now = datetime.now(UTC)
-    holds = [Hold(id=new_id("hold"), account_id=who.account_id, key_id=who.key_id, amount=CENT) for _ in range(40)]
-    for hold in holds:
-        assert await store.reserve(hold, now=now, expires_at=now + timedelta(minutes=15)) is None
+    who, now, holds = await _reserved(rt, store, 40)
     costs = [1000 * (i + 1) for i in range(40)]  # all different, so a wrong sum or order shows
     bulk = _count_bulk_batches(store)
     settled = await asyncio.gather(
@@ -183,11 +179,7 @@ async def test_concurrent_settlements_take_the_bulk_path_and_keep_every_invarian
 async def test_a_bulk_batch_that_fails_is_replayed_one_by_one(rt, store):
     # Two settlements in one batch carrying the same generation id: the bulk insert fails, the batch
     # is replayed operation by operation, and only the second one fails — the first is billed once.
-    who = await funded_person(rt, usd="10")
-    now = datetime.now(UTC)
-    holds = [Hold(id=new_id("hold"), account_id=who.account_id, key_id=who.key_id, amount=CENT) for _ in range(2)]
-    for hold in holds:
-        assert await store.reserve(hold, now=now, expires_at=now + timedelta(minutes=15)) is None
+    who, now, holds = await _reserved(rt, store, 2)
     record = record_for(who, now, CENT // 2)
     outcomes = await asyncio.gather(*(store.settle(h, record, now=now) for h in holds), return_exceptions=True)
     # Which of the two wins is up to the backend (on PostgreSQL they race); exactly one does.
@@ -199,6 +191,16 @@ async def test_a_bulk_batch_that_fails_is_replayed_one_by_one(rt, store):
         account = await s.get_one(CreditAccount, who.account_id)
     assert account.held == 0 and account.balance == 10 * 10**9 - CENT // 2
     await check_ledger(rt)
+
+
+async def _reserved(rt, store, count: int):
+    """A funded person with `count` open one-cent holds."""
+    who = await funded_person(rt, usd="10")
+    now = datetime.now(UTC)
+    holds = [Hold(id=new_id("hold"), account_id=who.account_id, key_id=who.key_id, amount=CENT) for _ in range(count)]
+    for hold in holds:
+        assert await store.reserve(hold, now=now, expires_at=now + timedelta(minutes=15)) is None
+    return who, now, holds
 
 
 def _count_bulk_batches(store) -> list[int]:

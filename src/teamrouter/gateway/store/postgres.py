@@ -26,14 +26,7 @@ class _Statement:
         return [params[name] for name in self.names]
 
 
-_S = {
-    name: _Statement(getattr(sql, name))
-    for name in (
-        "RESERVE_POOL", "POOL_AVAILABLE", "RESERVE_KEY", "KEY_REMAINING", "INSERT_HOLD", "POST_HOLD",
-        "POST_EXPIRED_HOLD", "VOID_HOLD", "SETTLE_POOL", "RELEASE_POOL", "SETTLE_KEY", "RELEASE_KEY",
-        "INSERT_USAGE_ENTRY", "INSERT_GENERATION", "UPSERT_ROLLUP",
-    )
-}  # fmt: skip
+_S = {name: _Statement(getattr(sql, name)) for name in sql.STATEMENTS}
 
 
 _DIALECT = postgresql.dialect()  # type: ignore[no-untyped-call]  # SQLAlchemy's stub leaves it untyped

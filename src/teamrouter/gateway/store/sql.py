@@ -95,6 +95,13 @@ UPSERT_ROLLUP = """INSERT INTO usage_rollup (hour, account_id, key_id, user_id, 
     tokens_cached = usage_rollup.tokens_cached + excluded.tokens_cached,
     cost = usage_rollup.cost + excluded.cost"""
 
+# Every statement above, by name: each store prepares them all once.
+STATEMENTS = (
+    "RESERVE_POOL", "POOL_AVAILABLE", "RESERVE_KEY", "KEY_REMAINING", "INSERT_HOLD", "POST_HOLD",
+    "POST_EXPIRED_HOLD", "VOID_HOLD", "SETTLE_POOL", "RELEASE_POOL", "SETTLE_KEY", "RELEASE_KEY",
+    "INSERT_USAGE_ENTRY", "INSERT_GENERATION", "UPSERT_ROLLUP",
+)  # fmt: skip
+
 _PARAM = re.compile(r"(?<!:):([a-z_]+)")
 
 
