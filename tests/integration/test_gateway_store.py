@@ -217,3 +217,23 @@ def _count_bulk_batches(store) -> list[int]:
 
     store._apply_bulk = counting
     return done
+
+
+@pytest.mark.parametrize(("usd", "admitted"), [("1", 20), ("0.10", 10)])
+async def test_concurrent_reservations_admit_exactly_what_fits(rt, store, usd, admitted):
+    # 20 one-cent reservations at once (on SQLite: one inline, the rest in one group-commit batch):
+    # exactly as many as fit are admitted, and a refusal leaves no trace.
+    who = await funded_person(rt, usd=usd)
+    now = datetime.now(UTC)
+    holds = [Hold(id=new_id("hold"), account_id=who.account_id, key_id=who.key_id, amount=CENT) for _ in range(20)]
+    outcomes = await asyncio.gather(*(store.reserve(h, now=now, expires_at=now + timedelta(minutes=15)) for h in holds))
+    assert sum(o is None for o in outcomes) == admitted
+    assert all(o.reason == "insufficient_credits" and o.available == 0 for o in outcomes if o is not None)
+    async with rt.db.read() as s:
+        account = await s.get_one(CreditAccount, who.account_id)
+        key = await s.get_one(ApiKey, who.key_id)
+    assert account.held == admitted * CENT and key.held == admitted * CENT
+    for hold, outcome in zip(holds, outcomes, strict=True):
+        if outcome is None:
+            assert await store.void(hold, now=now)
+    await check_ledger(rt)
