@@ -32,7 +32,7 @@ from teamrouter.gateway import calls
 from teamrouter.gateway.admission import Admission, KeyInfo, admit
 from teamrouter.gateway.billing import Bill, bill
 from teamrouter.gateway.catalog import Catalog, Endpoint
-from teamrouter.gateway.ratelimit import KeyRateLimiter
+from teamrouter.gateway.ratelimit import RateLimiter, make_rate_limiter
 from teamrouter.gateway.routing import (
     InvalidRoutingRequest,
     NoEndpointsError,
@@ -99,6 +99,7 @@ class Gateway:
         adapters: Mapping[str, ProviderAdapter],
         resolve_key: KeyResolver,
         org_policy: PolicyLoader,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self.settings = settings
         self.clock = clock
@@ -108,7 +109,7 @@ class Gateway:
         self.adapters = adapters
         self.resolve_key = resolve_key
         self.org_policy = org_policy
-        self.limiter = KeyRateLimiter(settings.key_rate_limit_per_minute)
+        self.limiter = limiter or make_rate_limiter(settings.key_rate_limit_per_minute, settings.redis_url)
         self.timeouts = {p.slug: calls.Timeouts.of(p) for p in catalog.providers()}
         self.routes = RouteCache(catalog)
 
@@ -126,7 +127,7 @@ class Gateway:
         generation_id: str | None = None,
     ) -> Prepared:
         key = await self.resolve_key(token)
-        self.limiter.check(key.key_id)
+        await self.limiter.check(key.key_id)
         try:
             payload = orjson.loads(body)
         except orjson.JSONDecodeError as exc:

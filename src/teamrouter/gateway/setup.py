@@ -84,6 +84,7 @@ async def build_gateway(rt: Runtime) -> Gateway:
 
 
 async def close_gateway(gateway: Gateway) -> None:
+    await gateway.limiter.close()
     await gateway.http.close()
     await gateway.store.close()
 

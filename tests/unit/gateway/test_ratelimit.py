@@ -10,17 +10,17 @@ def test_per_key_limit_refuses_with_retry_after_and_resets_each_minute():
     now = [120.0]
     limiter = KeyRateLimiter(3, clock=lambda: now[0])
     for _ in range(3):
-        limiter.check("key_a")
-    limiter.check("key_b")  # another key has its own budget
+        limiter.count("key_a")
+    limiter.count("key_b")  # another key has its own budget
     with pytest.raises(RateLimited) as refused:
-        limiter.check("key_a")
+        limiter.count("key_a")
     assert refused.value.status == 429 and 1 <= refused.value.metadata["retry_after"] <= 60
     assert refused.value.envelope()["error"]["code"] == 429
     now[0] = 180.5  # next minute
-    limiter.check("key_a")
+    limiter.count("key_a")
 
 
 def test_zero_means_unlimited():
     limiter = KeyRateLimiter(0)
     for _ in range(1000):
-        limiter.check("key")
+        limiter.count("key")

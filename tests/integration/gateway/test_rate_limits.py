@@ -1,0 +1,122 @@
+"""Per-key rate limits across instances: with Redis configured, two worker processes share one
+count per key and minute; when Redis does not answer, each process counts on its own and traffic
+still flows. Needs the Redis server `.ci/run` starts (skipped with a message when none answers)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+
+import httpx
+import pytest
+from tests.support.gateway import funded_person, start_gateway
+from tests.support.smtp import free_port
+
+from teamrouter.config import load_settings
+from teamrouter.gateway.ratelimit import SharedKeyRateLimiter
+from teamrouter.runtime import build_runtime
+
+pytestmark = pytest.mark.db
+
+REDIS_URL = os.environ.get("TEAMROUTER_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+LIMIT = 10
+
+
+def _redis_answers() -> bool:
+    host, port = REDIS_URL.split("//", 1)[1].split("/", 1)[0].split(":")
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, int(port))) == 0
+
+
+@pytest.fixture
+def redis_url() -> str:
+    if not _redis_answers():
+        pytest.skip(f"no Redis at {REDIS_URL}")
+    return REDIS_URL
+
+
+@pytest.fixture
+def database(db_factory) -> str:
+    return db_factory.create()
+
+
+def _away_from_a_minute_boundary() -> None:
+    # Counts are per wall-clock minute: a test straddling one would see its budget twice.
+    remaining = 60 - time.time() % 60
+    if remaining < 8:
+        time.sleep(remaining + 0.1)
+
+
+async def _statuses(url: str, key: str, count: int) -> list[httpx.Response]:
+    body = {"model": "test/chat", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}
+    async with httpx.AsyncClient(timeout=30) as http:
+        return [await http.post(url, json=body, headers={"Authorization": f"Bearer {key}"}) for _ in range(count)]
+
+
+async def _funded_key(database: str, tmp_path, passwords) -> str:
+    settings = load_settings({}, env="dev", database_url=database, var_dir=str(tmp_path / "rt"), secret_key="r" * 48)
+    rt = build_runtime(settings, passwords=passwords)
+    try:
+        return (await funded_person(rt, usd="10")).key
+    finally:
+        await rt.close()
+
+
+async def test_two_workers_share_one_limit_through_redis(database, tmp_path, fake, passwords, redis_url):
+    key = await _funded_key(database, tmp_path, passwords)
+    server = start_gateway(
+        tmp_path,
+        database,
+        fake.url,
+        workers=2,
+        TEAMROUTER_REDIS_URL=redis_url,
+        TEAMROUTER_KEY_RATE_LIMIT_PER_MINUTE=str(LIMIT),
+    )
+    try:
+        _away_from_a_minute_boundary()
+        answers = await _statuses(f"{server.base_url}/api/v1/chat/completions", key, 3 * LIMIT)
+    finally:
+        server.stop()
+    statuses = [a.status_code for a in answers]
+    assert statuses.count(200) == LIMIT and statuses.count(429) == 2 * LIMIT
+    refused = next(a for a in answers if a.status_code == 429)
+    assert refused.json()["error"]["code"] == 429 and 1 <= int(refused.headers["Retry-After"]) <= 60
+
+
+async def test_without_redis_each_process_counts_and_traffic_flows(database, tmp_path, fake, passwords):
+    key = await _funded_key(database, tmp_path, passwords)
+    dead = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    server = start_gateway(
+        tmp_path,
+        database,
+        fake.url,
+        workers=1,
+        TEAMROUTER_REDIS_URL=dead,
+        TEAMROUTER_KEY_RATE_LIMIT_PER_MINUTE=str(LIMIT),
+    )
+    try:
+        _away_from_a_minute_boundary()
+        answers = await _statuses(f"{server.base_url}/api/v1/chat/completions", key, LIMIT + 3)
+    finally:
+        server.stop()
+    statuses = [a.status_code for a in answers]
+    assert statuses.count(200) == LIMIT and statuses.count(429) == 3
+    assert "Redis unavailable" in server.log()
+
+
+async def test_limiters_of_two_processes_count_together(redis_url):
+    # The same shared counter seen from two limiter instances (as two processes would hold).
+    key_id = f"key_{os.getpid()}_{time.time_ns()}"
+    first, second = (SharedKeyRateLimiter.from_url(LIMIT, redis_url) for _ in range(2))
+    try:
+        _away_from_a_minute_boundary()
+        outcomes = await asyncio.gather(
+            *((first if i % 2 else second).check(key_id) for i in range(LIMIT + 5)), return_exceptions=True
+        )
+    finally:
+        await first.close()
+        await second.close()
+    assert sum(o is None for o in outcomes) == LIMIT
