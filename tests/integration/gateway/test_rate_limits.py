@@ -65,21 +65,27 @@ async def _funded_key(database: str, tmp_path, passwords) -> str:
         await rt.close()
 
 
-async def test_two_workers_share_one_limit_through_redis(database, tmp_path, fake, passwords, redis_url):
-    key = await _funded_key(database, tmp_path, passwords)
+async def _through_a_server(database, tmp_path, fake, key, *, workers, redis_url, count):
+    """`count` requests of one key through a fresh server; the answers and the server's log."""
     server = start_gateway(
         tmp_path,
         database,
         fake.url,
-        workers=2,
+        workers=workers,
         TEAMROUTER_REDIS_URL=redis_url,
         TEAMROUTER_KEY_RATE_LIMIT_PER_MINUTE=str(LIMIT),
     )
     try:
         _away_from_a_minute_boundary()
-        answers = await _statuses(f"{server.base_url}/api/v1/chat/completions", key, 3 * LIMIT)
+        answers = await _statuses(f"{server.base_url}/api/v1/chat/completions", key, count)
     finally:
         server.stop()
+    return answers, server.log()
+
+
+async def test_two_workers_share_one_limit_through_redis(database, tmp_path, fake, passwords, redis_url):
+    key = await _funded_key(database, tmp_path, passwords)
+    answers, _ = await _through_a_server(database, tmp_path, fake, key, workers=2, redis_url=redis_url, count=3 * LIMIT)
     statuses = [a.status_code for a in answers]
     assert statuses.count(200) == LIMIT and statuses.count(429) == 2 * LIMIT
     refused = next(a for a in answers if a.status_code == 429)
@@ -89,22 +95,10 @@ async def test_two_workers_share_one_limit_through_redis(database, tmp_path, fak
 async def test_without_redis_each_process_counts_and_traffic_flows(database, tmp_path, fake, passwords):
     key = await _funded_key(database, tmp_path, passwords)
     dead = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
-    server = start_gateway(
-        tmp_path,
-        database,
-        fake.url,
-        workers=1,
-        TEAMROUTER_REDIS_URL=dead,
-        TEAMROUTER_KEY_RATE_LIMIT_PER_MINUTE=str(LIMIT),
-    )
-    try:
-        _away_from_a_minute_boundary()
-        answers = await _statuses(f"{server.base_url}/api/v1/chat/completions", key, LIMIT + 3)
-    finally:
-        server.stop()
+    answers, log = await _through_a_server(database, tmp_path, fake, key, workers=1, redis_url=dead, count=LIMIT + 3)
     statuses = [a.status_code for a in answers]
     assert statuses.count(200) == LIMIT and statuses.count(429) == 3
-    assert "Redis unavailable" in server.log()
+    assert "Redis unavailable" in log
 
 
 async def test_limiters_of_two_processes_count_together(redis_url):
