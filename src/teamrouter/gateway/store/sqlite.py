@@ -3,7 +3,7 @@
 Each statement costs tens of microseconds, less than a thread hop (aiosqlite adds ~0.3 ms a call), so
 running them inline is the fast choice (DESIGN.md measures it). Writes start with BEGIN IMMEDIATE so
 concurrent processes serialise on the write lock instead of failing. Automatic WAL checkpoints would
-stall the loop for milliseconds; they are turned off here and run by the writer in a worker thread.
+stall the loop for milliseconds; they are turned off here and run off the loop (see SqliteStore).
 """
 
 from __future__ import annotations
@@ -83,21 +83,19 @@ def _d(value: date) -> str:
 
 class SqliteStore:
     """Group commit: one writer task per process drains queued reserve/settle/void operations into
-    a single transaction, so concurrent requests share one WAL commit. At concurrency 1 an operation
-    commits at once; nothing waits on a timer.
+    a single transaction, so concurrent requests share one WAL commit. A request alone in its
+    process (no other hold open) commits inline instead, without the hop to the writer; nothing ever
+    waits on a timer.
 
     A batch with several settlements takes the bulk path: one executemany per insert, one UPDATE per
     account and per key with the batch's sums, one upsert per rollup row. Anything unusual in it (a
     hold that is no longer open, an error) rolls the batch back and replays it one operation at a
     time under SAVEPOINTs, which is always correct; the bulk path is only faster.
 
-    Never waits for the write lock while blocking the loop. Automatic WAL checkpoints are off (they
-    would stall the loop for milliseconds inside a COMMIT); the writer checkpoints in a worker thread
-    between batches instead.
-
-    The lock may be held by this very process's async ORM transaction, which needs the event loop to
-    reach its COMMIT; a blocking busy-wait here would deadlock until the timeout. So BEGIN IMMEDIATE
-    is tried without waiting and retried after short asynchronous sleeps.
+    Never waits for the write lock while blocking the loop (see `_begin`). Automatic WAL
+    checkpoints are off (they would stall the loop for milliseconds inside a COMMIT); once a second
+    a PASSIVE checkpoint runs in a worker thread on its own connection while writes go on, and the
+    writer pauses for a TRUNCATE only when the WAL has outgrown 64 MB anyway.
     """
 
     def __init__(self, path: str) -> None:
