@@ -166,14 +166,9 @@ class PostgresStore:
         request waits for before its upstream call."""
         # No reset on release: by default asyncpg runs RESET ALL / UNLISTEN / advisory unlocks (one round
         # trip) each time a connection goes back. This store never sets session state, so skip it.
-        pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size, reset=_keep_session)
-        holds = await asyncpg.create_pool(
-            url,
-            min_size=min_size,
-            max_size=max_size,
-            reset=_keep_session,
-            server_settings={"synchronous_commit": "off"},
-        )
+        options: dict[str, Any] = {"min_size": min_size, "max_size": max_size, "reset": _keep_session}
+        pool = await asyncpg.create_pool(url, **options)
+        holds = await asyncpg.create_pool(url, server_settings={"synchronous_commit": "off"}, **options)
         return cls(pool, holds)
 
     async def _exec(self, conn: Any, name: str, params: Mapping[str, Any]) -> int:

@@ -128,9 +128,14 @@ def _same(value: Any) -> Any:
     return value
 
 
+def _window_params(now: Any, day: Any) -> dict[str, Any]:
+    """The key's current spend windows, as the window CASEs compare them (`:day`, `:week`, `:month`)."""
+    windows = Windows.at(now)
+    return {"day": day(windows.day), "week": day(windows.week), "month": day(windows.month)}
+
+
 def reserve_params(hold: Hold, *, now: Any, expires_at: Any, ts: Any = _same, day: Any = _same) -> dict[str, Any]:
     """Parameters of the reserve statements; `ts`/`day` format values for the driver (SQLite: text)."""
-    windows = Windows.at(now)
     return {
         "amount": hold.amount,
         "account_id": hold.account_id,
@@ -139,16 +144,13 @@ def reserve_params(hold: Hold, *, now: Any, expires_at: Any, ts: Any = _same, da
         "idempotency_key": f"hold:{hold.id}",
         "now": ts(now),
         "expires_at": ts(expires_at),
-        "day": day(windows.day),
-        "week": day(windows.week),
-        "month": day(windows.month),
+        **_window_params(now, day),
     }
 
 
 def settle_params(
     hold: Hold, record: GenerationRecord, *, now: Any, ts: Any = _same, day: Any = _same
 ) -> dict[str, Any]:
-    windows = Windows.at(now)
     return {
         "hold_id": hold.id,
         "account_id": hold.account_id,
@@ -160,9 +162,7 @@ def settle_params(
         "entry_id": new_id("le"),
         "idempotency_key": usage_idempotency_key(hold.id),
         "now": ts(now),
-        "day": day(windows.day),
-        "week": day(windows.week),
-        "month": day(windows.month),
+        **_window_params(now, day),
     }
 
 

@@ -307,14 +307,14 @@ class SqliteStore:
             else:
                 for field in _ROLLUP_SUMS:
                     total[field] += r[field]
-        for account_id, ops in accounts.items():
-            balance = self._value("SETTLE_POOL", _summed(ops, account_id=account_id))
+        for ops in accounts.values():
+            balance = self._value("SETTLE_POOL", _summed(ops))
             # Each entry records the balance right after it, as if posted one by one in queue order.
             for op in reversed(ops):
                 op.params["balance_after"] = balance
                 balance += op.params["cost"]
-        for (key_id, *_), ops in keys.items():
-            self._run("SETTLE_KEY", _summed(ops, key_id=key_id))
+        for ops in keys.values():
+            self._run("SETTLE_KEY", _summed(ops))
         for name, rows in (
             ("INSERT_USAGE_ENTRY", [op.params for op in settles]),
             ("INSERT_GENERATION", [op.generation for op in settles]),
@@ -401,9 +401,7 @@ class SqliteStore:
                     if not isinstance(exc, _Fallback):
                         log.warning("bulk settlement failed; replaying the batch one by one", exc_info=True)
                     conn.execute("ROLLBACK")
-                    for op in batch:
-                        op.params.pop("balance_after", None)
-                    await self._begin()
+                    await self._begin()  # the replay recomputes every balance_after it writes
                     results = self._apply_each(batch)
             else:
                 results = self._apply_each(batch)
@@ -442,10 +440,10 @@ class SqliteStore:
 _ROLLUP_SUMS = ("requests", "tokens_prompt", "tokens_completion", "tokens_reasoning", "tokens_cached", "cost")
 
 
-def _summed(ops: list[_Op], **ids: str) -> dict[str, Any]:
-    """One account's or key's share of a batch: the settle parameters with cost and release summed
-    (and the latest time, for `updated_at`/`last_used_at`)."""
-    total = dict(ops[-1].params, **ids)
+def _summed(ops: list[_Op]) -> dict[str, Any]:
+    """One account's or key's share of a batch (the ops share its id): the settle parameters with
+    cost and release summed, and the latest time for `updated_at`/`last_used_at`."""
+    total = dict(ops[-1].params)
     total["cost"] = sum(op.params["cost"] for op in ops)
     total["release"] = sum(op.params["release"] for op in ops)
     total["now"] = max(op.params["now"] for op in ops)
