@@ -77,47 +77,35 @@ async def bench_backend(
     try:
         for stream in (False, True):
             for concurrency in (1, 32):
-                direct: list[Result] = []
-                floor: list[Result] = []
-                proxied: list[Result] = []
-                cpu = 0.0
-                bare_cpu = 0.0
                 json_headers = {"content-type": "application/json"}
+                targets = {
+                    "direct": (f"{fake.url}/v1/chat/completions", "fake-chat", json_headers, None),
+                    "bare": (f"http://127.0.0.1:{bare_port}/v1/chat/completions", "fake-chat", json_headers, bare.pid),
+                    "proxied": (
+                        f"{server.base_url}/api/v1/chat/completions",
+                        "test/chat",
+                        {**json_headers, "authorization": f"Bearer {who.key}"},
+                        server.proc.pid,  # type: ignore[union-attr]
+                    ),
+                }
+                results: dict[str, list[Result]] = {target: [] for target in targets}
+                cpus = dict.fromkeys(targets, 0.0)
                 for _ in range(rounds):  # alternate, so drift on a shared machine hits all alike
-                    direct.append(
-                        await run(
-                            f"{fake.url}/v1/chat/completions",
-                            body("fake-chat", stream),
-                            json_headers,
-                            concurrency=concurrency,
-                            seconds=seconds,
-                            stream=stream,
+                    for target, (url, model, headers, pid) in targets.items():
+                        before = cpu_seconds(pid) if pid else 0.0
+                        results[target].append(
+                            await run(
+                                url,
+                                body(model, stream),
+                                headers,
+                                concurrency=concurrency,
+                                seconds=seconds,
+                                stream=stream,
+                            )
                         )
-                    )
-                    bare_before = cpu_seconds(bare.pid)
-                    floor.append(
-                        await run(
-                            f"http://127.0.0.1:{bare_port}/v1/chat/completions",
-                            body("fake-chat", stream),
-                            json_headers,
-                            concurrency=concurrency,
-                            seconds=seconds,
-                            stream=stream,
-                        )
-                    )
-                    bare_cpu += cpu_seconds(bare.pid) - bare_before
-                    before = cpu_seconds(server.proc.pid)  # type: ignore[union-attr]
-                    proxied.append(
-                        await run(
-                            f"{server.base_url}/api/v1/chat/completions",
-                            body("test/chat", stream),
-                            {"content-type": "application/json", "authorization": f"Bearer {who.key}"},
-                            concurrency=concurrency,
-                            seconds=seconds,
-                            stream=stream,
-                        )
-                    )
-                    cpu += cpu_seconds(server.proc.pid) - before  # type: ignore[union-attr]
+                        cpus[target] += (cpu_seconds(pid) - before) if pid else 0.0
+                direct, floor, proxied = results["direct"], results["bare"], results["proxied"]
+                bare_cpu, cpu = cpus["bare"], cpus["proxied"]
                 d = _merge(direct)
                 b = _merge(floor)
                 p = _merge(proxied)
