@@ -146,14 +146,12 @@ class Gateway:
             raise ServiceUnavailable(str(exc), code="no_endpoints") from exc
         except RoutingError as exc:
             raise BadRequest(str(exc), code="routing") from exc
-        if kind == "completion":
+        if kind == "completion" or request.n > 1:
+            # Anthropic's Messages API has neither legacy text completions nor `n`: decided here,
+            # before any hold, rather than by a refusal from the adapter after one.
             candidates = tuple(e for e in candidates if e.provider.kind != "anthropic")
-            if not candidates:
+            if not candidates and kind == "completion":
                 raise NotFound("No endpoint of this model serves legacy text completions", code="no_endpoints")
-        if request.n > 1:
-            # The Messages API has no `n`: decided here, before any hold, rather than by a refusal
-            # from the adapter after one.
-            candidates = tuple(e for e in candidates if e.provider.kind != "anthropic")
             if not candidates:
                 raise bad_field("n", "no endpoint of this model supports n > 1")
         admission = await admit(
