@@ -285,3 +285,15 @@ async def test_every_inference_answer_carries_a_generation_id(client, gw_rt):
     ):
         assert response.status_code in {400, 401, 402}
         assert response.headers["x-generation-id"].startswith("gen-")
+
+
+async def test_legacy_completions_on_an_anthropic_only_model_are_refused_before_any_hold(client, gw_rt):
+    who = await funded_person(gw_rt, usd="1")
+    r = client.post(
+        "/api/v1/completions",
+        headers={"Authorization": f"Bearer {who.key}"},
+        json={"model": "test/claude", "prompt": "hi", "max_tokens": 5},
+    )
+    assert r.status_code == 404 and "legacy text completions" in r.json()["error"]["message"]
+    async with gw_rt.db.read() as s:
+        assert await s.scalar(select(func.count()).select_from(Hold).where(Hold.account_id == who.account_id)) == 0
