@@ -6,7 +6,9 @@ job resets counters at midnight and a restart loses nothing.
 
 from __future__ import annotations
 
+import functools
 import re
+from datetime import date, datetime, time
 from typing import Any
 
 from teamrouter.domain.credits.holds import usage_entry_key as usage_idempotency_key
@@ -129,8 +131,14 @@ def _same(value: Any) -> Any:
 
 
 def _window_params(now: Any, day: Any) -> dict[str, Any]:
-    """The key's current spend windows, as the window CASEs compare them (`:day`, `:week`, `:month`)."""
-    windows = Windows.at(now)
+    """The key's current spend windows, as the window CASEs compare them (`:day`, `:week`, `:month`).
+    Shared between calls (callers only unpack it): it changes once a day."""
+    return _formatted_windows(now.date(), day)
+
+
+@functools.lru_cache(maxsize=8)
+def _formatted_windows(today: date, day: Any) -> dict[str, Any]:
+    windows = Windows.at(datetime.combine(today, time()))
     return {"day": day(windows.day), "week": day(windows.week), "month": day(windows.month)}
 
 
