@@ -20,9 +20,9 @@ from teamrouter.gateway.routing import OrgPolicy
 from teamrouter.gateway.store.base import GatewayStore
 from teamrouter.gateway.store.postgres import PostgresStore
 from teamrouter.gateway.store.sqlite import SqliteStore
-from teamrouter.gateway.ttlcache import TTLCache
 from teamrouter.providers.registry import make_adapters
 from teamrouter.runtime import Runtime
+from teamrouter.storage.cache import TTLCache
 from teamrouter.storage.urls import async_url
 
 log = logging.getLogger(__name__)

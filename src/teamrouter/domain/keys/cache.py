@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from teamrouter.runtime import Runtime
+from teamrouter.storage.cache import TTLCache
 
 EXTRAS_KEY = "key_cache"
 MEMBERSHIP_LISTENERS = "membership_listeners"
@@ -43,29 +44,17 @@ class KeyAuth:
 
 class KeyCache:
     def __init__(self, ttl_seconds: float, *, monotonic: Callable[[], float] = time.monotonic) -> None:
-        self.ttl = ttl_seconds
-        self._monotonic = monotonic
-        self._entries: dict[str, tuple[float, KeyAuth]] = {}
+        self._entries: TTLCache[str, KeyAuth] = TTLCache(ttl_seconds, max_entries=MAX_ENTRIES, monotonic=monotonic)
         self._touched: dict[str, datetime] = {}
         self._loading: dict[str, asyncio.Future[KeyAuth | None]] = {}
         # Bumped by every invalidation: a load that raced one must not cache what it read.
         self._epoch = 0
 
     def get(self, key_hash: str) -> KeyAuth | None:
-        found = self._entries.get(key_hash)
-        if found is None:
-            return None
-        stored_at, value = found
-        if self._monotonic() - stored_at >= self.ttl:
-            del self._entries[key_hash]
-            return None
-        return value
+        return self._entries.get(key_hash)
 
     def put(self, value: KeyAuth) -> None:
-        if len(self._entries) >= MAX_ENTRIES and value.hash not in self._entries:
-            # Drop the oldest insertion: bounded memory under a flood of distinct valid keys.
-            self._entries.pop(next(iter(self._entries)))
-        self._entries[value.hash] = (self._monotonic(), value)
+        self._entries.put(value.hash, value)
 
     async def get_or_load(self, key_hash: str, load: Callable[[], Awaitable[KeyAuth | None]]) -> KeyAuth | None:
         """A fresh entry, or one load shared by every concurrent caller for the same hash.
@@ -97,7 +86,7 @@ class KeyCache:
 
     def invalidate(self, key_hash: str) -> None:
         self._epoch += 1
-        self._entries.pop(key_hash, None)
+        self._entries.invalidate(key_hash)
 
     def clear(self) -> None:
         self._epoch += 1
@@ -115,13 +104,9 @@ class KeyCache:
     def forget_member(self, organization_id: str, user_id: str) -> None:
         """Drop the keys a person created in an org (their membership ended: keys may be disabled)."""
         self._epoch += 1
-        stale = [
-            key_hash
-            for key_hash, (_, value) in self._entries.items()
-            if value.organization_id == organization_id and value.creator_user_id == user_id
-        ]
-        for key_hash in stale:
-            del self._entries[key_hash]
+        self._entries.drop_where(
+            lambda value: value.organization_id == organization_id and value.creator_user_id == user_id
+        )
 
     def __len__(self) -> int:
         return len(self._entries)

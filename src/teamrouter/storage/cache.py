@@ -1,4 +1,6 @@
-"""A small time-bounded cache for per-process lookups on the hot path (org routing policies)."""
+"""A small time-bounded, size-bounded cache for per-process lookups on the hot path (resolved keys,
+org routing policies). Entries expire `ttl_seconds` after they were stored; past `max_entries` the
+oldest insertion goes, so a flood of distinct keys cannot grow memory."""
 
 from __future__ import annotations
 
@@ -35,3 +37,13 @@ class TTLCache(Generic[K, V]):
 
     def invalidate(self, key: K) -> None:
         self._entries.pop(key, None)
+
+    def drop_where(self, stale: Callable[[V], bool]) -> None:
+        for key in [key for key, (_, value) in self._entries.items() if stale(value)]:
+            del self._entries[key]
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
