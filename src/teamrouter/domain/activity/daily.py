@@ -15,7 +15,13 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from teamrouter.domain.activity.buckets import Granularity, bucket_expr
 from teamrouter.domain.activity.models import UsageRollup
-from teamrouter.domain.activity.scope import ActivityFilters, ActivityScope, resolve_filters, resolve_scope
+from teamrouter.domain.activity.scope import (
+    ActivityFilters,
+    ActivityScope,
+    resolve_filters,
+    resolve_scope,
+    scoped_conditions,
+)
 from teamrouter.domain.actor import Actor
 from teamrouter.errors import bad_field
 from teamrouter.money import to_usd, to_usd_str
@@ -41,22 +47,16 @@ def _parse_day(value: str, first: date, last: date) -> date:
 
 
 def rollup_conditions(scope: ActivityScope, filters: ActivityFilters) -> list[ColumnElement[bool]]:
-    where: list[ColumnElement[bool]] = [UsageRollup.account_id == scope.account_id]
-    if scope.only_user_id is not None:
-        where.append(UsageRollup.user_id == scope.only_user_id)
-    if filters.key_id is not None:
-        where.append(UsageRollup.key_id == filters.key_id)
-    if filters.user_id is not None:
-        where.append(UsageRollup.user_id == filters.user_id)
-    if filters.model is not None:
-        where.append(UsageRollup.model == filters.model)
-    if filters.provider is not None:
-        where.append(UsageRollup.provider == filters.provider)
-    if filters.since is not None:
-        where.append(UsageRollup.hour >= filters.since)
-    if filters.until is not None:
-        where.append(UsageRollup.hour < filters.until)
-    return where
+    return scoped_conditions(
+        scope,
+        filters,
+        account_id=UsageRollup.account_id,
+        user_id=UsageRollup.user_id,
+        key=(UsageRollup.key_id, filters.key_id),
+        model=UsageRollup.model,
+        provider=UsageRollup.provider,
+        at=UsageRollup.hour,
+    )
 
 
 async def daily_activity(

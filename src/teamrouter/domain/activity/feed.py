@@ -23,7 +23,13 @@ from sqlalchemy.sql.elements import ColumnElement
 from teamrouter.clock import iso_utc as iso
 from teamrouter.domain.accounts.models import User
 from teamrouter.domain.activity.models import Generation
-from teamrouter.domain.activity.scope import ActivityFilters, ActivityScope, resolve_filters, resolve_scope
+from teamrouter.domain.activity.scope import (
+    ActivityFilters,
+    ActivityScope,
+    resolve_filters,
+    resolve_scope,
+    scoped_conditions,
+)
 from teamrouter.domain.actor import Actor
 from teamrouter.domain.keys.models import ApiKey
 from teamrouter.errors import bad_field
@@ -136,22 +142,16 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
 
 
 def conditions(scope: ActivityScope, filters: ActivityFilters) -> list[ColumnElement[bool]]:
-    where: list[ColumnElement[bool]] = [Generation.account_id == scope.account_id]
-    if scope.only_user_id is not None:
-        where.append(Generation.user_id == scope.only_user_id)
-    if filters.key_hash is not None:
-        where.append(Generation.key_hash == filters.key_hash)
-    if filters.user_id is not None:
-        where.append(Generation.user_id == filters.user_id)
-    if filters.model is not None:
-        where.append(Generation.model == filters.model)
-    if filters.provider is not None:
-        where.append(Generation.provider == filters.provider)
-    if filters.since is not None:
-        where.append(Generation.created_at >= filters.since)
-    if filters.until is not None:
-        where.append(Generation.created_at < filters.until)
-    return where
+    return scoped_conditions(
+        scope,
+        filters,
+        account_id=Generation.account_id,
+        user_id=Generation.user_id,
+        key=(Generation.key_hash, filters.key_hash),
+        model=Generation.model,
+        provider=Generation.provider,
+        at=Generation.created_at,
+    )
 
 
 async def _page(

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
+from sqlalchemy.sql.elements import ColumnElement
 
 from teamrouter.domain.actor import Actor
 from teamrouter.domain.credits.models import CreditAccount
@@ -48,6 +51,34 @@ class ActivityFilters:
     provider: str | None = None
     since: datetime | None = None
     until: datetime | None = None
+
+
+def scoped_conditions(
+    scope: ActivityScope,
+    filters: ActivityFilters,
+    *,
+    account_id: InstrumentedAttribute[Any],
+    user_id: InstrumentedAttribute[Any],
+    key: tuple[InstrumentedAttribute[Any], str | None],
+    model: InstrumentedAttribute[Any],
+    provider: InstrumentedAttribute[Any],
+    at: InstrumentedAttribute[Any],
+) -> list[ColumnElement[bool]]:
+    """The WHERE of every activity query, for one table's columns: the scope first (the account,
+    and the member's own rows when they may see only theirs), then the caller's filters. `key` is
+    the table's key column with the filter value for it (activity rows hold the key's hash, rollups
+    its id)."""
+    where: list[ColumnElement[bool]] = [account_id == scope.account_id]
+    if scope.only_user_id is not None:
+        where.append(user_id == scope.only_user_id)
+    for column, value in (key, (user_id, filters.user_id), (model, filters.model), (provider, filters.provider)):
+        if value is not None:
+            where.append(column == value)
+    if filters.since is not None:
+        where.append(at >= filters.since)
+    if filters.until is not None:
+        where.append(at < filters.until)
+    return where
 
 
 async def resolve_scope(session: AsyncSession, actor: Actor) -> ActivityScope:
