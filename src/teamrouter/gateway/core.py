@@ -131,7 +131,7 @@ class Gateway:
         try:
             key = await self.resolve_key(token)
         except _DATABASE_DOWN as exc:
-            raise _database_down("key lookup") from exc
+            raise _database_down("key lookup", exc) from exc
         await self.limiter.check(key.key_id)
         try:
             payload = orjson.loads(body)
@@ -145,7 +145,7 @@ class Gateway:
         try:
             policy = await self.org_policy(key.organization_id) if key.organization_id else None
         except _DATABASE_DOWN as exc:
-            raise _database_down("organization policy lookup") from exc
+            raise _database_down("organization policy lookup", exc) from exc
         try:
             candidates = self.routes.route(model=request.model, models=request.models, prefs=prefs, org=policy)
         except UnknownModelError as exc:
@@ -457,8 +457,8 @@ class Gateway:
 _DATABASE_DOWN = (SQLAlchemyError, OSError)
 
 
-def _database_down(what: str) -> ServiceUnavailable:
-    log.warning("database unreachable during %s", what, exc_info=True)
+def _database_down(what: str, exc: Exception) -> ServiceUnavailable:
+    log.warning("database unreachable during %s (%s)", what, type(exc).__name__)
     return ServiceUnavailable("Database unavailable; try again shortly", code="database_unavailable")
 
 

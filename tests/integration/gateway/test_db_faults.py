@@ -211,9 +211,11 @@ async def test_c23_connections_killed_under_reserve_and_settle(how, database, rt
         await asyncio.gather(*clients)
     finally:
         server.stop()
-    retried = server.log().count("database connection lost during")
+    log = server.log()
+    retried = log.count("database connection lost during")
+    assert "unhandled" not in log and "Exception in ASGI application" not in log, log[-4000:]
     statuses = {a.status for a in traffic.answers}
-    assert statuses == {200}, f"statuses {sorted(statuses)}; server log:\n{server.log()[-4000:]}"
+    assert statuses == {200}, f"statuses {sorted(statuses)}; server log:\n{log[-4000:]}"
     assert all(a.complete for a in traffic.answers)
     assert killed > 10 and retried > 10, f"too few faults to say anything: killed {killed}, retried {retried}"
     assert len(traffic.answers) > 200
@@ -263,13 +265,13 @@ async def test_c24_database_down_503_not_ready_then_back(database, rt, proxy, tm
     after = [a for a in traffic.answers if a.started >= up_at + ready_after + 0.2]
     statuses = {a.status for a in traffic.answers}
     assert statuses <= {200, 503}, f"statuses {sorted(statuses)}; server log:\n{log[-4000:]}"
-    assert during and all(a.status == 503 for a in during), sorted({(a.status, a.code) for a in during})
+    assert len(during) > 20 and all(a.status == 503 for a in during), sorted({(a.status, a.code) for a in during})
     assert {a.code for a in during} <= {"database_unavailable"}
     assert max(a.seconds for a in during) < BOUND, max(a.seconds for a in during)
     assert [s for t, s in readiness if t >= 0.5] and all(s == 503 for t, s in readiness if t >= 0.5)
     assert ready_after < 3
     assert after and all(a.status == 200 and a.complete for a in after)
-    assert "Traceback" not in log or "Exception in ASGI application" not in log, log[-4000:]
+    assert "unhandled" not in log and "Exception in ASGI application" not in log, log[-4000:]
     # Nothing lost: every answer received complete is billed exactly once, and the ledger adds up.
     await _assert_billed_once(rt, who.account_id, {a.generation_id for a in traffic.answers if a.complete})
     await _expire_and_check(rt)
