@@ -29,12 +29,18 @@ from tests.support.credits import check_ledger
 from tests.support.databases import backend
 from tests.support.faultproxy import FaultProxy
 from tests.support.gateway import funded_person, script, start_gateway
+from tests.support.server import ServerProcess
 
 from teamrouter.config import load_settings
 from teamrouter.domain.activity.models import Generation
 from teamrouter.domain.credits import holds
-from teamrouter.domain.credits.models import Hold, LedgerEntry
+from teamrouter.domain.credits.models import Hold as HoldRow
+from teamrouter.domain.credits.models import LedgerEntry
+from teamrouter.errors import ServiceUnavailable
+from teamrouter.gateway.store import postgres
+from teamrouter.gateway.store.base import Hold
 from teamrouter.gateway.store.postgres import APPLICATION_NAME
+from teamrouter.ids import new_id
 from teamrouter.runtime import Runtime, build_runtime
 
 pytestmark = [
@@ -99,6 +105,16 @@ def _run_clients(url: str, key: str, traffic: Traffic, seed: int) -> list[asynci
     return [asyncio.create_task(_client(url, key, traffic, random.Random(rng.random()))) for _ in range(CLIENTS)]
 
 
+async def _end(traffic: Traffic, clients: list[asyncio.Task[None]], server: ServerProcess) -> str:
+    """Stop the clients, then the server; its log, which must show no unhandled error."""
+    traffic.stop.set()
+    await asyncio.gather(*clients)
+    server.stop()
+    log = server.log()
+    assert "unhandled" not in log and "Exception in ASGI application" not in log, log[-4000:]
+    return log
+
+
 async def _billed(rt: Runtime, account_id: str) -> tuple[dict[str, int], dict[str, int]]:
     """Per generation id: usage ledger entries, and activity rows (both must be 1 for a 200)."""
     async with rt.db.read() as s:
@@ -130,7 +146,7 @@ async def _expire_and_check(rt: Runtime) -> None:
     later = datetime.now(UTC) + timedelta(seconds=rt.settings.hold_ttl_seconds + 1)
     await holds.expire_holds(rt, now=later)
     async with rt.db.read() as s:
-        assert await s.scalar(select(Hold.id).where(Hold.status == "open").limit(1)) is None
+        assert await s.scalar(select(HoldRow.id).where(HoldRow.status == "open").limit(1)) is None
     await check_ledger(rt)
 
 
@@ -207,13 +223,10 @@ async def test_c23_connections_killed_under_reserve_and_settle(how, database, rt
         killing.set()
         killed = await killer
         await asyncio.sleep(0.3)
-        traffic.stop.set()
-        await asyncio.gather(*clients)
+        log = await _end(traffic, clients, server)
     finally:
         server.stop()
-    log = server.log()
     retried = log.count("database connection lost during")
-    assert "unhandled" not in log and "Exception in ASGI application" not in log, log[-4000:]
     statuses = {a.status for a in traffic.answers}
     assert statuses == {200}, f"statuses {sorted(statuses)}; server log:\n{log[-4000:]}"
     assert all(a.complete for a in traffic.answers)
@@ -256,11 +269,9 @@ async def test_c24_database_down_503_not_ready_then_back(database, rt, proxy, tm
             await asyncio.sleep(0.1)
         ready_after = time.monotonic() - up_at
         await asyncio.sleep(1.5)
-        traffic.stop.set()
-        await asyncio.gather(*clients)
+        log = await _end(traffic, clients, server)
     finally:
         server.stop()
-    log = server.log()
     during = [a for a in traffic.answers if down_at + 0.5 <= a.started and a.started + a.seconds <= up_at]
     after = [a for a in traffic.answers if a.started >= up_at + ready_after + 0.2]
     statuses = {a.status for a in traffic.answers}
@@ -271,7 +282,30 @@ async def test_c24_database_down_503_not_ready_then_back(database, rt, proxy, tm
     assert [s for t, s in readiness if t >= 0.5] and all(s == 503 for t, s in readiness if t >= 0.5)
     assert ready_after < 3
     assert after and all(a.status == 200 and a.complete for a in after)
-    assert "unhandled" not in log and "Exception in ASGI application" not in log, log[-4000:]
     # Nothing lost: every answer received complete is billed exactly once, and the ledger adds up.
     await _assert_billed_once(rt, who.account_id, {a.generation_id for a in traffic.answers if a.complete})
     await _expire_and_check(rt)
+
+
+async def test_c24_blackholed_database_gives_503_within_the_statement_and_connect_timeouts(database, rt, proxy):
+    """A partition (packets vanish, nothing is refused) must not hang a request until its client
+    gives up: the store's statement timeout, then at most one connect timeout, bound it."""
+    who = await funded_person(rt, usd="1")
+    store = await postgres.PostgresStore.connect(make_url(_through(proxy, database)).render_as_string(False))
+    try:
+        now = datetime.now(UTC)
+        hold = Hold(id=new_id("hold"), account_id=who.account_id, key_id=who.key_id, amount=1000)
+        proxy.set("blackhole")
+        started = time.monotonic()
+        with pytest.raises(ServiceUnavailable):
+            await store.reserve(hold, now=now, expires_at=now + timedelta(minutes=15))
+        took = time.monotonic() - started
+        assert took < postgres.COMMAND_TIMEOUT + postgres.CONNECT_TIMEOUT + 1, took
+        proxy.set("pass")
+        # Back: the same hold reserves on fresh connections.
+        assert await store.reserve(hold, now=now, expires_at=now + timedelta(minutes=15)) is None
+        assert await store.void(hold, now=now)
+    finally:
+        proxy.set("pass")
+        await store.close()
+    await check_ledger(rt)
