@@ -108,6 +108,8 @@ class FaultProxy:
             await asyncio.gather(
                 link.pump(reader, up_writer, upstream=True), link.pump(up_reader, writer, upstream=False)
             )
+        except asyncio.CancelledError:
+            link.reset()  # the proxy is stopping (ending normally keeps asyncio's stream callback quiet)
         finally:
             self._links.discard(link)
 
@@ -140,6 +142,11 @@ class FaultProxy:
             assert self._server is not None
             self._server.close()
             await self._cut()
+            # Let every connection's task finish here, not be destroyed pending with the loop.
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
         self._call(shutdown())
         self._loop.call_soon_threadsafe(self._loop.stop)
