@@ -16,6 +16,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+from sqlalchemy.exc import SQLAlchemyError
 
 from teamrouter.clock import Clock
 from teamrouter.config import Settings
@@ -85,6 +86,7 @@ class StreamOutcome:
 
     cancelled: bool = False  # the client went away
     broken: UpstreamError | None = None  # the upstream failed after the first byte
+    unsettled: ServiceUnavailable | None = None  # the database stayed away: not billed, not complete
 
 
 class Gateway:
@@ -126,7 +128,10 @@ class Gateway:
         started: float,
         generation_id: str | None = None,
     ) -> Prepared:
-        key = await self.resolve_key(token)
+        try:
+            key = await self.resolve_key(token)
+        except _DATABASE_DOWN as exc:
+            raise _database_down("key lookup", exc) from exc
         await self.limiter.check(key.key_id)
         try:
             payload = orjson.loads(body)
@@ -137,7 +142,10 @@ class Gateway:
             prefs = parse_provider_preferences(request.provider) if request.provider is not None else None
         except (RequestError, InvalidRoutingRequest) as exc:
             raise bad_field(exc.field, str(exc).split(": ", 1)[-1]) from exc
-        policy = await self.org_policy(key.organization_id) if key.organization_id else None
+        try:
+            policy = await self.org_policy(key.organization_id) if key.organization_id else None
+        except _DATABASE_DOWN as exc:
+            raise _database_down("organization policy lookup", exc) from exc
         try:
             candidates = self.routes.route(model=request.model, models=request.models, prefs=prefs, org=policy)
         except UnknownModelError as exc:
@@ -351,20 +359,27 @@ class Gateway:
                 cancelled=outcome.cancelled,
                 broken=outcome.broken is not None,
             )
-            await asyncio.shield(
-                self._settle(
-                    prepared,
-                    endpoint,
-                    charged,
-                    parser.finish_reason,
-                    streamed=True,
-                    first_byte=first_byte,
-                    outcome=outcome,
+            try:
+                await asyncio.shield(
+                    self._settle(
+                        prepared,
+                        endpoint,
+                        charged,
+                        parser.finish_reason,
+                        streamed=True,
+                        first_byte=first_byte,
+                        outcome=outcome,
+                    )
                 )
-            )
+            except ServiceUnavailable as exc:
+                outcome.unsettled = exc  # the store retried; its hold is left to the sweeper
         if outcome.cancelled:
             return
         created = parser.created or prepared.created
+        if outcome.unsettled is not None:
+            # An answer that could not be billed does not complete: an error event, no usage, no [DONE].
+            await emit(_error_event(prepared, endpoint, created, outcome.unsettled))
+            return
         tail = [_error_event(prepared, endpoint, created, outcome.broken)] if outcome.broken is not None else []
         tail.append(
             usage_chunk(
@@ -437,6 +452,16 @@ class Gateway:
             log.exception("void failed for %s (the sweeper will expire it)", prepared.generation_id)
 
 
+# The database could not be reached by a look-up outside the store (keys, org policies: SQLAlchemy).
+# The store maps its own failures, after retrying, to ServiceUnavailable.
+_DATABASE_DOWN = (SQLAlchemyError, OSError)
+
+
+def _database_down(what: str, exc: Exception) -> ServiceUnavailable:
+    log.warning("database unreachable during %s (%s)", what, type(exc).__name__)
+    return ServiceUnavailable("Database unavailable; try again shortly", code="database_unavailable")
+
+
 def _content_chars(body: Mapping[str, Any]) -> int:
     total = 0
     for choice in body.get("choices") or ():
@@ -458,7 +483,10 @@ def _usage_json(charged: Bill) -> dict[str, Any]:
     return usage
 
 
-def _error_event(prepared: Prepared, endpoint: Endpoint, created: int, error: UpstreamError) -> bytes:
+def _error_event(
+    prepared: Prepared, endpoint: Endpoint, created: int, error: UpstreamError | ServiceUnavailable
+) -> bytes:
+    upstream = isinstance(error, UpstreamError)
     return sse_event(
         {
             "id": prepared.generation_id,
@@ -467,9 +495,12 @@ def _error_event(prepared: Prepared, endpoint: Endpoint, created: int, error: Up
             "model": endpoint.model_id,
             "provider": endpoint.provider.name,
             "error": {
-                "code": 502,
-                "message": f"Upstream error: {error.message}",
-                "metadata": {"error_type": "upstream_error", "provider_name": endpoint.provider.name},
+                "code": 502 if upstream else error.status,
+                "message": f"Upstream error: {error.message}" if upstream else error.message,
+                "metadata": {
+                    "error_type": "upstream_error" if isinstance(error, UpstreamError) else error.code,
+                    "provider_name": endpoint.provider.name,
+                },
             },
             "choices": [{"index": 0, "delta": {"content": ""}, "finish_reason": "error"}],
         }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter
 from starlette.responses import JSONResponse
 
@@ -9,6 +11,10 @@ from teamrouter.api.deps import RuntimeDep
 from teamrouter.api.policy import Access, access
 
 router = APIRouter(tags=["health"])
+
+# A database that drops packets instead of refusing would make the probe hang until the driver's own
+# connect timeout (asyncpg: 60 s); a load balancer needs its answer sooner (TESTPLAN C24).
+READY_TIMEOUT_SECONDS = 2.0
 
 
 @router.get("/healthz", openapi_extra=access(Access.PUBLIC))
@@ -19,8 +25,12 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz", openapi_extra=access(Access.PUBLIC))
 async def readyz(rt: RuntimeDep) -> JSONResponse:
-    """Ready only when the database answers."""
-    if await rt.db.ping():
+    """Ready only when the database answers, within READY_TIMEOUT_SECONDS."""
+    try:
+        answered = await asyncio.wait_for(rt.db.ping(), READY_TIMEOUT_SECONDS)
+    except TimeoutError:
+        answered = False
+    if answered:
         return JSONResponse({"status": "ready", "database": "ok"})
     return JSONResponse(
         {

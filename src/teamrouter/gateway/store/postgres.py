@@ -2,17 +2,28 @@
 
 Every guarded UPDATE is re-checked by PostgreSQL under concurrency (READ COMMITTED re-evaluates the
 WHERE on the latest row version), so admission holds across processes and machines.
+
+An operation whose connection dies (backend terminated, connection reset or refused, a statement or
+connect timing out) is retried on a fresh connection a bounded number of times (TESTPLAN C23), and
+then fails with 503 (C24). Retrying is safe because each operation is keyed by its hold: a retried
+reserve first looks for the hold row its earlier attempt may have committed, and a retried settle or
+void that finds the hold already resolved by that earlier attempt reports success.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 from sqlalchemy.dialects import postgresql
 
+from teamrouter.errors import ServiceUnavailable
 from teamrouter.gateway.store import sql
 from teamrouter.gateway.store.base import GenerationRecord, Hold, Refusal
 from teamrouter.storage.models import metadata
@@ -138,7 +149,43 @@ SETTLE_ONE = (
 )
 
 
-_ONE = {"RESERVE_ONE": _Statement(RESERVE_ONE), "SETTLE_ONE": _Statement(SETTLE_ONE)}
+# Only read when an attempt is retried: what the earlier attempt, whose outcome is unknown, did.
+HOLD_STATE = "SELECT status, generation_id FROM credit_hold WHERE id = :hold_id"
+
+_ONE = {
+    "RESERVE_ONE": _Statement(RESERVE_ONE),
+    "SETTLE_ONE": _Statement(SETTLE_ONE),
+    "HOLD_STATE": _Statement(HOLD_STATE),
+}
+
+log = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
+# Bounds on a database that is gone (C24): a request gets its 503 within about
+# COMMAND_TIMEOUT + CONNECT_TIMEOUT (~7 s) when packets vanish, within ~1.5 s when connections are
+# refused or reset. The statements here take milliseconds; under A1's contention, lock waits stay
+# well under a second.
+CONNECT_TIMEOUT = 2.0  # seconds to open a connection
+COMMAND_TIMEOUT = 5.0  # seconds for one statement (asyncpg cancels it, then the attempt is retried)
+RETRY_DELAYS = (0.05, 0.25, 1.0)  # seconds before the 2nd, 3rd and 4th attempt
+RETRY_WINDOW = 2.0  # no new attempt starts later than this after the first began
+
+# The connection died under the operation, or could not be made; the statement may or may not have
+# committed. (InterfaceError counts only when the connection it came from is closed: otherwise it is
+# a programming error, not an outage.)
+_LOST = (
+    asyncpg.PostgresConnectionError,  # class 08, and asyncpg's "connection was closed in the middle"
+    asyncpg.exceptions.OperatorInterventionError,  # class 57: pg_terminate_backend, shutdown, cancel
+    asyncpg.InterfaceError,
+    # A backend terminated while its connection sat in the pool: its FATAL message is read before the
+    # socket closes, and the next statement finds the protocol still "consuming an error".
+    asyncpg.exceptions.InternalClientError,
+    OSError,  # refused, reset, unreachable
+    TimeoutError,  # connect or statement timeout
+)
+
+
+APPLICATION_NAME = "teamrouter-gateway"
 
 
 async def _keep_session(_connection: Any) -> None:
@@ -166,10 +213,56 @@ class PostgresStore:
         request waits for before its upstream call."""
         # No reset on release: by default asyncpg runs RESET ALL / UNLISTEN / advisory unlocks (one round
         # trip) each time a connection goes back. This store never sets session state, so skip it.
-        options: dict[str, Any] = {"min_size": min_size, "max_size": max_size, "reset": _keep_session}
-        pool = await asyncpg.create_pool(url, **options)
-        holds = await asyncpg.create_pool(url, server_settings={"synchronous_commit": "off"}, **options)
+        options: dict[str, Any] = {
+            "min_size": min_size,
+            "max_size": max_size,
+            "reset": _keep_session,
+            "timeout": CONNECT_TIMEOUT,
+            "command_timeout": COMMAND_TIMEOUT,
+        }
+        # Named, so operators (and the C23 test) can tell the hot path's backends in pg_stat_activity.
+        named = {"application_name": APPLICATION_NAME}
+        pool = await asyncpg.create_pool(url, server_settings=named, **options)
+        holds = await asyncpg.create_pool(url, server_settings={**named, "synchronous_commit": "off"}, **options)
         return cls(pool, holds)
+
+    async def _run(self, pool: asyncpg.Pool, what: str, attempt: Callable[[Any, bool], Awaitable[_T]]) -> _T:
+        """`attempt(conn, retried)` on a pooled connection; again on a fresh one if the connection dies.
+
+        The success path costs a closure and a frame: no extra round trip, no timer beyond asyncpg's
+        own statement timeout."""
+        first = time.monotonic()
+        retries = iter(RETRY_DELAYS)
+        retried = False
+        attempts = 1
+        while True:
+            try:
+                async with pool.acquire() as conn:
+                    try:
+                        return await attempt(conn, retried)
+                    except _LOST:
+                        # In an unknown state: never reused, the pool opens a fresh one. (A connection
+                        # that closed has already gone back to the pool on its own.)
+                        with contextlib.suppress(asyncpg.InterfaceError):
+                            conn.terminate()
+                        raise
+            except _LOST as exc:
+                if isinstance(exc, asyncpg.InterfaceError) and "closed" not in str(exc):
+                    raise  # a misuse of the connection, not an outage
+                delay = next(retries, None)
+                elapsed = time.monotonic() - first
+                if delay is None or elapsed + delay > RETRY_WINDOW:
+                    log.warning(
+                        "database unreachable during %s (%s): giving up after %d attempts in %.2f s",
+                        what, type(exc).__name__, attempts, elapsed,
+                    )  # fmt: skip
+                    raise ServiceUnavailable(
+                        "Database unavailable; try again shortly", code="database_unavailable"
+                    ) from exc
+                log.warning("database connection lost during %s (%s): retrying", what, type(exc).__name__)
+            await asyncio.sleep(delay)
+            retried = True
+            attempts += 1
 
     async def _exec(self, conn: Any, name: str, params: Mapping[str, Any]) -> int:
         statement = _S[name]
@@ -179,10 +272,18 @@ class PostgresStore:
         statement = _S[name]
         return await conn.fetchval(statement.text, *statement.args(params))
 
+    async def _hold_state(self, conn: Any, params: Mapping[str, Any]) -> Any:
+        return await conn.fetchrow(_ONE["HOLD_STATE"].text, *_ONE["HOLD_STATE"].args(params))
+
     async def reserve(self, hold: Hold, *, now: datetime, expires_at: datetime) -> Refusal | None:
         params = sql.reserve_params(hold, now=now, expires_at=expires_at)
         statement = _ONE["RESERVE_ONE"]
-        async with self._holds.acquire() as conn:
+
+        async def attempt(conn: Any, retried: bool) -> Refusal | None:
+            # The reservation is one statement that also writes the hold row: if an earlier attempt's
+            # commit got through before its connection died, that row is there and nothing is redone.
+            if retried and await self._hold_state(conn, params) is not None:
+                return None
             try:
                 if await conn.fetchval(statement.text, *statement.args(params)) == 2:
                     return None  # key, pool and hold row written
@@ -192,34 +293,49 @@ class PostgresStore:
             remaining = await self._value(conn, "KEY_REMAINING", params)
             return Refusal("key_limit_reached", max(int(remaining or 0), 0))
 
+        return await self._run(self._holds, "reserve", attempt)
+
     async def settle(self, hold: Hold, record: GenerationRecord, *, now: datetime) -> bool:
         params = sql.settle_params(hold, record, now=now)
         params.update(sql.generation_params(record, hold.id))
         params.update(sql.rollup_params(record))
         statement = _ONE["SETTLE_ONE"]
-        async with self._pool.acquire() as conn:
+
+        async def attempt(conn: Any, retried: bool) -> bool:
             if await conn.fetchval(statement.text, *statement.args(params)) == 1:
                 return True
             # Not open: already resolved, or expired by the sweeper while the answer streamed.
             async with conn.transaction():
-                if await self._exec(conn, "POST_EXPIRED_HOLD", params) != 1:
-                    return False
-                params["release"] = 0  # the sweeper already released it
-                params["balance_after"] = await self._value(conn, "SETTLE_POOL", params)
-                await self._exec(conn, "INSERT_USAGE_ENTRY", params)
-                await self._exec(conn, "SETTLE_KEY", params)
-                await self._exec(conn, "INSERT_GENERATION", params)
-                await self._exec(conn, "UPSERT_ROLLUP", params)
-        return True
+                if await self._exec(conn, "POST_EXPIRED_HOLD", params) == 1:
+                    late = {**params, "release": 0}  # the sweeper already released it
+                    late["balance_after"] = await self._value(conn, "SETTLE_POOL", late)
+                    for name in ("INSERT_USAGE_ENTRY", "SETTLE_KEY", "INSERT_GENERATION", "UPSERT_ROLLUP"):
+                        await self._exec(conn, name, late)
+                    return True
+            if not retried:
+                return False
+            # The hold carries the generation it was posted for: if it is this one, the earlier
+            # attempt committed before its connection died, and this settlement has happened.
+            state = await self._hold_state(conn, params)
+            return state is not None and state["generation_id"] == record.id
+
+        return await self._run(self._pool, "settle", attempt)
 
     async def void(self, hold: Hold, *, now: datetime) -> bool:
         params = sql.void_params(hold, now=now)
-        async with self._holds.acquire() as conn, conn.transaction():
-            if await self._exec(conn, "VOID_HOLD", params) != 1:
-                return False
-            await self._exec(conn, "RELEASE_POOL", params)
-            await self._exec(conn, "RELEASE_KEY", params)
-        return True
+
+        async def attempt(conn: Any, retried: bool) -> bool:
+            async with conn.transaction():
+                if await self._exec(conn, "VOID_HOLD", params) == 1:
+                    await self._exec(conn, "RELEASE_POOL", params)
+                    await self._exec(conn, "RELEASE_KEY", params)
+                    return True
+            # Only this request voids its hold: voided means the earlier attempt committed.
+            return (
+                retried and (state := await self._hold_state(conn, params)) is not None and state["status"] == "voided"
+            )
+
+        return await self._run(self._holds, "void", attempt)
 
     async def close(self) -> None:
         await self._pool.close()
