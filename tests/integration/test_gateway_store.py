@@ -18,6 +18,7 @@ from tests.support.gateway import funded_person
 from teamrouter.domain.activity.models import UsageRollup
 from teamrouter.domain.credits.models import CreditAccount, LedgerEntry
 from teamrouter.domain.keys.models import ApiKey
+from teamrouter.errors import ServiceUnavailable
 from teamrouter.gateway.setup import open_store
 from teamrouter.gateway.store.base import GenerationRecord, Hold
 from teamrouter.ids import new_generation_id, new_id
@@ -143,6 +144,25 @@ async def test_sqlite_wal_is_truncated_by_the_writers_checkpoint(rt, store):
     assert os.path.getsize(wal) > 100_000
     await asyncio.to_thread(store._checkpoint)
     assert os.path.getsize(wal) == 0  # a steady writer must never make the WAL grow without bound
+
+
+async def test_sqlite_that_cannot_be_written_is_a_503_and_changes_nothing(rt, store):
+    """A full disk, a read-only file or an I/O error reaches the client as 503 (like PostgreSQL going
+    away), not as a 500; and once it can write again, the store carries on."""
+    if not rt.db.is_sqlite:
+        pytest.skip("SQLite only")
+    who = await funded_person(rt, usd="10")
+    now = datetime.now(UTC)
+    hold = Hold(id=new_id("hold"), account_id=who.account_id, key_id=who.key_id, amount=CENT)
+    store._conn.execute("PRAGMA query_only = 1")  # writes now fail as on a read-only database
+    with pytest.raises(ServiceUnavailable) as raised:
+        await store.reserve(hold, now=now, expires_at=now + timedelta(minutes=15))
+    assert raised.value.code == "database_unavailable"
+    async with rt.db.read() as s:
+        assert (await s.get(CreditAccount, who.account_id)).held == 0
+    store._conn.execute("PRAGMA query_only = 0")
+    assert await spend(store, who, now, CENT)
+    await check_ledger(rt)
 
 
 async def test_concurrent_settlements_take_the_bulk_path_and_keep_every_invariant(rt, store):

@@ -65,7 +65,16 @@ class Database:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
             kwargs["connect_args"] = {"timeout": 30}
         else:
-            kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+            # Bounded waits (TESTPLAN C24): a database that drops packets instead of refusing would
+            # otherwise hold a request for asyncpg's 60 s connect timeout, or forever mid-statement.
+            # 30 s per statement leaves room for the largest analytics and export queries.
+            kwargs.update(
+                pool_size=pool_size,
+                max_overflow=pool_size,
+                pool_pre_ping=True,
+                pool_timeout=10,
+                connect_args={"timeout": 5, "command_timeout": 30},
+            )
         self.engine: AsyncEngine = create_async_engine(async_url(url), **kwargs)
         if self.is_sqlite:
             _configure_sqlite(self.engine)

@@ -67,7 +67,18 @@ class _Fallback(Exception):
 
 def _fail(future: asyncio.Future[Any], exc: BaseException) -> None:
     if not future.done():
-        future.set_exception(exc if isinstance(exc, Exception) else ServiceUnavailable("Store is shutting down"))
+        future.set_exception(
+            _for_client(exc) if isinstance(exc, Exception) else ServiceUnavailable("Store is shutting down")
+        )
+
+
+def _for_client(exc: Exception) -> Exception:
+    """A database that cannot be written (disk full, read-only, I/O error) is a 503 for the client,
+    like PostgreSQL going away; anything else (a bug) stays what it is."""
+    if isinstance(exc, sqlite3.OperationalError):
+        log.warning("SQLite store unavailable: %s", exc)
+        return ServiceUnavailable("Database unavailable; try again shortly", code="database_unavailable")
+    return exc
 
 
 def _ts(value: datetime) -> str:
@@ -435,7 +446,7 @@ class SqliteStore:
             if op.future.done():
                 continue
             if error is not None:
-                op.future.set_exception(error)
+                op.future.set_exception(_for_client(error) if isinstance(error, Exception) else error)
             else:
                 op.future.set_result(value)
 
