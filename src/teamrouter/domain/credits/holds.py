@@ -5,19 +5,20 @@ SQL semantics (the gateway's hot path re-implements them with raw SQL on the sam
 
 reserve(account A, amount N, key K?, idempotency key I):
     SELECT * FROM credit_hold WHERE idempotency_key = :I      -- replay: same request -> that hold
-    UPDATE credit_account SET held = held + :N WHERE id = :A AND balance - held >= :N
-        rowcount 0 -> 402 insufficient_credits (the whole transaction rolls back)
     UPDATE api_key SET held = held + :N WHERE id = :K AND (spend_limit IS NULL OR
         spend_limit - held - CASE limit_reset
             WHEN 'daily'   THEN CASE WHEN day_start   = :day   THEN usage_day   ELSE 0 END
             WHEN 'weekly'  THEN CASE WHEN week_start  = :week  THEN usage_week  ELSE 0 END
             WHEN 'monthly' THEN CASE WHEN month_start = :month THEN usage_month ELSE 0 END
             ELSE usage END >= :N)
-        rowcount 0 -> 402 key_limit_reached (rolls back the account hold too)
+        rowcount 0 -> 402 key_limit_reached (the whole transaction rolls back)
+    UPDATE credit_account SET held = held + :N WHERE id = :A AND balance - held >= :N
+        rowcount 0 -> 402 insufficient_credits (rolls back the key's hold too)
     INSERT INTO credit_hold (..., status = 'open', expires_at = now + ttl)
     Both guards run in ONE transaction: on PostgreSQL each UPDATE re-checks its WHERE after waiting
     for a concurrent writer's row lock; on SQLite the transaction began with BEGIN IMMEDIATE.
-    Lock order everywhere: credit_hold, then credit_account, then api_key (no deadlock cycles).
+    Lock order everywhere: credit_hold, then api_key, then credit_account, then usage_rollup (no
+    deadlock cycles). The gateway's PostgreSQL store takes them in the same order.
 
 settle(hold H, actual C):
     UPDATE credit_hold SET status = 'posted', posted_amount = :C, resolved_at = :now
@@ -25,8 +26,8 @@ settle(hold H, actual C):
         no row: already resolved -> no-op, except a hold the sweeper expired whose cost was never
         posted (`status = 'expired' AND posted_amount IS NULL`, guarded the same way): the usage is
         still billed (late settlement) but nothing is released twice.
-    UPDATE credit_account SET held = held - amount WHERE id = account_id
     UPDATE api_key SET held = held - amount WHERE id = key_id
+    UPDATE credit_account SET held = held - amount WHERE id = account_id
     post_entry(account_id, -C, 'usage', idempotency_key = 'hold:<H>:usage')   -- see ledger
     UPDATE api_key SET usage = usage + :C,
         usage_day = CASE WHEN day_start = :day THEN usage_day + :C ELSE :C END, day_start = :day,
@@ -120,9 +121,14 @@ async def reserve(
             existing = await _hold_by_key(uow, idempotency_key)
             if existing is not None:
                 return _replayed(existing, account_id, amount, key_id)
-            await _hold_account(uow, account_id, amount)
             if key_id is not None:
-                await _hold_key(uow, key_id, amount, window_starts(now))
+                try:
+                    await _hold_key(uow, key_id, amount, window_starts(now))
+                except KeyLimitReached:
+                    # Both refusing: the empty pool is the reason to report (as the gateway does).
+                    await _hold_account(uow, account_id, amount)
+                    raise
+            await _hold_account(uow, account_id, amount)
             hold = Hold(
                 id=new_id("hold"),
                 account_id=account_id,
@@ -211,16 +217,16 @@ async def _hold_key(uow: UnitOfWork, key_id: str, amount: int, starts: WindowSta
 
 
 async def _release(uow: UnitOfWork, *, account_id: str, key_id: str | None, amount: int, now: datetime) -> None:
+    if key_id is not None:
+        await uow.session.execute(
+            update(ApiKey).where(ApiKey.id == key_id).values(held=ApiKey.held - amount).execution_options(**NO_SYNC)
+        )
     await uow.session.execute(
         update(CreditAccount)
         .where(CreditAccount.id == account_id)
         .values(held=CreditAccount.held - amount, updated_at=now)
         .execution_options(**NO_SYNC)
     )
-    if key_id is not None:
-        await uow.session.execute(
-            update(ApiKey).where(ApiKey.id == key_id).values(held=ApiKey.held - amount).execution_options(**NO_SYNC)
-        )
 
 
 async def _count_usage(uow: UnitOfWork, *, key_id: str, actual: int, now: datetime) -> None:
@@ -372,9 +378,9 @@ async def expire_holds(rt: Runtime, *, now: datetime | None = None, batch: int =
             ORDER BY expires_at LIMIT :batch FOR UPDATE SKIP LOCKED     -- PostgreSQL; SQLite ignores it
         UPDATE credit_hold SET status = 'expired', resolved_at = :now
             WHERE id IN (...) AND status = 'open' RETURNING account_id, key_id, amount
-        then one `held = held - sum` per account, then per key, each in id order.
+        then one `held = held - sum` per key, then per account, each in id order.
     SKIP LOCKED leaves holds a settle/void is resolving right now to that settle/void, and lets
-    sweepers in several processes split the work; the lock order (holds, accounts, keys) is the
+    sweepers in several processes split the work; the lock order (holds, keys, accounts) is the
     one every other verb uses, so the sweeper cannot deadlock with them.
     """
     now = now or rt.clock.now()
@@ -407,18 +413,18 @@ async def expire_holds(rt: Runtime, *, now: datetime | None = None, batch: int =
                 by_account[row.account_id] += int(row.amount)
                 if row.key_id is not None:
                     by_key[row.key_id] += int(row.amount)
-            for account_id in sorted(by_account):
-                await uow.session.execute(
-                    update(CreditAccount)
-                    .where(CreditAccount.id == account_id)
-                    .values(held=CreditAccount.held - by_account[account_id], updated_at=now)
-                    .execution_options(**NO_SYNC)
-                )
             for key_id in sorted(by_key):
                 await uow.session.execute(
                     update(ApiKey)
                     .where(ApiKey.id == key_id)
                     .values(held=ApiKey.held - by_key[key_id])
+                    .execution_options(**NO_SYNC)
+                )
+            for account_id in sorted(by_account):
+                await uow.session.execute(
+                    update(CreditAccount)
+                    .where(CreditAccount.id == account_id)
+                    .values(held=CreditAccount.held - by_account[account_id], updated_at=now)
                     .execution_options(**NO_SYNC)
                 )
             expired += len(rows)
