@@ -4,7 +4,7 @@ uvicorn closes an idle keep-alive connection after `timeout_keep_alive`, but has
 receiving a request: a client that sends its headers a byte a second ("slowloris"), or connects and
 sends nothing, holds a connection (and a slot in every proxy in front) forever. For a client that
 stops reading, it relies on flow control alone: the response waits, paused, for as long as the
-socket stays open — an inference stream with its upstream call and its hold, for hours.
+socket stays open, and an inference stream keeps its upstream call and its hold meanwhile.
 
 `DeadlineProtocol` adds two deadlines, kept with `loop.call_later` timers like uvicorn's keep-alive
 one (nothing per byte, and no timer per request):
