@@ -60,6 +60,8 @@ def serve(
     """Migrate the database, then serve the API (and dashboard)."""
     import uvicorn
 
+    from teamrouter.server import deadline_protocol
+
     settings = _settings()
     problems = settings.problems_for_serving()
     if problems:
@@ -79,7 +81,11 @@ def serve(
         log_level="info",
         access_log=False,  # access logs would carry query strings; the activity feed is the record
         loop="uvloop",
-        http="httptools",
+        # httptools with deadlines for slow clients (what uvicorn's own lacks; see teamrouter.server).
+        http=deadline_protocol(
+            read_timeout=settings.request_read_timeout_seconds,
+            write_timeout=settings.response_write_timeout_seconds,
+        ),
     )
 
 

@@ -70,6 +70,13 @@ class Settings(BaseModel):
     upstream_connect_timeout: float = Field(default=10.0, gt=0)
     upstream_first_byte_timeout: float = Field(default=60.0, gt=0)
     upstream_total_timeout: float = Field(default=600.0, gt=0)
+    # How often each process looks for holds past their TTL (their requests' processes died).
+    hold_sweep_seconds: float = Field(default=30.0, gt=0)
+
+    # Slow clients (teamrouter.server): a whole request must arrive within the first; a response
+    # whose client stopped reading is cut after the second without progress.
+    request_read_timeout_seconds: float = Field(default=10.0, gt=0)
+    response_write_timeout_seconds: float = Field(default=10.0, gt=0)
 
     @field_validator("public_url")
     @classmethod

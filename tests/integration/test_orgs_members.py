@@ -6,7 +6,15 @@ import asyncio
 
 import pytest
 from sqlalchemy import select
-from tests.support.orgs import assert_envelope, create_org, join, member_count, recording_mailer, roles
+from tests.support.orgs import (
+    assert_envelope,
+    create_org,
+    join,
+    member_count,
+    recording_mailer,
+    roles,
+    sign_in_again,
+)
 
 from teamrouter.domain.audit.models import AuditEvent
 from teamrouter.domain.credits.models import CreditAccount
@@ -42,12 +50,15 @@ async def test_admins_change_roles(make_person, rt):
     assert [(e.target_id, e.before, e.after, e.actor_user_id) for e in events] == [
         (bob.id, {"role": "member"}, {"role": "admin"}, admin.id)
     ]
-    # Bob (now admin) demotes the creator.
+    # Bob (now admin, signed in again: the change ended his session) demotes the creator.
+    await sign_in_again(bob)
     assert (
         await bob.call("PATCH", f"/organizations/{org}/members/{admin.id}", json={"role": "member"})
     ).status_code == 200
     assert await roles(rt, org) == {admin.id: "member", bob.id: "admin"}
-    # The demoted creator lost admin powers at once.
+    # The demoted creator lost her session and, signed in again, her admin powers.
+    assert_envelope(await admin.call("PATCH", f"/organizations/{org}/members/{bob.id}", json={"role": "member"}), 401)
+    await sign_in_again(admin)
     assert_envelope(await admin.call("PATCH", f"/organizations/{org}/members/{bob.id}", json={"role": "member"}), 403)
 
 
@@ -124,7 +135,8 @@ async def test_two_admins_racing_leave_one_admin(make_person, rt, how):
     for _ in range(3):
         responses = await asyncio.gather(request(a, b), request(b, a))
         statuses = sorted(r.status_code for r in responses)
-        assert statuses[1] in (409, 403, 404), [r.text for r in responses]
+        # 401: the winner's change ended the loser's session before the loser's request read it.
+        assert statuses[1] in (409, 403, 404, 401), [r.text for r in responses]
         assert statuses[0] in (200, 204), [r.text for r in responses]
         current = await roles(rt, org)
         assert list(current.values()).count("admin") == 1, current
@@ -134,6 +146,7 @@ async def test_two_admins_racing_leave_one_admin(make_person, rt, how):
             survivor = a if current[a.id] == "admin" else b
             other = b if survivor is a else a
             await survivor.call("PATCH", f"/organizations/{org}/members/{other.id}", json={"role": "admin"})
+            await sign_in_again(other)  # both role changes ended their sessions
         else:
             break
 

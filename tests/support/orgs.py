@@ -104,3 +104,12 @@ async def roles(rt: Runtime, org_id: str) -> dict[str, str]:
             await s.execute(select(Membership.user_id, Membership.role).where(Membership.organization_id == org_id))
         ).all()
     return {user_id: role for user_id, role in rows}
+
+
+async def sign_in_again(person: Any) -> None:
+    """Open a fresh session for a test `Person` (e.g. after a role change ended theirs)."""
+    from tests.conftest import PASSWORD
+
+    r = await person.client.post(f"{API}/auth/login", json={"email": person.email, "password": PASSWORD})
+    assert r.status_code == 200, r.text
+    person.csrf = r.json()["data"]["csrf_token"]

@@ -26,7 +26,6 @@ from teamrouter.storage.cache import TTLCache
 from teamrouter.storage.urls import async_url
 
 log = logging.getLogger(__name__)
-SWEEP_EVERY_SECONDS = 30.0
 
 
 CATALOG_KEY = "catalog"
@@ -94,7 +93,7 @@ async def sweep_forever(rt: Runtime) -> None:
     from teamrouter.domain.credits import holds
 
     while True:
-        await asyncio.sleep(SWEEP_EVERY_SECONDS)
+        await asyncio.sleep(rt.settings.hold_sweep_seconds)
         try:
             expired = await holds.expire_holds(rt)
             if expired:

@@ -70,7 +70,8 @@ async def list_members(
 async def change_role(
     org: str, user_id: str, body: MemberUpdate, actor: SessionActor, rt: RuntimeDep
 ) -> dict[str, Any]:
-    """Make a member admin or member. The last admin cannot be demoted (409)."""
+    """Make a member admin or member. The last admin cannot be demoted (409). A change ends every
+    session of that member (they sign in again)."""
     membership, user = await members.change_role(rt, actor=actor, organization_id=org, user_id=user_id, role=body.role)
     return {"data": member_public(membership, user)}
 

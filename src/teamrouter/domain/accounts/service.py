@@ -283,6 +283,21 @@ async def _revoke(uow: UnitOfWork, token: str, now: datetime) -> None:
     )
 
 
+async def revoke_sessions(uow: UnitOfWork, *, user_id: str, now: datetime) -> None:
+    """End every live session of a person, in the caller's transaction (they must sign in again).
+
+    Used when the person's privileges change (TESTPLAN D33): a session token captured before the
+    change must not carry the new role. Sessions are bearer tokens handed out only by a sign-in
+    response, so another person's session cannot be reissued, only ended.
+    """
+    await uow.session.execute(
+        update(WebSession)
+        .where(WebSession.user_id == user_id, WebSession.revoked_at.is_(None))
+        .values(revoked_at=now)
+        .execution_options(synchronize_session=False)
+    )
+
+
 async def log_out(rt: Runtime, *, token: str) -> None:
     async with rt.db.uow() as uow:
         await _revoke(uow, token, rt.clock.now())

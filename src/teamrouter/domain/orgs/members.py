@@ -1,5 +1,9 @@
 """Membership verbs: list members, change roles, remove a member, leave.
 
+A role change ends every session of the person whose role changed (they sign in again): roles are
+re-read on each request anyway, and ending the sessions means a token obtained before a promotion
+never carries the new role.
+
 Named invariants:
 - *The last admin*: an org always keeps at least one admin. Every verb that can take the admin role
   away loads the org with `lock=True` (PostgreSQL `SELECT … FOR UPDATE` on the org row; SQLite
@@ -21,6 +25,7 @@ import functools
 from sqlalchemy import delete, func, select, update
 
 from teamrouter.domain.accounts.models import User, WebSession
+from teamrouter.domain.accounts.service import revoke_sessions
 from teamrouter.domain.actor import Actor
 from teamrouter.domain.audit import service as audit
 from teamrouter.domain.keys.models import ApiKey
@@ -86,8 +91,11 @@ async def change_role(
         if before != role.value:
             if before == Role.ADMIN.value and await _admin_count(uow, org.id) <= 1:
                 raise last_admin()
+            now = rt.clock.now()
             target.role = role.value
-            target.updated_at = rt.clock.now()
+            target.updated_at = now
+            # Rotation at a role change (TESTPLAN D33): the person signs in again, in every browser.
+            await revoke_sessions(uow, user_id=user_id, now=now)
             audit.record(
                 uow,
                 actor=actor,
