@@ -37,13 +37,13 @@ typecheck: $(DEV_STAMP)
 	$(BIN)/mypy
 
 test-sqlite: $(DEV_STAMP)
-	TEAMROUTER_TEST_DB=sqlite $(BIN)/python -m pytest -q
+	TEAMROUTER_TEST_DB=sqlite $(BIN)/python -m pytest -q --durations=10
 
 # The database-touching tests again on PostgreSQL; skipped with a message when no server answers.
 test-postgres: $(DEV_STAMP)
 	@if [ -n "$$TEAMROUTER_TEST_POSTGRES_URL" ] || $(BIN)/python -m teamrouter.storage.probe "$(PG_URL)"; then \
 		TEAMROUTER_TEST_DB=postgres TEAMROUTER_TEST_POSTGRES_URL=$${TEAMROUTER_TEST_POSTGRES_URL:-$(PG_URL)} \
-		$(BIN)/python -m pytest -q -m db; \
+		$(BIN)/python -m pytest -q -m db --durations=10; \
 	else echo "PostgreSQL not reachable at $(PG_URL): skipping the PostgreSQL run"; fi
 
 ## migration: regenerate the initial migration from the models (pre-release only)
