@@ -81,6 +81,12 @@ def serve(
         log_level="info",
         access_log=False,  # access logs would carry query strings; the activity feed is the record
         loop="uvloop",
+        # Idle keep-alive connections stay open longer than clients keep theirs (httpx and the
+        # OpenAI SDK: 5 s, uvicorn's default too), so the client always closes first. Otherwise a
+        # request sent just as the server closes an idle connection is lost to the client as a
+        # connection error (seen under load in TESTPLAN A1). 75 s, as nginx, outlasts load
+        # balancers' 60 s idle timeouts for the same reason.
+        timeout_keep_alive=75,
         # httptools with deadlines for slow clients (what uvicorn's own lacks; see teamrouter.server).
         http=deadline_protocol(
             read_timeout=settings.request_read_timeout_seconds,
