@@ -273,10 +273,11 @@ def flatness(samples: list[Sample], warmup: float) -> list[str]:
     first = next((s for s in samples if s.at >= warmup), samples[-1])
     last = samples[-1]
     problems = []
-    workers_then = {pid for pid, p in first.procs.items() if p.role == "worker"}
-    workers_now = {pid for pid, p in last.procs.items() if p.role == "worker"}
-    if workers_then != workers_now:
-        problems.append(f"workers changed during the run: {sorted(workers_then)} -> {sorted(workers_now)}")
+    # Over every sample, warm-up included: a worker that died early and was replaced is a failure too.
+    ever = {pid for s in samples for pid, p in s.procs.items() if p.role == "worker"}
+    now = {pid for pid, p in last.procs.items() if p.role == "worker"}
+    if ever != now:
+        problems.append(f"workers changed during the run: {sorted(ever - now)} gone, now {sorted(now)}")
     for pid in sorted(first.procs.keys() & last.procs.keys()):
         a, b = first.procs[pid], last.procs[pid]
         grew = b.rss - a.rss
