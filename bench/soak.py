@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -42,7 +43,7 @@ import aiohttp
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 from tests.support.databases import DEFAULT_PG
-from tests.support.gateway import FakeUpstreamProcess, add_key, funded_person, script, start_gateway
+from tests.support.gateway import FakeUpstreamProcess, Funded, add_key, funded_person, script, start_gateway
 
 from bench.run import _admin
 from teamrouter.config import load_settings
@@ -61,6 +62,7 @@ WARMUP_FRACTION = 0.10
 QUIESCE_SECONDS = 30.0
 MAX_TOKENS = (8, 16, 64, 256, 1000)
 LIMITED_KEY_USD = "0.005"  # a few concurrent max_tokens=1000 holds ($0.002 each) already exceed it
+LIMITED_KEY_SECONDS = 30.0  # a fresh small-limit key this often: its limit is reached all run long
 FAILURE_EXAMPLES = 20
 
 
@@ -123,6 +125,21 @@ def plan(rng: random.Random, shares: Shares) -> Plan:
 
 
 @dataclass
+class Keys:
+    funded: str
+    limited: str
+    limited_made: int = 1
+
+
+async def renew_limited(rt: Runtime, who: Funded, keys: Keys) -> None:
+    """Spent, a limited key only ever answers 402; a new one keeps requests meeting the limit."""
+    while True:
+        await asyncio.sleep(LIMITED_KEY_SECONDS)
+        keys.limited = await add_key(rt, who, limit=LIMITED_KEY_USD)
+        keys.limited_made += 1
+
+
+@dataclass
 class Tally:
     outcomes: Counter[str] = field(default_factory=Counter)
     failures: Counter[str] = field(default_factory=Counter)
@@ -136,8 +153,11 @@ class Tally:
         return sum(self.outcomes.values()) + sum(self.failures.values())
 
 
-async def one(session: aiohttp.ClientSession, url: str, keys: tuple[str, str], p: Plan, tally: Tally) -> None:
-    headers = {"content-type": "application/json", "authorization": f"Bearer {keys[1] if p.limited else keys[0]}"}
+async def one(session: aiohttp.ClientSession, url: str, keys: Keys, p: Plan, tally: Tally) -> None:
+    headers = {
+        "content-type": "application/json",
+        "authorization": f"Bearer {keys.limited if p.limited else keys.funded}",
+    }
     kind = "stream" if p.stream else "json"
     started = time.perf_counter()
     async with session.post(url, data=p.body(), headers=headers) as response:
@@ -193,7 +213,7 @@ async def client(
     index: int,
     session: aiohttp.ClientSession,
     url: str,
-    keys: tuple[str, str],
+    keys: Keys,
     shares: Shares,
     stop: asyncio.Event,
     tally: Tally,
@@ -368,12 +388,18 @@ async def soak(database_url: str, fake: FakeUpstreamProcess, tmp: Path, opts: Op
     )
     try:
         who = await funded_person(rt, usd="100000")
-        keys = (who.key, await add_key(rt, who, limit=LIMITED_KEY_USD))
+        keys = Keys(funded=who.key, limited=await add_key(rt, who, limit=LIMITED_KEY_USD))
         server = start_gateway(tmp, database_url, fake.url, workers=opts.workers)
         try:
             assert server.proc is not None
             started = time.monotonic()
-            tally, samples = await load(server.base_url, server.proc.pid, keys, opts, started)
+            renewer = asyncio.create_task(renew_limited(rt, who, keys))
+            try:
+                tally, samples = await load(server.base_url, server.proc.pid, keys, opts, started)
+            finally:
+                renewer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await renewer
             elapsed = time.monotonic() - started
             lines, problems = await quiesce(rt)
             after = sample(server.proc.pid, time.monotonic() - started)
@@ -383,6 +409,9 @@ async def soak(database_url: str, fake: FakeUpstreamProcess, tmp: Path, opts: Op
     finally:
         await rt.close()
     report = summary(tally, elapsed, opts)
+    report.insert(
+        2, f"small-limit keys (${LIMITED_KEY_USD}, a new one every {LIMITED_KEY_SECONDS:.0f} s): {keys.limited_made}"
+    )
     report += [*series([*samples, after]), "(the last row is after quiesce; the flatness check ends before it)"]
     report += lines + log_lines
     if tally.requests == 0:
@@ -394,9 +423,7 @@ async def soak(database_url: str, fake: FakeUpstreamProcess, tmp: Path, opts: Op
     return report, bool(problems)
 
 
-async def load(
-    base_url: str, server_pid: int, keys: tuple[str, str], opts: Options, started: float
-) -> tuple[Tally, list[Sample]]:
+async def load(base_url: str, server_pid: int, keys: Keys, opts: Options, started: float) -> tuple[Tally, list[Sample]]:
     tally = Tally()
     samples: list[Sample] = []
     stop_clients, stop_sampler = asyncio.Event(), asyncio.Event()
