@@ -2,8 +2,9 @@
 
     python -m bench.soak --minutes 30 --workers 4 --backend sqlite|postgres --clients 24 [--seconds N]
 
-The fake upstream runs in its own process; one funded person has a key on a large balance and a
-second key with a small spend limit (so 402s happen all along). `--clients` closed loops send, for
+The fake upstream runs in its own process; one funded person has a key on a large balance and keys
+with a small spend limit ($0.005, a fresh one every 30 s, so 402s happen all along). `--clients`
+closed loops send, for
 the whole run: 70% streams (some dropped by the client at a random event, some with a scripted
 upstream fault mid-stream: a reset or an in-stream error), the rest JSON, with max_tokens varied.
 Every request runs a per-request script (chunks, delay per chunk) through the FAKE-SCRIPT marker.
