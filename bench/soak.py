@@ -4,10 +4,10 @@
 
 The fake upstream runs in its own process; one funded person has a key on a large balance and keys
 with a small spend limit ($0.005, a fresh one every 30 s, so 402s happen all along). `--clients`
-closed loops send, for
-the whole run: 70% streams (some dropped by the client at a random event, some with a scripted
-upstream fault mid-stream: a reset or an in-stream error), the rest JSON, with max_tokens varied.
-Every request runs a per-request script (chunks, delay per chunk) through the FAKE-SCRIPT marker.
+closed loops send, for the whole run: 70% streams (some dropped by the client at a random event,
+some with a scripted upstream fault mid-stream: a reset or an in-stream error), the rest JSON, with
+max_tokens varied. Every request runs its own script (chunks, delay per chunk) through the
+FAKE-SCRIPT marker.
 
 Failures: any 5xx, any status other than 200 (and 402 on the limited key), a client-side error, a
 stream that ends without [DONE], or an error event the script did not ask for.
