@@ -53,5 +53,10 @@ migration: $(DEV_STAMP)
 bench: $(DEV_STAMP)
 	$(BIN)/python -m bench.run
 
+## soak: TESTPLAN D36, 4 workers on SQLite for SOAK_MINUTES (default 30) of mixed load, then the checks
+SOAK_MINUTES ?= 30
+soak: $(DEV_STAMP)
+	$(BIN)/python -m bench.soak --minutes $(SOAK_MINUTES) --workers 4 --backend sqlite --clients 24
+
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache
