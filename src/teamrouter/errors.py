@@ -135,6 +135,11 @@ class UpstreamTimeout(TeamrouterError):
     default_message = "Upstream provider timed out"
 
 
+def database_unavailable() -> ServiceUnavailable:
+    """The database could not be reached or written (PostgreSQL gone, SQLite disk full or read-only)."""
+    return ServiceUnavailable("Database unavailable; try again shortly", code="database_unavailable")
+
+
 def bad_field(field: str, problem: str) -> BadRequest:
     """A 400 that names the offending field, in the message and in metadata."""
     return BadRequest(f"{field}: {problem}", code="invalid_field", field=field)

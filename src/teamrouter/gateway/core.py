@@ -28,6 +28,7 @@ from teamrouter.errors import (
     UpstreamFailed,
     UpstreamTimeout,
     bad_field,
+    database_unavailable,
 )
 from teamrouter.gateway import calls
 from teamrouter.gateway.admission import Admission, KeyInfo, admit
@@ -459,7 +460,7 @@ _DATABASE_DOWN = (SQLAlchemyError, OSError)
 
 def _database_down(what: str, exc: Exception) -> ServiceUnavailable:
     log.warning("database unreachable during %s (%s)", what, type(exc).__name__)
-    return ServiceUnavailable("Database unavailable; try again shortly", code="database_unavailable")
+    return database_unavailable()
 
 
 def _content_chars(body: Mapping[str, Any]) -> int:
@@ -486,7 +487,10 @@ def _usage_json(charged: Bill) -> dict[str, Any]:
 def _error_event(
     prepared: Prepared, endpoint: Endpoint, created: int, error: UpstreamError | ServiceUnavailable
 ) -> bytes:
-    upstream = isinstance(error, UpstreamError)
+    if isinstance(error, UpstreamError):
+        code, message, error_type = 502, f"Upstream error: {error.message}", "upstream_error"
+    else:
+        code, message, error_type = error.status, error.message, error.code
     return sse_event(
         {
             "id": prepared.generation_id,
@@ -495,12 +499,9 @@ def _error_event(
             "model": endpoint.model_id,
             "provider": endpoint.provider.name,
             "error": {
-                "code": 502 if upstream else error.status,
-                "message": f"Upstream error: {error.message}" if upstream else error.message,
-                "metadata": {
-                    "error_type": "upstream_error" if isinstance(error, UpstreamError) else error.code,
-                    "provider_name": endpoint.provider.name,
-                },
+                "code": code,
+                "message": message,
+                "metadata": {"error_type": error_type, "provider_name": endpoint.provider.name},
             },
             "choices": [{"index": 0, "delta": {"content": ""}, "finish_reason": "error"}],
         }

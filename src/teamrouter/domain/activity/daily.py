@@ -48,14 +48,7 @@ def _parse_day(value: str, first: date, last: date) -> date:
 
 def rollup_conditions(scope: ActivityScope, filters: ActivityFilters) -> list[ColumnElement[bool]]:
     return scoped_conditions(
-        scope,
-        filters,
-        account_id=UsageRollup.account_id,
-        user_id=UsageRollup.user_id,
-        key=(UsageRollup.key_id, filters.key_id),
-        model=UsageRollup.model,
-        provider=UsageRollup.provider,
-        at=UsageRollup.hour,
+        scope, filters, table=UsageRollup, key=(UsageRollup.key_id, filters.key_id), at=UsageRollup.hour
     )
 
 

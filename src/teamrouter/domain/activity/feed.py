@@ -143,14 +143,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
 
 def conditions(scope: ActivityScope, filters: ActivityFilters) -> list[ColumnElement[bool]]:
     return scoped_conditions(
-        scope,
-        filters,
-        account_id=Generation.account_id,
-        user_id=Generation.user_id,
-        key=(Generation.key_hash, filters.key_hash),
-        model=Generation.model,
-        provider=Generation.provider,
-        at=Generation.created_at,
+        scope, filters, table=Generation, key=(Generation.key_hash, filters.key_hash), at=Generation.created_at
     )
 
 

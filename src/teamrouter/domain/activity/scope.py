@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 from sqlalchemy.sql.elements import ColumnElement
 
+from teamrouter.domain.activity.models import Generation, UsageRollup
 from teamrouter.domain.actor import Actor
 from teamrouter.domain.credits.models import CreditAccount
 from teamrouter.domain.keys.models import ApiKey
@@ -57,21 +58,20 @@ def scoped_conditions(
     scope: ActivityScope,
     filters: ActivityFilters,
     *,
-    account_id: InstrumentedAttribute[Any],
-    user_id: InstrumentedAttribute[Any],
+    table: type[Generation] | type[UsageRollup],
     key: tuple[InstrumentedAttribute[Any], str | None],
-    model: InstrumentedAttribute[Any],
-    provider: InstrumentedAttribute[Any],
     at: InstrumentedAttribute[Any],
 ) -> list[ColumnElement[bool]]:
-    """The WHERE of every activity query, for one table's columns: the scope first (the account,
-    and the member's own rows when they may see only theirs), then the caller's filters. `key` is
-    the table's key column with the filter value for it (activity rows hold the key's hash, rollups
-    its id)."""
-    where: list[ColumnElement[bool]] = [account_id == scope.account_id]
+    """The WHERE of every activity query on `table` (generation rows or hourly rollups: both have
+    `account_id`, `user_id`, `model` and `provider`): the scope first (the account, and the member's
+    own rows when they may see only theirs), then the caller's filters. `key` is the table's key
+    column with the filter value for it (activity rows hold the key's hash, rollups its id); `at`
+    its time column."""
+    where: list[ColumnElement[bool]] = [table.account_id == scope.account_id]
     if scope.only_user_id is not None:
-        where.append(user_id == scope.only_user_id)
-    for column, value in (key, (user_id, filters.user_id), (model, filters.model), (provider, filters.provider)):
+        where.append(table.user_id == scope.only_user_id)
+    pairs = (key, (table.user_id, filters.user_id), (table.model, filters.model), (table.provider, filters.provider))
+    for column, value in pairs:
         if value is not None:
             where.append(column == value)
     if filters.since is not None:

@@ -20,6 +20,10 @@ class Windows:
     def at(cls, now: datetime) -> Windows:
         return _windows_of(now.date())
 
+    @classmethod
+    def on(cls, day: date) -> Windows:
+        return _windows_of(day)
+
 
 @functools.lru_cache(maxsize=8)
 def _windows_of(day: date) -> Windows:

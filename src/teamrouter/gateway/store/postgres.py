@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import asyncpg
 from sqlalchemy.dialects import postgresql
 
-from teamrouter.errors import ServiceUnavailable
+from teamrouter.errors import ServiceUnavailable, database_unavailable
 from teamrouter.gateway.store import sql
 from teamrouter.gateway.store.base import GenerationRecord, Hold, Refusal
 from teamrouter.storage.models import metadata
@@ -218,11 +218,6 @@ class _Settlement:
     future: asyncio.Future[bool]
 
 
-def _rollup_slot(op: _Settlement) -> tuple[Any, ...]:
-    p = op.params
-    return (p["hour"], p["account_id"], p["key_id"], p["user_id"], p["model"], p["provider"])
-
-
 async def _keep_session(_connection: Any) -> None:
     return None
 
@@ -295,9 +290,7 @@ class PostgresStore:
                         "database unreachable during %s (%s): giving up after %d attempts in %.2f s",
                         what, type(exc).__name__, attempts, elapsed,
                     )  # fmt: skip
-                    raise ServiceUnavailable(
-                        "Database unavailable; try again shortly", code="database_unavailable"
-                    ) from exc
+                    raise database_unavailable() from exc
                 log.warning("database connection lost during %s (%s): retrying", what, type(exc).__name__)
             await asyncio.sleep(delay)
             retried = True
@@ -385,7 +378,7 @@ class PostgresStore:
             self._queue.clear()
 
     async def _settle_together(self, batch: list[_Settlement]) -> list[bool | BaseException]:
-        """One transaction for the batch: lock its keys then its pools, run every SETTLE_ONE in one
+        """One transaction for the batch: lock its holds, keys and pools, run every SETTLE_ONE in one
         pipelined round trip, read back which holds it posted, commit. A hold it did not post (the
         sweeper expired it, or it was settled before), a second settlement of one hold in the same
         batch, and a batch that failed for any other reason than a lost connection go through the
@@ -396,7 +389,7 @@ class PostgresStore:
         for op in batch:
             firsts.setdefault(op.params["hold_id"], op)
         # Rollup rows locked in key order too, so two batches upserting the same rows cannot cycle.
-        ordered = sorted(firsts.values(), key=_rollup_slot)
+        ordered = sorted(firsts.values(), key=lambda op: sql.rollup_slot(op.params))
         settle = _ONE["SETTLE_ONE"]
         locks = {
             "key_ids": sorted({op.params["key_id"] for op in ordered}),

@@ -7,8 +7,9 @@ job resets counters at midnight and a restart loses nothing.
 from __future__ import annotations
 
 import functools
+import operator
 import re
-from datetime import date, datetime, time
+from datetime import date
 from typing import Any
 
 from teamrouter.domain.credits.holds import usage_entry_key as usage_idempotency_key
@@ -97,6 +98,9 @@ UPSERT_ROLLUP = """INSERT INTO usage_rollup (hour, account_id, key_id, user_id, 
     tokens_cached = usage_rollup.tokens_cached + excluded.tokens_cached,
     cost = usage_rollup.cost + excluded.cost"""
 
+# A rollup row's identity (its primary key), from its parameters.
+rollup_slot = operator.itemgetter("hour", "account_id", "key_id", "user_id", "model", "provider")
+
 # Every statement above, by name: each store prepares them all once.
 STATEMENTS = (
     "RESERVE_POOL", "POOL_AVAILABLE", "RESERVE_KEY", "KEY_REMAINING", "INSERT_HOLD", "POST_HOLD",
@@ -138,7 +142,7 @@ def _window_params(now: Any, day: Any) -> dict[str, Any]:
 
 @functools.lru_cache(maxsize=8)
 def _formatted_windows(today: date, day: Any) -> dict[str, Any]:
-    windows = Windows.at(datetime.combine(today, time()))
+    windows = Windows.on(today)
     return {"day": day(windows.day), "week": day(windows.week), "month": day(windows.month)}
 
 

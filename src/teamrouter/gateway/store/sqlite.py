@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
-from teamrouter.errors import ServiceUnavailable
+from teamrouter.errors import ServiceUnavailable, database_unavailable
 from teamrouter.gateway.store import sql
 from teamrouter.gateway.store.base import GenerationRecord, Hold, Refusal
 
@@ -82,7 +82,7 @@ def _for_client(exc: Exception) -> Exception:
     like PostgreSQL going away; anything else (a bug) stays what it is."""
     if isinstance(exc, sqlite3.OperationalError):
         log.warning("SQLite store unavailable: %s", exc)
-        return ServiceUnavailable("Database unavailable; try again shortly", code="database_unavailable")
+        return database_unavailable()
     return exc
 
 
@@ -333,7 +333,7 @@ class SqliteStore:
             keys.setdefault((p["key_id"], p["day"], p["week"], p["month"]), []).append(op)
             r = op.rollup
             assert r is not None
-            slot = (r["hour"], r["account_id"], r["key_id"], r["user_id"], r["model"], r["provider"])
+            slot = sql.rollup_slot(r)
             total = rollups.get(slot)
             if total is None:
                 rollups[slot] = dict(r)
