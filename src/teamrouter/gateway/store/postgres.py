@@ -190,8 +190,14 @@ _T = TypeVar("_T")
 # well under a second.
 CONNECT_TIMEOUT = 2.0  # seconds to open a connection
 COMMAND_TIMEOUT = 5.0  # seconds for one statement (asyncpg cancels it, then the attempt is retried)
-RETRY_DELAYS = (0.05, 0.25, 1.0)  # seconds before the 2nd, 3rd and 4th attempt
-RETRY_WINDOW = 2.0  # no new attempt starts later than this after the first began
+RETRY_DELAYS = (0.05, 0.25, 1.0, 1.0, 1.0, 1.0, 1.0)  # seconds before the 2nd, 3rd, ... attempt
+# No new attempt starts later than this after the first began, when the last attempt could not
+# connect or its statement timed out: the database is unreachable, and a client should hear so soon.
+UNREACHABLE_WINDOW = 2.0
+# ... and when the last attempt had a connection that died under it: the server accepts connections,
+# so another attempt is likely to succeed, and giving up would lose an answer already paid for
+# upstream (C23 kills busy backends every 50-200 ms; four attempts in 2 s were not always enough).
+KILLED_WINDOW = 6.0
 
 # The connection died under the operation, or could not be made; the statement may or may not have
 # committed. (InterfaceError counts only when the connection it came from is closed: otherwise it is
@@ -270,11 +276,13 @@ class PostgresStore:
         retried = False
         attempts = 1
         while True:
+            killed = False
             try:
                 async with pool.acquire() as conn:
                     try:
                         return await attempt(conn, retried)
-                    except _LOST:
+                    except _LOST as exc:
+                        killed = not isinstance(exc, TimeoutError)
                         # In an unknown state: never reused, the pool opens a fresh one. (A connection
                         # that closed has already gone back to the pool on its own.)
                         with contextlib.suppress(asyncpg.InterfaceError):
@@ -285,7 +293,8 @@ class PostgresStore:
                     raise  # a misuse of the connection, not an outage
                 delay = next(retries, None)
                 elapsed = time.monotonic() - first
-                if delay is None or elapsed + delay > RETRY_WINDOW:
+                window = KILLED_WINDOW if killed else UNREACHABLE_WINDOW
+                if delay is None or elapsed + delay > window:
                     log.warning(
                         "database unreachable during %s (%s): giving up after %d attempts in %.2f s",
                         what, type(exc).__name__, attempts, elapsed,
