@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import time
 from collections.abc import AsyncIterator
 
+import aiohttp
 import pytest
 from tests.fakes.upstream import FakeUpstream
 
@@ -71,5 +74,32 @@ async def test_answers_and_the_first_byte_timeout(fake: FakeUpstream, stream: bo
                 await calls.fetch(http, adapter, endpoint, request)
         assert (info.value.status, info.value.retryable) == (504, True)
         assert time.monotonic() - started < 2
+    finally:
+        await http.close()
+
+
+async def test_a_stream_closed_under_a_read_leaves_nothing_behind(fake: FakeUpstream) -> None:
+    """OpenStream.close() while the read waits (a client gone mid-stream) must free the response.
+
+    aiohttp wakes such a read with one shared exception instance whose traceback grows by the
+    reader's stack at each raise: before the fix every closed stream stayed in memory for good."""
+    endpoint = parse_catalog(CATALOG.format(url=fake.url), env={}).endpoints_for("t/chat")[0]
+    adapter = OpenAIAdapter()
+    body = {"model": "t/chat", "messages": [{"role": "user", "content": "hi"}]}
+    fake.set_script({"chunks": 8, "chunk_delay_ms": 200})
+    http = calls.make_http_session(connect_timeout=2)
+    try:
+        request = adapter.build_request(endpoint, body, True)
+        for _ in range(20):
+            opened = await calls.open_stream(http, adapter, endpoint, request)
+            asyncio.get_running_loop().call_later(0.01, opened.close)
+            with pytest.raises(aiohttp.ClientConnectionError) as info:
+                async for _chunk in opened.rest:
+                    pass
+            assert info.value.__context__ is None or info.value.__context__.__traceback__ is None
+            del opened, info
+        gc.collect()
+        alive = [o for o in gc.get_objects() if isinstance(o, aiohttp.ClientResponse)]
+        assert alive == [], f"{len(alive)} closed upstream responses still referenced"
     finally:
         await http.close()
