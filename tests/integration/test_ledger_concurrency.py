@@ -40,7 +40,10 @@ async def test_a1_a2_500_reserves_from_4_processes_against_one_dollar(rt, databa
     assert sum(r["ok"] for r in results) == 100
     assert sum(r["refused"] for r in results) == 400
     assert sum(r["settled"] for r in results) == 100
-    assert all(r["ok"] > 0 for r in results) or len(results) == 1
+    # The processes really raced: money went to more than one of them. (Not to every one: on a fast
+    # machine the first processes can drain the $1 before a fourth wins its first lock; fairness
+    # between processes is no part of A1/A2, exactness is.)
+    assert sum(r["ok"] > 0 for r in results) >= 2, results
     assert await balance(rt, account) == (0, 0)  # debited exactly $1.00, nothing left held
     usage = [await key_row(rt, k) for k in keys]
     assert sum(k.usage for k in usage) == DOLLAR and all(k.held == 0 for k in usage)
