@@ -22,7 +22,6 @@ from teamrouter.clock import Clock
 from teamrouter.config import Settings
 from teamrouter.errors import (
     BadRequest,
-    NotFound,
     ServiceUnavailable,
     TeamrouterError,
     UpstreamFailed,
@@ -137,7 +136,7 @@ class Gateway:
         try:
             payload = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
-            raise BadRequest("Malformed JSON body", code="malformed_json") from exc
+            raise BadRequest("Malformed JSON body", code="malformed_json", field="body") from exc
         try:
             request = ChatRequest.parse(payload, kind=kind)
             prefs = parse_provider_preferences(request.provider) if request.provider is not None else None
@@ -150,7 +149,7 @@ class Gateway:
         try:
             candidates = self.routes.route(model=request.model, models=request.models, prefs=prefs, org=policy)
         except UnknownModelError as exc:
-            raise BadRequest(str(exc), code="unknown_model", field="model") from exc
+            raise BadRequest(str(exc), code="unknown_model", field=exc.field) from exc
         except NoEndpointsError as exc:
             raise ServiceUnavailable(str(exc), code="no_endpoints") from exc
         except RoutingError as exc:
@@ -160,7 +159,9 @@ class Gateway:
             # before any hold, rather than by a refusal from the adapter after one.
             candidates = tuple(e for e in candidates if e.provider.kind != "anthropic")
             if not candidates and kind == "completion":
-                raise NotFound("No endpoint of this model serves legacy text completions", code="no_endpoints")
+                raise ServiceUnavailable(
+                    "No endpoint of this model serves legacy text completions", code="no_endpoints"
+                )
             if not candidates:
                 raise bad_field("n", "no endpoint of this model supports n > 1")
         admission = await admit(

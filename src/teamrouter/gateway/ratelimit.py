@@ -10,6 +10,7 @@ pool: money is guarded by holds in the database, never by this.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from typing import Protocol
 
@@ -33,14 +34,16 @@ def _refusal(per_minute: int, now: float) -> RateLimited:
     return RateLimited(
         f"Rate limit of {per_minute} requests per minute exceeded for this key",
         code="key_rate_limited",
-        retry_after=max(1, int(WINDOW_SECONDS - now % WINDOW_SECONDS)),
+        # Rounded up: a client that waits exactly this long finds the next window open.
+        retry_after=max(1, math.ceil(WINDOW_SECONDS - now % WINDOW_SECONDS)),
     )
 
 
 class KeyRateLimiter:
-    """In process."""
+    """In process. Windows are wall-clock minutes, as in Redis, so `Retry-After` points at the next
+    minute on the clock (a clock step only starts a window early or late)."""
 
-    def __init__(self, per_minute: int, *, clock: object = time.monotonic) -> None:
+    def __init__(self, per_minute: int, *, clock: object = time.time) -> None:
         self.per_minute = per_minute
         self._now = clock
         self._windows: dict[str, tuple[int, int]] = {}  # key id → (window number, count)

@@ -49,9 +49,10 @@ class UnknownModelError(RoutingError):
 
     status = 400
 
-    def __init__(self, model_id: str) -> None:
+    def __init__(self, model_id: str, field: str = "model") -> None:
         super().__init__(f"{model_id} is not a valid model ID")
         self.model_id = model_id
+        self.field = field  # `model`, or `models` for an entry of the fallback list
 
 
 class NoEndpointsError(RoutingError):
@@ -319,7 +320,7 @@ def route(
         raise InvalidRoutingRequest("models", f"at most {MAX_LIST} models")
     for name in wanted:
         if catalog.model(name) is None:
-            raise UnknownModelError(name)
+            raise UnknownModelError(name, "model" if name == model else "models")
 
     filters = _filters(prefs, org)
     sort = prefs.sort or org.sort

@@ -41,6 +41,13 @@ def catalog_for(rt: Runtime) -> Catalog:
     return catalog
 
 
+def provider_name(rt: Runtime, slug: str) -> str:
+    """A provider's display name, as `/models/.../endpoints` and answers show it; the slug stored
+    on activity rows when the catalog no longer lists that provider."""
+    provider = catalog_for(rt).provider(slug)
+    return provider.name if provider is not None else slug
+
+
 async def open_store(rt: Runtime) -> GatewayStore:
     url = async_url(rt.settings.effective_database_url)
     if url.get_backend_name() == "sqlite":

@@ -64,6 +64,8 @@ async def test_openai_sdk_non_streaming(sdk, gateway, gw_rt, fake, model, cost):
         headers={"Authorization": f"Bearer {who.key}"},
     )
     assert r.status_code == 200 and r.json()["data"]["total_cost"] == pytest.approx(cost / UNITS_PER_USD)
+    # The provider's display name, as the answer's `provider` and the endpoints listing give it.
+    assert r.json()["data"]["provider_name"] == result.model_extra["provider"]
     key = httpx.get(f"{gateway.base_url}/api/v1/key", headers={"Authorization": f"Bearer {who.key}"}).json()["data"]
     assert key["usage"] == pytest.approx(cost / UNITS_PER_USD)
     assert key["usage_daily"] == pytest.approx(cost / UNITS_PER_USD)

@@ -247,11 +247,29 @@ async def test_bad_requests_are_refused_in_the_envelope_with_no_hold(client, gw_
     assert holds == 0 and account.held == 0
 
 
+@pytest.mark.parametrize(
+    ("model", "models", "field"),
+    [
+        ("nope/nothing", None, "model"),
+        ("test/chat", ["test/cent", "nope/nothing"], "models"),
+        (None, ["nope/x"], "models"),
+    ],
+)
+async def test_an_unknown_model_names_the_field_it_came_in(client, gw_rt, model, models, field):
+    who = await funded_person(gw_rt, usd="1")
+    body = {"messages": msgs(), **({"model": model} if model else {}), **({"models": models} if models else {})}
+    r = post(client, who.key, body)
+    assert r.status_code == 400
+    assert r.json()["error"]["metadata"] == {"code": "unknown_model", "field": field}
+    assert "nope/" in r.json()["error"]["message"]
+
+
 async def test_malformed_and_oversized_bodies(client, gw_rt):
     who = await funded_person(gw_rt, usd="1")
     auth = {"Authorization": f"Bearer {who.key}", "content-type": "application/json"}
     r = client.post("/api/v1/chat/completions", content=b"{nope", headers=auth)
     assert r.status_code == 400 and r.json()["error"]["message"] == "Malformed JSON body"
+    assert r.json()["error"]["metadata"] == {"code": "malformed_json", "field": "body"}
     big = json.dumps({"model": "test/chat", "messages": msgs("x" * (5 * 1024 * 1024))})
     r = client.post("/api/v1/chat/completions", content=big, headers=auth)
     assert r.status_code == 413 and r.json()["error"]["code"] == 413
@@ -294,6 +312,7 @@ async def test_legacy_completions_on_an_anthropic_only_model_are_refused_before_
         headers={"Authorization": f"Bearer {who.key}"},
         json={"model": "test/claude", "prompt": "hi", "max_tokens": 5},
     )
-    assert r.status_code == 404 and "legacy text completions" in r.json()["error"]["message"]
+    assert r.status_code == 503 and "legacy text completions" in r.json()["error"]["message"]
+    assert r.json()["error"]["metadata"]["code"] == "no_endpoints"
     async with gw_rt.db.read() as s:
         assert await s.scalar(select(func.count()).select_from(Hold).where(Hold.account_id == who.account_id)) == 0

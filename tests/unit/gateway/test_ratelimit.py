@@ -20,6 +20,20 @@ def test_per_key_limit_refuses_with_retry_after_and_resets_each_minute():
     limiter.count("key_a")
 
 
+def test_retry_after_rounds_up_to_the_next_window():
+    # 120.4 s into a window that ends at 180: waiting the advertised 60 s lands at 180.4, in the
+    # next window; rounding down to 59 s would land at 179.4, still refused.
+    now = [120.4]
+    limiter = KeyRateLimiter(1, clock=lambda: now[0])
+    limiter.count("key")
+    with pytest.raises(RateLimited) as refused:
+        limiter.count("key")
+    retry_after = refused.value.metadata["retry_after"]
+    assert retry_after == 60
+    now[0] += retry_after
+    limiter.count("key")
+
+
 def test_zero_means_unlimited():
     limiter = KeyRateLimiter(0)
     for _ in range(1000):

@@ -13,6 +13,7 @@ from teamrouter.api.deps import ActorDep, RuntimeDep
 from teamrouter.api.policy import Access, access
 from teamrouter.domain.activity import daily, export, feed
 from teamrouter.domain.activity.scope import check_range, parse_instant
+from teamrouter.gateway.setup import provider_name
 
 router = APIRouter(tags=["activity"])
 
@@ -32,6 +33,8 @@ async def get_activity(
 ) -> dict[str, Any]:
     """Daily usage per model and endpoint over the last 30 completed UTC days (OpenRouter's shape)."""
     rows = await daily.daily_activity(rt, actor=actor, day=date, api_key_hash=api_key_hash, user_id=user_id)
+    for row in rows:  # rows group by the provider's slug; OpenRouter shows its display name
+        row["provider_name"] = provider_name(rt, row["provider_name"])
     return {"data": rows}
 
 

@@ -11,6 +11,7 @@ from teamrouter.api.policy import Access, access
 from teamrouter.domain.activity import generations
 from teamrouter.domain.keys import auth as key_auth
 from teamrouter.errors import Unauthorized
+from teamrouter.gateway.setup import provider_name
 
 router = APIRouter(tags=["activity"])
 
@@ -28,9 +29,9 @@ async def get_generation(
             row = await generations.get_for_actor(rt, actor=actor, generation_id=id)
         else:
             row = await generations.get_for_key(rt, key_id=key.id, generation_id=id)
-        return {"data": generations.generation_public(row)}
+        return {"data": generations.generation_public(row, provider_name(rt, row.provider))}
     person = await session_actor_or_none(request, rt)
     if person is None:
         raise Unauthorized("Sign in or send an API key as 'Authorization: Bearer <key>'", code="no_credentials")
     row = await generations.get_for_actor(rt, actor=person, generation_id=id)
-    return {"data": generations.generation_public(row)}
+    return {"data": generations.generation_public(row, provider_name(rt, row.provider))}

@@ -47,12 +47,13 @@ async def get_for_actor(rt: Runtime, *, actor: Actor, generation_id: str) -> Gen
     return row
 
 
-def generation_public(row: Generation) -> dict[str, Any]:
+def generation_public(row: Generation, provider_name: str) -> dict[str, Any]:
+    """`provider_name` is the provider's display name (the row stores its slug)."""
     cost = to_usd(row.cost)
     return {
         "id": row.id,
         "model": row.model,
-        "provider_name": row.provider,
+        "provider_name": provider_name,
         "total_cost": cost,
         "usage": cost,
         "tokens_prompt": row.tokens_prompt,
