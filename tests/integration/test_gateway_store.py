@@ -5,11 +5,13 @@ that straddles midnight never lets either day exceed its limit. Also: a hold res
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import time
 from datetime import UTC, datetime, timedelta
 
+import asyncpg
 import pytest
 from sqlalchemy import func, select
 from tests.support.credits import check_ledger
@@ -112,6 +114,27 @@ async def test_a10_a_hold_straddling_midnight_counts_against_both_days(rt, store
     async with rt.db.read() as s:
         key = await s.get_one(ApiKey, who.key_id)
     assert key.usage_day == 3 * CENT and key.held == 0  # the new day is exactly at its limit
+    await check_ledger(rt)
+
+
+async def test_a10_settlements_batched_across_midnight_count_in_their_own_days(rt, store):
+    # A batch of settlements (on either backend) whose times straddle midnight UTC: each counts in
+    # its own day, as if settled one by one; the old day's cost never lands in the new day.
+    who = await funded_person(rt, usd="10", limit="1", limit_reset="daily")
+    evening = datetime(2026, 5, 5, 23, 59, 59, tzinfo=UTC)
+    morning = evening + timedelta(seconds=2)
+    holds = [Hold(id=new_id("hold"), account_id=who.account_id, key_id=who.key_id, amount=CENT) for _ in range(8)]
+    for hold in holds:
+        assert await store.reserve(hold, now=evening, expires_at=evening + timedelta(minutes=15)) is None
+    times = [evening, morning] * 4
+    settled = await asyncio.gather(
+        *(store.settle(h, record_for(who, at, 1000), now=at) for h, at in zip(holds, times, strict=True))
+    )
+    assert all(settled)
+    async with rt.db.read() as s:
+        key = await s.get_one(ApiKey, who.key_id)
+    assert key.usage == 8 * 1000 and key.held == 0
+    assert key.day_start == morning.date() and key.usage_day == 4 * 1000
     await check_ledger(rt)
 
 
@@ -226,7 +249,8 @@ async def _reserved(rt, store, count: int):
 
 def _count_bulk_batches(store) -> list[int]:
     """The size of every batch the bulk path completed: SQLite's `_apply_bulk`, PostgreSQL's
-    `_settle_together` (a batch of several settlements in one transaction)."""
+    `_settle_together` (several settlements in one statement; those it handed to the one-by-one
+    path, which also succeed, are not counted)."""
     done: list[int] = []
     name = "_apply_bulk" if hasattr(store, "_apply_bulk") else "_settle_together"
     bulk = getattr(store, name)
@@ -239,12 +263,21 @@ def _count_bulk_batches(store) -> list[int]:
             return results
 
     else:
+        alone = store._settle_alone
+        singles = [0]
+
+        async def counting_alone(params, generation_id):
+            singles[0] += 1
+            return await alone(params, generation_id)
 
         async def counting(batch):
+            before = singles[0]
             results = await bulk(batch)
             if len(batch) > 1:
-                done.append(sum(result is True for result in results))
+                done.append(sum(result is True for result in results) - (singles[0] - before))
             return results
+
+        store._settle_alone = counting_alone
 
     setattr(store, name, counting)
     return done
@@ -267,4 +300,60 @@ async def test_concurrent_reservations_admit_exactly_what_fits(rt, store, usd, a
     for hold, outcome in zip(holds, outcomes, strict=True):
         if outcome is None:
             assert await store.void(hold, now=now)
+    await check_ledger(rt)
+
+
+async def test_a_batch_whose_answer_is_lost_after_its_commit_is_not_settled_twice(rt, store):
+    # TESTPLAN C23 for PostgreSQL's batch statement: it commits, then the connection dies before
+    # the answer arrives. The retry must find the batch done (not settle again, not fail it), and
+    # the requests that were waiting on it must all hear True.
+    if rt.db.is_sqlite:
+        pytest.skip("PostgreSQL only")
+
+    who, now, holds = await _reserved(rt, store, 12)
+    real_pool = store._pool
+    lost = []
+
+    class Conn:
+        def __init__(self, conn):
+            self._conn = conn
+
+        def __getattr__(self, name):
+            return getattr(self._conn, name)
+
+        async def fetchval(self, query, *args):
+            value = await self._conn.fetchval(query, *args)
+            if query.startswith("WITH h AS (UPDATE credit_hold SET status = 'posted'") and "unnest" in query:
+                if not lost:
+                    lost.append(len(args[1]))  # committed: now the answer is lost on the way back
+                    raise asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed in the middle")
+            return value
+
+        def terminate(self):
+            pass  # the real connection is fine and goes back to its pool
+
+    class Pool:
+        @contextlib.asynccontextmanager
+        async def acquire(self):
+            async with real_pool.acquire() as conn:
+                yield Conn(conn)
+
+    store._pool = Pool()
+    costs = [1000 * (i + 1) for i in range(12)]
+    try:
+        settled = await asyncio.gather(
+            *(store.settle(h, record_for(who, now, c), now=now) for h, c in zip(holds, costs, strict=True))
+        )
+    finally:
+        store._pool = real_pool
+    assert lost and lost[0] > 1, "no batch statement ran"
+    assert all(settled)
+    async with rt.db.read() as s:
+        account = await s.get_one(CreditAccount, who.account_id)
+        usage = await s.scalar(
+            select(func.count())
+            .select_from(LedgerEntry)
+            .where(LedgerEntry.account_id == who.account_id, LedgerEntry.kind == "usage")
+        )
+    assert usage == 12 and account.held == 0 and account.balance == 10 * 10**9 - sum(costs)
     await check_ledger(rt)

@@ -30,7 +30,9 @@ settle(hold H, actual C):
     UPDATE credit_account SET held = held - amount WHERE id = account_id
     post_entry(account_id, -C, 'usage', idempotency_key = 'hold:<H>:usage')   -- see ledger
     UPDATE api_key SET usage = usage + :C,
-        usage_day = CASE WHEN day_start = :day THEN usage_day + :C ELSE :C END, day_start = :day,
+        usage_day = CASE WHEN day_start = :day THEN usage_day + :C
+                         WHEN day_start > :day THEN usage_day ELSE :C END,   -- windows only move forward
+        day_start = CASE WHEN day_start > :day THEN day_start ELSE :day END,
         (same for week and month)
         WHERE id = key_id
     An overrun (C > amount) is posted in full: the only way a balance goes below zero.
@@ -230,22 +232,19 @@ async def _release(uow: UnitOfWork, *, account_id: str, key_id: str | None, amou
 
 
 async def _count_usage(uow: UnitOfWork, *, key_id: str, actual: int, now: datetime) -> None:
-    """Add spend to the key's counters, rolling stale windows over (SET sees the old row values)."""
+    """Add spend to the key's counters, rolling stale windows over (SET sees the old row values).
+    Windows only move forward: spend from a window that has already ended leaves the current one
+    as it is (as the gateway's store does, `gateway.store.sql.settle_key_set`)."""
     s = window_starts(now)
-    await uow.session.execute(
-        update(ApiKey)
-        .where(ApiKey.id == key_id)
-        .values(
-            usage=ApiKey.usage + actual,
-            usage_day=case((ApiKey.day_start == s.day, ApiKey.usage_day + actual), else_=actual),
-            day_start=s.day,
-            usage_week=case((ApiKey.week_start == s.week, ApiKey.usage_week + actual), else_=actual),
-            week_start=s.week,
-            usage_month=case((ApiKey.month_start == s.month, ApiKey.usage_month + actual), else_=actual),
-            month_start=s.month,
-        )
-        .execution_options(**NO_SYNC)
-    )
+    values: dict[str, Any] = {"usage": ApiKey.usage + actual}
+    for usage, start, current in (
+        (ApiKey.usage_day, ApiKey.day_start, s.day),
+        (ApiKey.usage_week, ApiKey.week_start, s.week),
+        (ApiKey.usage_month, ApiKey.month_start, s.month),
+    ):
+        values[usage.key] = case((start == current, usage + actual), (start > current, usage), else_=actual)
+        values[start.key] = case((start > current, start), else_=current)
+    await uow.session.execute(update(ApiKey).where(ApiKey.id == key_id).values(**values).execution_options(**NO_SYNC))
 
 
 async def _bill(

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import operator
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -153,6 +154,82 @@ SETTLE_ONE = (
     + ") SELECT count(*) FROM h"
 )
 
+
+def _unnest(*columns: tuple[str, str, str]) -> str:
+    """`unnest(CAST(:param AS <column type>[]), …)` for (table, column, param) triples: a batch's rows
+    as one array parameter per column."""
+    arrays = []
+    for table, column, param in columns:
+        kind = metadata.tables[table].c[column].type.compile(dialect=_DIALECT)
+        arrays.append(f"CAST(:{param} AS {kind}[])")
+    return f"unnest({', '.join(arrays)})"
+
+
+def _sums(table: str, prefix: str, touched: str) -> str:
+    """The batch's sums per row of `table` (keys, pools): id, release, cost, and the latest time."""
+    return _unnest(
+        (table, "id", f"{prefix}_ids"),
+        ("credit_hold", "amount", f"{prefix}_releases"),
+        ("credit_hold", "amount", f"{prefix}_costs"),
+        (table, touched, f"{prefix}_nows"),
+    )
+
+
+# A batch of settlements in one statement, so one round trip and one commit: the rows that a batch
+# locks (holds, keys, pools, rollups) stay locked only while it runs and its WAL flushes, where a
+# transaction of separate statements held them over seven round trips while every reservation of
+# the pool queued behind them. Every write is gated on flipping all the batch's holds from open: if
+# any was not (expired by the sweeper, settled before), the SELECT divides by zero on purpose, the
+# statement rolls back whole, and the batch goes one by one through SETTLE_ONE. The CTEs read each
+# other in the lock order of SETTLE_ONE (holds, keys, pools, then rollups); each array is sorted by
+# the row it locks, so two batches take their rows in the same order. Keys and pools get one update
+# each with the batch's sums (an UPDATE cannot change a row twice); the caller sends only batches
+# within one set of spend windows. Each ledger entry's balance_after is the pool's new balance plus
+# the costs of the entries after it (`later`), as if the batch had been posted one by one.
+SETTLE_MANY = (
+    "WITH h AS (UPDATE credit_hold SET status = 'posted', posted_amount = s.cost, resolved_at = s.now, "
+    "generation_id = s.generation_id FROM "
+    + _unnest(
+        ("credit_hold", "id", "hold_ids"),
+        ("credit_hold", "posted_amount", "hold_costs"),
+        ("credit_hold", "resolved_at", "hold_nows"),
+        ("credit_hold", "generation_id", "generation_ids"),
+    )
+    + " AS s (hold_id, cost, now, generation_id) "
+    "WHERE credit_hold.id = s.hold_id AND credit_hold.status = 'open' RETURNING 1), "
+    "ok AS (SELECT 1 / (CASE WHEN (SELECT count(*) FROM h) = :expected THEN 1 ELSE 0 END) AS one), "
+    f"k AS (UPDATE api_key SET {sql.settle_key_set('ks.release', 'ks.cost', 'ks.now')} FROM "
+    + _sums("api_key", "key", "last_used_at")
+    + " AS ks (key_id, release, cost, now) "
+    "WHERE api_key.id = ks.key_id AND (SELECT one FROM ok) = 1 RETURNING 1), "
+    "a AS (UPDATE credit_account SET held = held - p.release, balance = balance - p.cost, updated_at = p.now FROM "
+    + _sums("credit_account", "account", "updated_at")
+    + " AS p (account_id, release, cost, now) "
+    "WHERE credit_account.id = p.account_id AND EXISTS (SELECT 1 FROM k) "
+    "RETURNING credit_account.id, credit_account.balance), "
+    "le AS (INSERT INTO ledger_entry (id, account_id, amount, kind, idempotency_key, transaction_id, "
+    "balance_after, hold_id, generation_id, created_at) "
+    "SELECT e.id, e.account_id, e.amount, 'usage', e.idempotency_key, e.id, a.balance + e.later, e.hold_id, "
+    "e.generation_id, e.created_at FROM "
+    + _unnest(
+        *(
+            ("ledger_entry", c, f"entry_{c}")
+            for c in ("id", "account_id", "amount", "idempotency_key", "hold_id", "generation_id", "created_at")
+        ),
+        ("ledger_entry", "balance_after", "entry_later"),
+    )
+    + " AS e (id, account_id, amount, idempotency_key, hold_id, generation_id, created_at, later) "
+    "JOIN a ON a.id = e.account_id RETURNING 1), "
+    f"g AS (INSERT INTO generation ({', '.join(sql.GENERATION_COLUMNS)}) SELECT * FROM "
+    + _unnest(*(("generation", c, f"g_{c}") for c in sql.GENERATION_COLUMNS))
+    + " AS gen WHERE EXISTS (SELECT 1 FROM le) RETURNING 1), "
+    f"r AS (INSERT INTO usage_rollup ({', '.join(_ROLLUP_COLUMNS)}) SELECT * FROM "
+    + _unnest(*(("usage_rollup", c, f"r_{c}") for c in _ROLLUP_COLUMNS))
+    + " AS roll WHERE EXISTS (SELECT 1 FROM g) "
+    + sql.UPSERT_ROLLUP[sql.UPSERT_ROLLUP.index("ON CONFLICT") :]
+    + ") SELECT count(*) FROM h"
+)
+
 # Void in one statement (one round trip, where BEGIN, three statements and COMMIT took five: 0.85 ms
 # p50 here), in the same lock order: hold, key, pool, each CTE reading the one before it. Key rows
 # are never deleted (soft delete), so the key's update always finds its row.
@@ -166,12 +243,7 @@ VOID_ONE = (
 # Only read when an attempt is retried: what the earlier attempt, whose outcome is unknown, did.
 HOLD_STATE = "SELECT status, generation_id FROM credit_hold WHERE id = :hold_id"
 
-# A batch of settlements locks its holds, then its keys, then its pools, each in id order, before it
-# writes (then its rollup rows, in the order it settles): the lock order of SETTLE_ONE.
-LOCK_HOLDS = "SELECT 1 FROM credit_hold WHERE id = ANY(:hold_ids) ORDER BY id FOR UPDATE"
-LOCK_KEYS = "SELECT 1 FROM api_key WHERE id = ANY(:key_ids) ORDER BY id FOR UPDATE"
-LOCK_POOLS = "SELECT 1 FROM credit_account WHERE id = ANY(:account_ids) ORDER BY id FOR UPDATE"
-# Which holds of a batch its own SETTLE_ONEs posted (executemany returns no rows).
+# Which holds of a batch an earlier attempt of SETTLE_MANY posted, when its connection died.
 POSTED = (
     "SELECT id FROM credit_hold WHERE id = ANY(:hold_ids) AND status = 'posted' "
     "AND generation_id = ANY(:generation_ids)"
@@ -181,10 +253,8 @@ _ONE = {
     "RESERVE_ONE": _Statement(RESERVE_ONE),
     "SETTLE_ONE": _Statement(SETTLE_ONE),
     "VOID_ONE": _Statement(VOID_ONE),
+    "SETTLE_MANY": _Statement(SETTLE_MANY),
     "HOLD_STATE": _Statement(HOLD_STATE),
-    "LOCK_HOLDS": _Statement(LOCK_HOLDS),
-    "LOCK_KEYS": _Statement(LOCK_KEYS),
-    "LOCK_POOLS": _Statement(LOCK_POOLS),
     "POSTED": _Statement(POSTED),
 }
 
@@ -241,6 +311,68 @@ async def _keep_session(_connection: Any) -> None:
 def _rows(status: str) -> int:
     # asyncpg returns the command tag, e.g. "UPDATE 1".
     return int(status.rsplit(" ", 1)[-1])
+
+
+def _batch_params(batch: list[dict[str, Any]]) -> dict[str, Any]:
+    """SETTLE_MANY's parameters from settlements of distinct holds in one set of spend windows: one
+    array per column, each sorted by the row it locks; keys, pools and rollup rows summed."""
+    by_hold = sorted(batch, key=operator.itemgetter("hold_id"))
+    params: dict[str, Any] = {
+        "expected": len(batch),
+        "hold_ids": [p["hold_id"] for p in by_hold],
+        "hold_costs": [p["cost"] for p in by_hold],
+        "hold_nows": [p["now"] for p in by_hold],
+        "generation_ids": [p["generation_id"] for p in by_hold],
+        "day": batch[0]["day"],
+        "week": batch[0]["week"],
+        "month": batch[0]["month"],
+    }
+    for prefix, field in (("key", "key_id"), ("account", "account_id")):
+        releases: dict[str, int] = {}
+        costs: dict[str, int] = {}
+        latest: dict[str, Any] = {}
+        for p in batch:
+            row = p[field]
+            releases[row] = releases.get(row, 0) + p["release"]
+            costs[row] = costs.get(row, 0) + p["cost"]
+            latest[row] = max(latest.get(row, p["now"]), p["now"])
+        ids = sorted(releases)
+        params[f"{prefix}_ids"] = ids
+        params[f"{prefix}_releases"] = [releases[i] for i in ids]
+        params[f"{prefix}_costs"] = [costs[i] for i in ids]
+        params[f"{prefix}_nows"] = [latest[i] for i in ids]
+    # Each entry's balance is the pool's new balance plus the costs posted after it in the batch.
+    later: list[int] = []
+    after: dict[str, int] = {}
+    for p in reversed(batch):
+        later.append(after.get(p["account_id"], 0))
+        after[p["account_id"]] = after.get(p["account_id"], 0) + p["cost"]
+    later.reverse()
+    params["entry_later"] = later
+    for column, field in _ENTRY_FIELDS:
+        params[f"entry_{column}"] = [p[field] for p in batch]
+    for column in sql.GENERATION_COLUMNS:
+        params[f"g_{column}"] = [p[f"g_{column}"] for p in batch]
+    rollups: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for p in batch:
+        slot = sql.rollup_slot(p)
+        summed = rollups.get(slot)
+        if summed is None:
+            rollups[slot] = {c: p[c] for c in _ROLLUP_COLUMNS}
+        else:
+            for c in _ROLLUP_COLUMNS[6:]:  # the counters, after the six columns of the row's identity
+                summed[c] += p[c]
+    ordered = [rollups[slot] for slot in sorted(rollups)]
+    for column in _ROLLUP_COLUMNS:
+        params[f"r_{column}"] = [r[column] for r in ordered]
+    return params
+
+
+# The ledger entry's columns in SETTLE_MANY, from the settle parameters' names.
+_ENTRY_FIELDS = (
+    ("id", "entry_id"), ("account_id", "account_id"), ("amount", "amount"), ("idempotency_key", "idempotency_key"),
+    ("hold_id", "hold_id"), ("generation_id", "generation_id"), ("created_at", "now"),
+)  # fmt: skip
 
 
 class PostgresStore:
@@ -399,35 +531,38 @@ class PostgresStore:
             self._queue.clear()
 
     async def _settle_together(self, batch: list[_Settlement]) -> list[bool | BaseException]:
-        """One transaction for the batch: lock its holds, keys and pools, run every SETTLE_ONE in one
-        pipelined round trip, read back which holds it posted, commit. A hold it did not post (the
-        sweeper expired it, or it was settled before), a second settlement of one hold in the same
-        batch, and a batch that failed for any other reason than a lost connection go through the
-        one-by-one path, which decides each exactly as if it had come alone."""
+        """One statement for the batch (SETTLE_MANY). A hold it did not post (the sweeper expired it,
+        or it was settled before: then none of the batch is posted), a second settlement of one hold
+        in the same batch, a batch that straddles midnight UTC (two sets of spend windows), and a
+        batch that failed for any other reason than a lost connection go through the one-by-one
+        path, which decides each exactly as if it had come alone."""
         if len(batch) == 1:
             return [await self._settle_alone(batch[0].params, batch[0].generation_id)]
         firsts: dict[str, _Settlement] = {}
         for op in batch:
             firsts.setdefault(op.params["hold_id"], op)
-        # Rollup rows locked in key order too, so two batches upserting the same rows cannot cycle.
-        ordered = sorted(firsts.values(), key=lambda op: sql.rollup_slot(op.params))
-        settle = _ONE["SETTLE_ONE"]
-        locks = {
-            "key_ids": sorted({op.params["key_id"] for op in ordered}),
-            "account_ids": sorted({op.params["account_id"] for op in ordered}),
-            "hold_ids": sorted(op.params["hold_id"] for op in ordered),
-            "generation_ids": [op.generation_id for op in ordered],
-        }
+        ops = list(firsts.values())
+        many = _ONE["SETTLE_MANY"]
+        posted_query = _ONE["POSTED"]
+        windows = {(op.params["day"], op.params["week"], op.params["month"]) for op in ops}
+        args = many.args(_batch_params([op.params for op in ops])) if len(windows) == 1 else None
+
+        posted_args = posted_query.args({"hold_ids": list(firsts), "generation_ids": [op.generation_id for op in ops]})
 
         async def attempt(conn: Any, retried: bool) -> set[str]:
-            # On a retry the earlier attempt may have committed: SETTLE_ONE then finds its holds
-            # posted and changes nothing, and POSTED still reports them (same generation ids).
-            async with conn.transaction():
-                for name in ("LOCK_HOLDS", "LOCK_KEYS", "LOCK_POOLS"):
-                    await conn.execute(_ONE[name].text, *_ONE[name].args(locks))
-                await conn.executemany(settle.text, [settle.args(op.params) for op in ordered])
-                rows = await conn.fetch(_ONE["POSTED"].text, *_ONE["POSTED"].args(locks))
-            return {row["id"] for row in rows}
+            if args is None:
+                return set()
+            if retried:
+                # The statement is all or nothing: if the earlier attempt committed, every hold of
+                # the batch is posted for its generation, and nothing is to be done again.
+                rows = await conn.fetch(posted_query.text, *posted_args)
+                if rows:
+                    return {row["id"] for row in rows}
+            try:
+                await conn.fetchval(many.text, *args)
+            except asyncpg.DivisionByZeroError:
+                return set()  # some hold was not open: nothing was written
+            return set(firsts)
 
         try:
             posted = await self._run(self._pool, "settle", attempt)

@@ -60,12 +60,26 @@ SETTLE_POOL = (
 )
 RELEASE_POOL = "UPDATE credit_account SET held = held - :release, updated_at = :now WHERE id = :account_id"
 
-SETTLE_KEY = """UPDATE api_key SET held = held - :release, usage = usage + :cost,
-    usage_day = (CASE WHEN day_start = :day THEN usage_day + :cost ELSE :cost END), day_start = :day,
-    usage_week = (CASE WHEN week_start = :week THEN usage_week + :cost ELSE :cost END), week_start = :week,
-    usage_month = (CASE WHEN month_start = :month THEN usage_month + :cost ELSE :cost END), month_start = :month,
-    last_used_at = :now
-    WHERE id = :key_id"""
+
+def settle_key_set(release: str, cost: str, now: str) -> str:
+    """The SET list that counts a settlement against its key's windows (`:day`, `:week`, `:month`):
+    shared by the one-row statement and PostgreSQL's batch, which passes its own column expressions.
+
+    A window only moves forward: a settlement from a window that has already ended (it committed
+    just after one from the next, around midnight) leaves the current window as it is, instead of
+    restarting the old one and losing what the new one had counted. (Dates compare as ISO text on
+    SQLite.)"""
+    windows = []
+    for usage, start, param in (("usage_day", "day_start", ":day"), ("usage_week", "week_start", ":week"),
+                                ("usage_month", "month_start", ":month")):  # fmt: skip
+        windows.append(
+            f"{usage} = (CASE WHEN {start} = {param} THEN {usage} + {cost} WHEN {start} > {param} THEN {usage} "
+            f"ELSE {cost} END), {start} = (CASE WHEN {start} > {param} THEN {start} ELSE {param} END)"
+        )
+    return f"held = held - {release}, usage = usage + {cost}, {', '.join(windows)}, last_used_at = {now}"
+
+
+SETTLE_KEY = f"UPDATE api_key SET {settle_key_set(':release', ':cost', ':now')} WHERE id = :key_id"
 RELEASE_KEY = "UPDATE api_key SET held = held - :release WHERE id = :key_id"
 
 INSERT_USAGE_ENTRY = (
