@@ -357,3 +357,28 @@ async def test_a_batch_whose_answer_is_lost_after_its_commit_is_not_settled_twic
         )
     assert usage == 12 and account.held == 0 and account.balance == 10 * 10**9 - sum(costs)
     await check_ledger(rt)
+
+
+@pytest.mark.parametrize("name", ["SETTLE_ONE", "VOID_ONE", "SETTLE_MANY"])
+async def test_postgres_finds_a_hold_by_its_primary_key(rt, store, name):
+    # The generic plan PostgreSQL caches for a prepared statement once chose the open-holds index
+    # (status, expires_at) for "id = $1 AND status = 'open'", walking every open hold and every
+    # settled hold's dead entry on each settlement. The hot statements must look holds up by id.
+    if rt.db.is_sqlite:
+        pytest.skip("PostgreSQL only")
+    from teamrouter.gateway.store import postgres
+
+    await _reserved(rt, store, 3)
+    statement = postgres._ONE[name]
+    async with store._pool.acquire() as conn:
+        await conn.execute("SET plan_cache_mode = force_generic_plan")
+        try:
+            await conn.execute(f"PREPARE hot AS {statement.text}")
+            nulls = ", ".join(["NULL"] * len(statement.names))
+            plan = "\n".join(r[0] for r in await conn.fetch(f"EXPLAIN EXECUTE hot({nulls})"))
+        finally:
+            await conn.execute("DEALLOCATE ALL")
+            await conn.execute("RESET plan_cache_mode")
+    assert "ix_credit_hold_open" not in plan, plan
+    if name != "SETTLE_MANY":  # a batch may also scan a table this small, which is fine
+        assert "pk_credit_hold" in plan, plan

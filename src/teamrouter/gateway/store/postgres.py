@@ -196,7 +196,7 @@ SETTLE_MANY = (
         ("credit_hold", "generation_id", "generation_ids"),
     )
     + " AS s (hold_id, cost, now, generation_id) "
-    "WHERE credit_hold.id = s.hold_id AND credit_hold.status = 'open' RETURNING 1), "
+    "WHERE credit_hold.id = s.hold_id AND (credit_hold.status = 'open') IS TRUE RETURNING 1), "
     "ok AS (SELECT 1 / (CASE WHEN (SELECT count(*) FROM h) = :expected THEN 1 ELSE 0 END) AS one), "
     f"k AS (UPDATE api_key SET {sql.settle_key_set('ks.release', 'ks.cost', 'ks.now')} FROM "
     + _sums("api_key", "key", "last_used_at")
