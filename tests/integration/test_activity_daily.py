@@ -109,3 +109,16 @@ async def test_bad_dates_are_a_400_naming_date(rt, world, value):
     r = await world.admin.call("GET", "/activity", params={"date": value})
     error = assert_envelope(r, 400, "date")
     assert error["metadata"]["field"] == "date"
+
+
+async def test_provider_name_is_the_catalogs_display_name(rt, world):
+    # As answers and /models/.../endpoints show it; a provider the catalog no longer lists keeps
+    # the slug its rows were stored with.
+    day = TODAY - timedelta(days=2)
+    await record(rt, world.keys["alice"], at=day, model="demo/echo", provider="demo", cost=5)
+    await record(rt, world.keys["alice"], at=day, model="test/chat", provider="gone", cost=7)
+    rows = await activity(world.admin)
+    assert {r["endpoint_id"]: r["provider_name"] for r in rows} == {
+        "demo/echo@demo": "teamrouter demo",
+        "test/chat@gone": "gone",
+    }

@@ -70,3 +70,18 @@ async def test_an_unreachable_server_gives_up_within_the_unreachable_window() ->
     with pytest.raises(ServiceUnavailable):
         await _store()._run(_Pool(refusing=True), "reserve", attempt)
     assert time.monotonic() - started <= postgres.UNREACHABLE_WINDOW
+
+
+async def test_a_deadlock_victim_is_run_again() -> None:
+    # PostgreSQL rolled the statement back whole: running it again is safe (keyed by its hold), and
+    # a reservation that lost a deadlock must not become a 500.
+    calls: list[bool] = []
+
+    async def attempt(conn: Any, retried: bool) -> str:
+        calls.append(retried)
+        if len(calls) <= 2:
+            raise asyncpg.exceptions.DeadlockDetectedError("deadlock detected")
+        return "done"
+
+    assert await _store()._run(_Pool(), "reserve", attempt) == "done"
+    assert calls == [False, True, True]

@@ -21,8 +21,8 @@ def test_per_key_limit_refuses_with_retry_after_and_resets_each_minute():
 
 
 def test_retry_after_rounds_up_to_the_next_window():
-    # 120.4 s into a window that ends at 180: waiting the advertised 60 s lands at 180.4, in the
-    # next window; rounding down to 59 s would land at 179.4, still refused.
+    # 0.4 s into the window 120-180: 59.6 s are left. Waiting the advertised 60 s lands at 180.4, in
+    # the next window; rounding down to 59 s would land at 179.4, still refused.
     now = [120.4]
     limiter = KeyRateLimiter(1, clock=lambda: now[0])
     limiter.count("key")

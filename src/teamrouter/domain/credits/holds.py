@@ -7,9 +7,9 @@ reserve(account A, amount N, key K?, idempotency key I):
     SELECT * FROM credit_hold WHERE idempotency_key = :I      -- replay: same request -> that hold
     UPDATE api_key SET held = held + :N WHERE id = :K AND (spend_limit IS NULL OR
         spend_limit - held - CASE limit_reset
-            WHEN 'daily'   THEN CASE WHEN day_start   = :day   THEN usage_day   ELSE 0 END
-            WHEN 'weekly'  THEN CASE WHEN week_start  = :week  THEN usage_week  ELSE 0 END
-            WHEN 'monthly' THEN CASE WHEN month_start = :month THEN usage_month ELSE 0 END
+            WHEN 'daily'   THEN CASE WHEN day_start   >= :day   THEN usage_day   ELSE 0 END
+            WHEN 'weekly'  THEN CASE WHEN week_start  >= :week  THEN usage_week  ELSE 0 END
+            WHEN 'monthly' THEN CASE WHEN month_start >= :month THEN usage_month ELSE 0 END
             ELSE usage END >= :N)
         rowcount 0 -> 402 key_limit_reached (the whole transaction rolls back)
     UPDATE credit_account SET held = held + :N WHERE id = :A AND balance - held >= :N
@@ -30,8 +30,7 @@ settle(hold H, actual C):
     UPDATE credit_account SET held = held - amount WHERE id = account_id
     post_entry(account_id, -C, 'usage', idempotency_key = 'hold:<H>:usage')   -- see ledger
     UPDATE api_key SET usage = usage + :C,
-        usage_day = CASE WHEN day_start = :day THEN usage_day + :C
-                         WHEN day_start > :day THEN usage_day ELSE :C END,   -- windows only move forward
+        usage_day = CASE WHEN day_start >= :day THEN usage_day + :C ELSE :C END,  -- windows only move forward
         day_start = CASE WHEN day_start > :day THEN day_start ELSE :day END,
         (same for week and month)
         WHERE id = key_id
@@ -93,11 +92,11 @@ def usage_entry_key(hold_id: str) -> str:
 def window_spend_sql(starts: WindowStarts) -> ColumnElement[Any]:
     """The key's spend in its current limit window, as SQL (mirror of `windows.key_window_spend`)."""
     return case(
-        (ApiKey.limit_reset == DAILY, case((ApiKey.day_start == starts.day, ApiKey.usage_day), else_=0)),
-        (ApiKey.limit_reset == WEEKLY, case((ApiKey.week_start == starts.week, ApiKey.usage_week), else_=0)),
+        (ApiKey.limit_reset == DAILY, case((ApiKey.day_start >= starts.day, ApiKey.usage_day), else_=0)),
+        (ApiKey.limit_reset == WEEKLY, case((ApiKey.week_start >= starts.week, ApiKey.usage_week), else_=0)),
         (
             ApiKey.limit_reset == MONTHLY,
-            case((ApiKey.month_start == starts.month, ApiKey.usage_month), else_=0),
+            case((ApiKey.month_start >= starts.month, ApiKey.usage_month), else_=0),
         ),
         else_=ApiKey.usage,
     )
@@ -233,8 +232,8 @@ async def _release(uow: UnitOfWork, *, account_id: str, key_id: str | None, amou
 
 async def _count_usage(uow: UnitOfWork, *, key_id: str, actual: int, now: datetime) -> None:
     """Add spend to the key's counters, rolling stale windows over (SET sees the old row values).
-    Windows only move forward: spend from a window that has already ended leaves the current one
-    as it is (as the gateway's store does, `gateway.store.sql.settle_key_set`)."""
+    Windows only move forward: spend from a window that has already ended counts in the current one
+    (as the gateway's store does, `gateway.store.sql.settle_key_set`)."""
     s = window_starts(now)
     values: dict[str, Any] = {"usage": ApiKey.usage + actual}
     for usage, start, current in (
@@ -242,7 +241,7 @@ async def _count_usage(uow: UnitOfWork, *, key_id: str, actual: int, now: dateti
         (ApiKey.usage_week, ApiKey.week_start, s.week),
         (ApiKey.usage_month, ApiKey.month_start, s.month),
     ):
-        values[usage.key] = case((start == current, usage + actual), (start > current, usage), else_=actual)
+        values[usage.key] = case((start >= current, usage + actual), else_=actual)
         values[start.key] = case((start > current, start), else_=current)
     await uow.session.execute(update(ApiKey).where(ApiKey.id == key_id).values(**values).execution_options(**NO_SYNC))
 

@@ -49,14 +49,19 @@ def window_starts(now: datetime) -> WindowStarts:
 
 
 def key_usage(key: KeyCounters, now: datetime) -> dict[str, int]:
-    """Spend in nano-USD: lifetime and in the current day / week / month (0 for a stale window)."""
+    """Spend in nano-USD: lifetime and in the current day / week / month (0 for a stale window; a
+    window that started after `now`'s, on another instance's clock, is the current one)."""
     starts = window_starts(now)
     return {
         "usage": key.usage or 0,
-        "usage_daily": (key.usage_day or 0) if key.day_start == starts.day else 0,
-        "usage_weekly": (key.usage_week or 0) if key.week_start == starts.week else 0,
-        "usage_monthly": (key.usage_month or 0) if key.month_start == starts.month else 0,
+        "usage_daily": (key.usage_day or 0) if _current(key.day_start, starts.day) else 0,
+        "usage_weekly": (key.usage_week or 0) if _current(key.week_start, starts.week) else 0,
+        "usage_monthly": (key.usage_month or 0) if _current(key.month_start, starts.month) else 0,
     }
+
+
+def _current(start: date | None, now_start: date) -> bool:
+    return start is not None and start >= now_start
 
 
 def key_window_spend(key: KeyCounters, now: datetime) -> int:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import operator
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -23,12 +22,10 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 import asyncpg
-from sqlalchemy.dialects import postgresql
 
 from teamrouter.errors import ServiceUnavailable, database_unavailable
-from teamrouter.gateway.store import sql
+from teamrouter.gateway.store import pg_sql, sql
 from teamrouter.gateway.store.base import GenerationRecord, Hold, Refusal
-from teamrouter.storage.models import metadata
 
 
 class _Statement:
@@ -42,220 +39,13 @@ class _Statement:
 _S = {name: _Statement(getattr(sql, name)) for name in sql.STATEMENTS}
 
 
-_DIALECT = postgresql.dialect()  # type: ignore[no-untyped-call]  # SQLAlchemy's stub leaves it untyped
-
-
-def _cast(table: str, column: str, param: str) -> str:
-    """`CAST(:param AS <column type>)`: in INSERT … SELECT PostgreSQL cannot infer parameter types."""
-    kind = metadata.tables[table].c[column].type.compile(dialect=_DIALECT)
-    return f"CAST(:{param} AS {kind})"
-
-
-def _insert_select(table: str, columns: tuple[str, ...], params: tuple[str, ...], tail: str) -> str:
-    values = ", ".join(
-        p if p.startswith(("'", "a.", "1")) else _cast(table, c, p) for c, p in zip(columns, params, strict=True)
-    )
-    return f"INSERT INTO {table} ({', '.join(columns)}) SELECT {values} {tail}"
-
-
-_HOLD_COLUMNS = ("id", "account_id", "key_id", "amount", "status", "idempotency_key", "created_at", "expires_at")
-_ROLLUP_COLUMNS = (
-    "hour", "account_id", "key_id", "user_id", "model", "provider", "requests", "tokens_prompt",
-    "tokens_completion", "tokens_reasoning", "tokens_cached", "cost",
-)  # fmt: skip
-
-# Reserve in one statement, so one round trip and one commit: the key's guarded UPDATE, then the
-# pool's only if the key's succeeded, then the hold row. Rows are locked key first, then pool: the
-# order every writer takes them in (see SETTLE_ONE); the opposite order deadlocked under A1. (The new
-# hold row is nobody else's yet: it cannot be waited for.) A statement is all or nothing, so when the pool
-# refuses after the key agreed, the final SELECT divides by zero on purpose: the error rolls back
-# the key's hold.
-RESERVE_ONE = (
-    f"WITH k AS ({sql.RESERVE_KEY} RETURNING 1), "
-    f"a AS ({sql.RESERVE_POOL} AND EXISTS (SELECT 1 FROM k) RETURNING 1), "
-    "h AS ("
-    + _insert_select(
-        "credit_hold",
-        _HOLD_COLUMNS,
-        ("hold_id", "account_id", "key_id", "amount", "'open'", "idempotency_key", "now", "expires_at"),
-        "WHERE EXISTS (SELECT 1 FROM a) RETURNING 1",
-    )
-    + ") SELECT CASE WHEN (SELECT count(*) FROM k) = 0 THEN 0 "
-    "ELSE 1 / (SELECT count(*) FROM a) + (SELECT count(*) FROM h) END"
-)
-
-# Settle in one statement (atomic on its own): every write is gated on flipping the hold from open.
-# Each data-modifying CTE reads the one before it, so PostgreSQL runs them in exactly this order
-# (it documents none for CTEs that do not depend on each other): hold, key, pool, ledger, activity,
-# rollup. That is the lock order every writer of these rows follows (reservations: key, pool; the
-# sweeper: holds, keys, pools; a batch of settlements: all its holds, keys, pools, then rollups),
-# so none can wait on another in a cycle. (Left to itself, PostgreSQL locked the rollup row first.)
-SETTLE_ONE = (
-    f"WITH h AS ({sql.POST_HOLD} RETURNING 1), "
-    f"k AS ({sql.SETTLE_KEY} AND EXISTS (SELECT 1 FROM h) RETURNING 1), "
-    "a AS (UPDATE credit_account SET held = held - :release, balance = balance - :cost, updated_at = :now "
-    "WHERE id = :account_id AND EXISTS (SELECT 1 FROM k) RETURNING balance), "
-    "le AS ("
-    + _insert_select(
-        "ledger_entry",
-        (
-            "id",
-            "account_id",
-            "amount",
-            "kind",
-            "idempotency_key",
-            "transaction_id",
-            "balance_after",
-            "hold_id",
-            "generation_id",
-            "created_at",
-        ),
-        (
-            "entry_id",
-            "account_id",
-            "amount",
-            "'usage'",
-            "idempotency_key",
-            "entry_id",
-            "a.balance",
-            "hold_id",
-            "generation_id",
-            "now",
-        ),
-        "FROM a RETURNING 1",
-    )
-    + "), g AS ("
-    + _insert_select(
-        "generation",
-        sql.GENERATION_COLUMNS,
-        tuple("g_" + c for c in sql.GENERATION_COLUMNS),
-        "WHERE EXISTS (SELECT 1 FROM le) RETURNING 1",
-    )
-    + "), r AS ("
-    + _insert_select(
-        "usage_rollup",
-        _ROLLUP_COLUMNS,
-        (
-            "hour",
-            "account_id",
-            "key_id",
-            "user_id",
-            "model",
-            "provider",
-            "1",
-            "tokens_prompt",
-            "tokens_completion",
-            "tokens_reasoning",
-            "tokens_cached",
-            "cost",
-        ),
-        "WHERE EXISTS (SELECT 1 FROM g) " + sql.UPSERT_ROLLUP[sql.UPSERT_ROLLUP.index("ON CONFLICT") :],
-    )
-    + ") SELECT count(*) FROM h"
-)
-
-
-def _unnest(*columns: tuple[str, str, str]) -> str:
-    """`unnest(CAST(:param AS <column type>[]), …)` for (table, column, param) triples: a batch's rows
-    as one array parameter per column."""
-    arrays = []
-    for table, column, param in columns:
-        kind = metadata.tables[table].c[column].type.compile(dialect=_DIALECT)
-        arrays.append(f"CAST(:{param} AS {kind}[])")
-    return f"unnest({', '.join(arrays)})"
-
-
-def _sums(table: str, prefix: str, touched: str) -> str:
-    """The batch's sums per row of `table` (keys, pools): id, release, cost, and the latest time."""
-    return _unnest(
-        (table, "id", f"{prefix}_ids"),
-        ("credit_hold", "amount", f"{prefix}_releases"),
-        ("credit_hold", "amount", f"{prefix}_costs"),
-        (table, touched, f"{prefix}_nows"),
-    )
-
-
-# A batch of settlements in one statement, so one round trip and one commit: the rows that a batch
-# locks (holds, keys, pools, rollups) stay locked only while it runs and its WAL flushes, where a
-# transaction of separate statements held them over seven round trips while every reservation of
-# the pool queued behind them. Every write is gated on flipping all the batch's holds from open: if
-# any was not (expired by the sweeper, settled before), the SELECT divides by zero on purpose, the
-# statement rolls back whole, and the batch goes one by one through SETTLE_ONE. The CTEs read each
-# other in the lock order of SETTLE_ONE (holds, keys, pools, then rollups); each array is sorted by
-# the row it locks, so two batches take their rows in the same order. Keys and pools get one update
-# each with the batch's sums (an UPDATE cannot change a row twice); the caller sends only batches
-# within one set of spend windows. Each ledger entry's balance_after is the pool's new balance plus
-# the costs of the entries after it (`later`), as if the batch had been posted one by one.
-SETTLE_MANY = (
-    "WITH h AS (UPDATE credit_hold SET status = 'posted', posted_amount = s.cost, resolved_at = s.now, "
-    "generation_id = s.generation_id FROM "
-    + _unnest(
-        ("credit_hold", "id", "hold_ids"),
-        ("credit_hold", "posted_amount", "hold_costs"),
-        ("credit_hold", "resolved_at", "hold_nows"),
-        ("credit_hold", "generation_id", "generation_ids"),
-    )
-    + " AS s (hold_id, cost, now, generation_id) "
-    "WHERE credit_hold.id = s.hold_id AND (credit_hold.status = 'open') IS TRUE RETURNING 1), "
-    "ok AS (SELECT 1 / (CASE WHEN (SELECT count(*) FROM h) = :expected THEN 1 ELSE 0 END) AS one), "
-    f"k AS (UPDATE api_key SET {sql.settle_key_set('ks.release', 'ks.cost', 'ks.now')} FROM "
-    + _sums("api_key", "key", "last_used_at")
-    + " AS ks (key_id, release, cost, now) "
-    "WHERE api_key.id = ks.key_id AND (SELECT one FROM ok) = 1 RETURNING 1), "
-    "a AS (UPDATE credit_account SET held = held - p.release, balance = balance - p.cost, updated_at = p.now FROM "
-    + _sums("credit_account", "account", "updated_at")
-    + " AS p (account_id, release, cost, now) "
-    "WHERE credit_account.id = p.account_id AND EXISTS (SELECT 1 FROM k) "
-    "RETURNING credit_account.id, credit_account.balance), "
-    "le AS (INSERT INTO ledger_entry (id, account_id, amount, kind, idempotency_key, transaction_id, "
-    "balance_after, hold_id, generation_id, created_at) "
-    "SELECT e.id, e.account_id, e.amount, 'usage', e.idempotency_key, e.id, a.balance + e.later, e.hold_id, "
-    "e.generation_id, e.created_at FROM "
-    + _unnest(
-        *(
-            ("ledger_entry", c, f"entry_{c}")
-            for c in ("id", "account_id", "amount", "idempotency_key", "hold_id", "generation_id", "created_at")
-        ),
-        ("ledger_entry", "balance_after", "entry_later"),
-    )
-    + " AS e (id, account_id, amount, idempotency_key, hold_id, generation_id, created_at, later) "
-    "JOIN a ON a.id = e.account_id RETURNING 1), "
-    f"g AS (INSERT INTO generation ({', '.join(sql.GENERATION_COLUMNS)}) SELECT * FROM "
-    + _unnest(*(("generation", c, f"g_{c}") for c in sql.GENERATION_COLUMNS))
-    + " AS gen WHERE EXISTS (SELECT 1 FROM le) RETURNING 1), "
-    f"r AS (INSERT INTO usage_rollup ({', '.join(_ROLLUP_COLUMNS)}) SELECT * FROM "
-    + _unnest(*(("usage_rollup", c, f"r_{c}") for c in _ROLLUP_COLUMNS))
-    + " AS roll WHERE EXISTS (SELECT 1 FROM g) "
-    + sql.UPSERT_ROLLUP[sql.UPSERT_ROLLUP.index("ON CONFLICT") :]
-    + ") SELECT count(*) FROM h"
-)
-
-# Void in one statement (one round trip, where BEGIN, three statements and COMMIT took five: 0.85 ms
-# p50 here), in the same lock order: hold, key, pool, each CTE reading the one before it. Key rows
-# are never deleted (soft delete), so the key's update always finds its row.
-VOID_ONE = (
-    f"WITH h AS ({sql.VOID_HOLD} RETURNING 1), "
-    f"k AS ({sql.RELEASE_KEY} AND EXISTS (SELECT 1 FROM h) RETURNING 1), "
-    f"a AS ({sql.RELEASE_POOL} AND EXISTS (SELECT 1 FROM k) RETURNING 1) "
-    "SELECT count(*) FROM a"
-)
-
-# Only read when an attempt is retried: what the earlier attempt, whose outcome is unknown, did.
-HOLD_STATE = "SELECT status, generation_id FROM credit_hold WHERE id = :hold_id"
-
-# Which holds of a batch an earlier attempt of SETTLE_MANY posted, when its connection died.
-POSTED = (
-    "SELECT id FROM credit_hold WHERE id = ANY(:hold_ids) AND status = 'posted' "
-    "AND generation_id = ANY(:generation_ids)"
-)
-
 _ONE = {
-    "RESERVE_ONE": _Statement(RESERVE_ONE),
-    "SETTLE_ONE": _Statement(SETTLE_ONE),
-    "VOID_ONE": _Statement(VOID_ONE),
-    "SETTLE_MANY": _Statement(SETTLE_MANY),
-    "HOLD_STATE": _Statement(HOLD_STATE),
-    "POSTED": _Statement(POSTED),
+    "RESERVE_ONE": _Statement(pg_sql.RESERVE_ONE),
+    "SETTLE_ONE": _Statement(pg_sql.SETTLE_ONE),
+    "VOID_ONE": _Statement(pg_sql.VOID_ONE),
+    "SETTLE_MANY": _Statement(pg_sql.SETTLE_MANY),
+    "HOLD_STATE": _Statement(pg_sql.HOLD_STATE),
+    "POSTED": _Statement(pg_sql.POSTED),
 }
 
 # Settlements written by one transaction at most (one WAL flush for all of them).
@@ -294,6 +84,9 @@ _LOST = (
 )
 
 
+# The server rolled the statement back to break a deadlock or a serialization conflict.
+_TRANSIENT = (asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.SerializationError)
+
 APPLICATION_NAME = "teamrouter-gateway"
 
 
@@ -311,68 +104,6 @@ async def _keep_session(_connection: Any) -> None:
 def _rows(status: str) -> int:
     # asyncpg returns the command tag, e.g. "UPDATE 1".
     return int(status.rsplit(" ", 1)[-1])
-
-
-def _batch_params(batch: list[dict[str, Any]]) -> dict[str, Any]:
-    """SETTLE_MANY's parameters from settlements of distinct holds in one set of spend windows: one
-    array per column, each sorted by the row it locks; keys, pools and rollup rows summed."""
-    by_hold = sorted(batch, key=operator.itemgetter("hold_id"))
-    params: dict[str, Any] = {
-        "expected": len(batch),
-        "hold_ids": [p["hold_id"] for p in by_hold],
-        "hold_costs": [p["cost"] for p in by_hold],
-        "hold_nows": [p["now"] for p in by_hold],
-        "generation_ids": [p["generation_id"] for p in by_hold],
-        "day": batch[0]["day"],
-        "week": batch[0]["week"],
-        "month": batch[0]["month"],
-    }
-    for prefix, field in (("key", "key_id"), ("account", "account_id")):
-        releases: dict[str, int] = {}
-        costs: dict[str, int] = {}
-        latest: dict[str, Any] = {}
-        for p in batch:
-            row = p[field]
-            releases[row] = releases.get(row, 0) + p["release"]
-            costs[row] = costs.get(row, 0) + p["cost"]
-            latest[row] = max(latest.get(row, p["now"]), p["now"])
-        ids = sorted(releases)
-        params[f"{prefix}_ids"] = ids
-        params[f"{prefix}_releases"] = [releases[i] for i in ids]
-        params[f"{prefix}_costs"] = [costs[i] for i in ids]
-        params[f"{prefix}_nows"] = [latest[i] for i in ids]
-    # Each entry's balance is the pool's new balance plus the costs posted after it in the batch.
-    later: list[int] = []
-    after: dict[str, int] = {}
-    for p in reversed(batch):
-        later.append(after.get(p["account_id"], 0))
-        after[p["account_id"]] = after.get(p["account_id"], 0) + p["cost"]
-    later.reverse()
-    params["entry_later"] = later
-    for column, field in _ENTRY_FIELDS:
-        params[f"entry_{column}"] = [p[field] for p in batch]
-    for column in sql.GENERATION_COLUMNS:
-        params[f"g_{column}"] = [p[f"g_{column}"] for p in batch]
-    rollups: dict[tuple[Any, ...], dict[str, Any]] = {}
-    for p in batch:
-        slot = sql.rollup_slot(p)
-        summed = rollups.get(slot)
-        if summed is None:
-            rollups[slot] = {c: p[c] for c in _ROLLUP_COLUMNS}
-        else:
-            for c in _ROLLUP_COLUMNS[6:]:  # the counters, after the six columns of the row's identity
-                summed[c] += p[c]
-    ordered = [rollups[slot] for slot in sorted(rollups)]
-    for column in _ROLLUP_COLUMNS:
-        params[f"r_{column}"] = [r[column] for r in ordered]
-    return params
-
-
-# The ledger entry's columns in SETTLE_MANY, from the settle parameters' names.
-_ENTRY_FIELDS = (
-    ("id", "entry_id"), ("account_id", "account_id"), ("amount", "amount"), ("idempotency_key", "idempotency_key"),
-    ("hold_id", "hold_id"), ("generation_id", "generation_id"), ("created_at", "now"),
-)  # fmt: skip
 
 
 class PostgresStore:
@@ -431,6 +162,17 @@ class PostgresStore:
                         with contextlib.suppress(asyncpg.InterfaceError):
                             conn.terminate()
                         raise
+            except _TRANSIENT as exc:
+                # Rolled back whole by the server (the connection is fine): safe to run again, as
+                # every operation is keyed by its hold. The lock order makes these rare.
+                delay = next(retries, None)
+                if delay is None or time.monotonic() - first + delay > KILLED_WINDOW:
+                    raise
+                log.warning("%s during %s: retrying", type(exc).__name__, what)
+                await asyncio.sleep(delay)
+                retried = True
+                attempts += 1
+                continue
             except _LOST as exc:
                 if isinstance(exc, asyncpg.InterfaceError) and "closed" not in str(exc):
                     raise  # a misuse of the connection, not an outage
@@ -545,13 +287,12 @@ class PostgresStore:
         many = _ONE["SETTLE_MANY"]
         posted_query = _ONE["POSTED"]
         windows = {(op.params["day"], op.params["week"], op.params["month"]) for op in ops}
-        args = many.args(_batch_params([op.params for op in ops])) if len(windows) == 1 else None
+        args = many.args(pg_sql.batch_params([op.params for op in ops])) if len(windows) == 1 else None
 
         posted_args = posted_query.args({"hold_ids": list(firsts), "generation_ids": [op.generation_id for op in ops]})
 
         async def attempt(conn: Any, retried: bool) -> set[str]:
-            if args is None:
-                return set()
+            assert args is not None
             if retried:
                 # The statement is all or nothing: if the earlier attempt committed, every hold of
                 # the batch is posted for its generation, and nothing is to be done again.
@@ -561,11 +302,15 @@ class PostgresStore:
             try:
                 await conn.fetchval(many.text, *args)
             except asyncpg.DivisionByZeroError:
+                if retried:
+                    # The earlier attempt's server process may have committed after this attempt
+                    # looked (a timed-out statement whose cancel never arrived): ask again.
+                    return {row["id"] for row in await conn.fetch(posted_query.text, *posted_args)}
                 return set()  # some hold was not open: nothing was written
             return set(firsts)
 
         try:
-            posted = await self._run(self._pool, "settle", attempt)
+            posted = await self._run(self._pool, "settle", attempt) if args is not None else set()
         except ServiceUnavailable:
             raise
         except Exception:

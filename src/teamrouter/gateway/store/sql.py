@@ -18,11 +18,13 @@ from teamrouter.ids import new_id
 
 __all__ = ["usage_idempotency_key"]
 
-# The current window's spend for the key's limit_reset (lifetime when NULL).
+# The current window's spend for the key's limit_reset (lifetime when NULL). A window that started
+# after the request's own (another instance's clock is a little ahead, around midnight) counts too:
+# windows only move forward (`settle_key_set`), and its spend is the one a limit must not exceed.
 _WINDOW_SPEND = """(CASE limit_reset
-    WHEN 'daily' THEN (CASE WHEN day_start = :day THEN usage_day ELSE 0 END)
-    WHEN 'weekly' THEN (CASE WHEN week_start = :week THEN usage_week ELSE 0 END)
-    WHEN 'monthly' THEN (CASE WHEN month_start = :month THEN usage_month ELSE 0 END)
+    WHEN 'daily' THEN (CASE WHEN day_start >= :day THEN usage_day ELSE 0 END)
+    WHEN 'weekly' THEN (CASE WHEN week_start >= :week THEN usage_week ELSE 0 END)
+    WHEN 'monthly' THEN (CASE WHEN month_start >= :month THEN usage_month ELSE 0 END)
     ELSE usage END)"""
 
 RESERVE_POOL = (
@@ -71,16 +73,17 @@ def settle_key_set(release: str, cost: str, now: str) -> str:
     """The SET list that counts a settlement against its key's windows (`:day`, `:week`, `:month`):
     shared by the one-row statement and PostgreSQL's batch, which passes its own column expressions.
 
-    A window only moves forward: a settlement from a window that has already ended (it committed
-    just after one from the next, around midnight) leaves the current window as it is, instead of
-    restarting the old one and losing what the new one had counted. (Dates compare as ISO text on
+    A window only moves forward. A settlement from a window that has already ended (it committed just
+    after one from the next, around midnight, or its instance's clock is behind) counts in the
+    current window instead of restarting the old one, which would drop what the new one had counted:
+    a limit may then stop a little early around midnight, never late. (Dates compare as ISO text on
     SQLite.)"""
     windows = []
     for usage, start, param in (("usage_day", "day_start", ":day"), ("usage_week", "week_start", ":week"),
                                 ("usage_month", "month_start", ":month")):  # fmt: skip
         windows.append(
-            f"{usage} = (CASE WHEN {start} = {param} THEN {usage} + {cost} WHEN {start} > {param} THEN {usage} "
-            f"ELSE {cost} END), {start} = (CASE WHEN {start} > {param} THEN {start} ELSE {param} END)"
+            f"{usage} = (CASE WHEN {start} >= {param} THEN {usage} + {cost} ELSE {cost} END), "
+            f"{start} = (CASE WHEN {start} > {param} THEN {start} ELSE {param} END)"
         )
     return f"held = held - {release}, usage = usage + {cost}, {', '.join(windows)}, last_used_at = {now}"
 
