@@ -18,10 +18,13 @@ from teamrouter.storage.models import metadata
 _DIALECT = postgresql.dialect()  # type: ignore[no-untyped-call]  # SQLAlchemy's stub leaves it untyped
 
 
+def _type(table: str, column: str) -> str:
+    return str(metadata.tables[table].c[column].type.compile(dialect=_DIALECT))
+
+
 def _cast(table: str, column: str, param: str) -> str:
     """`CAST(:param AS <column type>)`: in INSERT … SELECT PostgreSQL cannot infer parameter types."""
-    kind = metadata.tables[table].c[column].type.compile(dialect=_DIALECT)
-    return f"CAST(:{param} AS {kind})"
+    return f"CAST(:{param} AS {_type(table, column)})"
 
 
 def _insert_select(table: str, columns: tuple[str, ...], params: tuple[str, ...], tail: str) -> str:
@@ -32,9 +35,9 @@ def _insert_select(table: str, columns: tuple[str, ...], params: tuple[str, ...]
 
 
 _HOLD_COLUMNS = ("id", "account_id", "key_id", "amount", "status", "idempotency_key", "created_at", "expires_at")
-_ROLLUP_COLUMNS = (
-    "hour", "account_id", "key_id", "user_id", "model", "provider", "requests", "tokens_prompt",
-    "tokens_completion", "tokens_reasoning", "tokens_cached", "cost",
+_LEDGER_COLUMNS = (
+    "id", "account_id", "amount", "kind", "idempotency_key", "transaction_id", "balance_after", "hold_id",
+    "generation_id", "created_at",
 )  # fmt: skip
 
 # Reserve in one statement, so one round trip and one commit: the key's guarded UPDATE, then the
@@ -66,23 +69,12 @@ RESERVE_ONE = (
 SETTLE_ONE = (
     f"WITH h AS ({sql.POST_HOLD} RETURNING 1), "
     f"k AS ({sql.SETTLE_KEY} AND EXISTS (SELECT 1 FROM h) RETURNING 1), "
-    "a AS (UPDATE credit_account SET held = held - :release, balance = balance - :cost, updated_at = :now "
+    f"a AS (UPDATE credit_account SET {sql.settle_pool_set(':release', ':cost', ':now')} "
     "WHERE id = :account_id AND EXISTS (SELECT 1 FROM k) RETURNING balance), "
     "le AS ("
     + _insert_select(
         "ledger_entry",
-        (
-            "id",
-            "account_id",
-            "amount",
-            "kind",
-            "idempotency_key",
-            "transaction_id",
-            "balance_after",
-            "hold_id",
-            "generation_id",
-            "created_at",
-        ),
+        _LEDGER_COLUMNS,
         (
             "entry_id",
             "account_id",
@@ -107,7 +99,7 @@ SETTLE_ONE = (
     + "), r AS ("
     + _insert_select(
         "usage_rollup",
-        _ROLLUP_COLUMNS,
+        sql.ROLLUP_COLUMNS,
         (
             "hour",
             "account_id",
@@ -131,10 +123,7 @@ SETTLE_ONE = (
 def _unnest(*columns: tuple[str, str, str]) -> str:
     """`unnest(CAST(:param AS <column type>[]), …)` for (table, column, param) triples: a batch's rows
     as one array parameter per column."""
-    arrays = []
-    for table, column, param in columns:
-        kind = metadata.tables[table].c[column].type.compile(dialect=_DIALECT)
-        arrays.append(f"CAST(:{param} AS {kind}[])")
+    arrays = (f"CAST(:{param} AS {_type(table, column)}[])" for table, column, param in columns)
     return f"unnest({', '.join(arrays)})"
 
 
@@ -181,13 +170,12 @@ SETTLE_MANY = (
     "WHERE api_key.id = ks.key_id AND (SELECT count(*) FROM lk) > 0 RETURNING 1), "
     "la AS (SELECT id FROM credit_account WHERE id = ANY(CAST(:account_ids AS VARCHAR[])) "
     "AND (SELECT count(*) FROM k) > 0 ORDER BY id FOR UPDATE), "
-    "a AS (UPDATE credit_account SET held = held - p.release, balance = balance - p.cost, updated_at = p.now FROM "
+    f"a AS (UPDATE credit_account SET {sql.settle_pool_set('p.release', 'p.cost', 'p.now')} FROM "
     + _sums("credit_account", "account", "updated_at")
     + " AS p (account_id, release, cost, now) "
     "WHERE credit_account.id = p.account_id AND (SELECT count(*) FROM la) > 0 "
     "RETURNING credit_account.id, credit_account.balance), "
-    "le AS (INSERT INTO ledger_entry (id, account_id, amount, kind, idempotency_key, transaction_id, "
-    "balance_after, hold_id, generation_id, created_at) "
+    f"le AS (INSERT INTO ledger_entry ({', '.join(_LEDGER_COLUMNS)}) "
     "SELECT e.id, e.account_id, e.amount, 'usage', e.idempotency_key, e.id, a.balance + e.later, e.hold_id, "
     "e.generation_id, e.created_at FROM "
     + _unnest(
@@ -202,8 +190,8 @@ SETTLE_MANY = (
     f"g AS (INSERT INTO generation ({', '.join(sql.GENERATION_COLUMNS)}) SELECT * FROM "
     + _unnest(*(("generation", c, f"g_{c}") for c in sql.GENERATION_COLUMNS))
     + " AS gen WHERE (SELECT count(*) FROM le) > 0 RETURNING 1), "
-    f"r AS (INSERT INTO usage_rollup ({', '.join(_ROLLUP_COLUMNS)}) SELECT * FROM "
-    + _unnest(*(("usage_rollup", c, f"r_{c}") for c in _ROLLUP_COLUMNS))
+    f"r AS (INSERT INTO usage_rollup ({', '.join(sql.ROLLUP_COLUMNS)}) SELECT * FROM "
+    + _unnest(*(("usage_rollup", c, f"r_{c}") for c in sql.ROLLUP_COLUMNS))
     + " AS roll WHERE (SELECT count(*) FROM g) > 0 "
     + sql.UPSERT_ROLLUP[sql.UPSERT_ROLLUP.index("ON CONFLICT") :]
     + ") SELECT count(*) FROM h"
@@ -269,17 +257,8 @@ def batch_params(batch: list[dict[str, Any]]) -> dict[str, Any]:
         params[f"entry_{column}"] = [p[field] for p in batch]
     for column in sql.GENERATION_COLUMNS:
         params[f"g_{column}"] = [p[f"g_{column}"] for p in batch]
-    rollups: dict[tuple[Any, ...], dict[str, Any]] = {}
-    for p in batch:
-        slot = sql.rollup_slot(p)
-        summed = rollups.get(slot)
-        if summed is None:
-            rollups[slot] = {c: p[c] for c in _ROLLUP_COLUMNS}
-        else:
-            for c in _ROLLUP_COLUMNS[6:]:  # the counters, after the six columns of the row's identity
-                summed[c] += p[c]
-    ordered = [rollups[slot] for slot in sorted(rollups)]
-    for column in _ROLLUP_COLUMNS:
+    ordered = sql.sum_rollups(batch)
+    for column in sql.ROLLUP_COLUMNS:
         params[f"r_{column}"] = [r[column] for r in ordered]
     return params
 

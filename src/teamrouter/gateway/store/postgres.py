@@ -162,30 +162,28 @@ class PostgresStore:
                         with contextlib.suppress(asyncpg.InterfaceError):
                             conn.terminate()
                         raise
-            except _TRANSIENT as exc:
-                # Rolled back whole by the server (the connection is fine): safe to run again, as
-                # every operation is keyed by its hold. The lock order makes these rare.
-                delay = next(retries, None)
-                if delay is None or time.monotonic() - first + delay > KILLED_WINDOW:
-                    raise
-                log.warning("%s during %s: retrying", type(exc).__name__, what)
-                await asyncio.sleep(delay)
-                retried = True
-                attempts += 1
-                continue
-            except _LOST as exc:
+            except _LOST + _TRANSIENT as exc:
                 if isinstance(exc, asyncpg.InterfaceError) and "closed" not in str(exc):
                     raise  # a misuse of the connection, not an outage
+                # A transient error was rolled back whole by the server (the connection is fine):
+                # safe to run again, as every operation is keyed by its hold; the lock order makes
+                # these rare, and one that persists is raised as it is.
+                transient = isinstance(exc, _TRANSIENT)
                 delay = next(retries, None)
                 elapsed = time.monotonic() - first
-                window = KILLED_WINDOW if killed else UNREACHABLE_WINDOW
+                window = KILLED_WINDOW if killed or transient else UNREACHABLE_WINDOW
                 if delay is None or elapsed + delay > window:
+                    if transient:
+                        raise
                     log.warning(
                         "database unreachable during %s (%s): giving up after %d attempts in %.2f s",
                         what, type(exc).__name__, attempts, elapsed,
                     )  # fmt: skip
                     raise database_unavailable() from exc
-                log.warning("database connection lost during %s (%s): retrying", what, type(exc).__name__)
+                if transient:
+                    log.warning("%s during %s: retrying", type(exc).__name__, what)
+                else:
+                    log.warning("database connection lost during %s (%s): retrying", what, type(exc).__name__)
             await asyncio.sleep(delay)
             retried = True
             attempts += 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import operator
 import re
+from collections.abc import Iterable, Mapping
 from datetime import date
 from typing import Any
 
@@ -62,9 +63,14 @@ POST_EXPIRED_HOLD = (
 )
 VOID_HOLD = f"UPDATE credit_hold SET status = 'voided', resolved_at = :now WHERE id = :hold_id AND {OPEN}"
 
+
+def settle_pool_set(release: str, cost: str, now: str) -> str:
+    """The SET list that posts a settlement to its pool (as `settle_key_set` for its key)."""
+    return f"held = held - {release}, balance = balance - {cost}, updated_at = {now}"
+
+
 SETTLE_POOL = (
-    "UPDATE credit_account SET held = held - :release, balance = balance - :cost, updated_at = :now "
-    "WHERE id = :account_id RETURNING balance"
+    f"UPDATE credit_account SET {settle_pool_set(':release', ':cost', ':now')} WHERE id = :account_id RETURNING balance"
 )
 RELEASE_POOL = "UPDATE credit_account SET held = held - :release, updated_at = :now WHERE id = :account_id"
 
@@ -121,8 +127,28 @@ UPSERT_ROLLUP = """INSERT INTO usage_rollup (hour, account_id, key_id, user_id, 
     tokens_cached = usage_rollup.tokens_cached + excluded.tokens_cached,
     cost = usage_rollup.cost + excluded.cost"""
 
-# A rollup row's identity (its primary key), from its parameters.
-rollup_slot = operator.itemgetter("hour", "account_id", "key_id", "user_id", "model", "provider")
+# A rollup row's identity (its primary key) and its counters; `rollup_slot` reads the identity from
+# a row's parameters.
+ROLLUP_IDENTITY = ("hour", "account_id", "key_id", "user_id", "model", "provider")
+ROLLUP_COUNTERS = ("requests", "tokens_prompt", "tokens_completion", "tokens_reasoning", "tokens_cached", "cost")
+ROLLUP_COLUMNS = ROLLUP_IDENTITY + ROLLUP_COUNTERS
+rollup_slot = operator.itemgetter(*ROLLUP_IDENTITY)
+
+
+def sum_rollups(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """A batch's rollup rows, one per slot with its counters summed, in slot order (an upsert may
+    not change one row twice in a statement, and sorted rows are locked in one order)."""
+    summed: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for row in rows:
+        slot = rollup_slot(row)
+        total = summed.get(slot)
+        if total is None:
+            summed[slot] = {c: row[c] for c in ROLLUP_COLUMNS}
+        else:
+            for c in ROLLUP_COUNTERS:
+                total[c] += row[c]
+    return [summed[slot] for slot in sorted(summed)]
+
 
 # Every statement above, by name: each store prepares them all once.
 STATEMENTS = (

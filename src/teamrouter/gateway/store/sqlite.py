@@ -326,20 +326,11 @@ class SqliteStore:
             raise _Fallback  # some hold was not open (expired, raced, repeated): go one by one
         accounts: dict[str, list[_Op]] = {}
         keys: dict[tuple[Any, ...], list[_Op]] = {}
-        rollups: dict[tuple[Any, ...], dict[str, Any]] = {}
         for op in settles:
             p = op.params
             accounts.setdefault(p["account_id"], []).append(op)
             keys.setdefault((p["key_id"], p["day"], p["week"], p["month"]), []).append(op)
-            r = op.rollup
-            assert r is not None
-            slot = sql.rollup_slot(r)
-            total = rollups.get(slot)
-            if total is None:
-                rollups[slot] = dict(r)
-            else:
-                for field in _ROLLUP_SUMS:
-                    total[field] += r[field]
+        rollups = sql.sum_rollups(op.rollup for op in settles if op.rollup is not None)
         for ops in accounts.values():
             balance = self._value("SETTLE_POOL", _summed(ops))
             # Each entry records the balance right after it, as if posted one by one in queue order.
@@ -348,7 +339,7 @@ class SqliteStore:
                 balance += op.params["cost"]
         for ops in keys.values():
             self._run("SETTLE_KEY", _summed(ops))
-        for name, rows in (("INSERT_USAGE_ENTRY", [op.params for op in settles]), ("UPSERT_ROLLUP", rollups.values())):
+        for name, rows in (("INSERT_USAGE_ENTRY", [op.params for op in settles]), ("UPSERT_ROLLUP", rollups)):
             statement = _S[name]
             conn.executemany(statement.text, [statement.args(row) for row in rows])
         conn.executemany(_S["INSERT_GENERATION"].text, [op.generation for op in settles if op.generation])
@@ -471,9 +462,6 @@ class SqliteStore:
             self._background.close()
         self._checkpoint()
         self._conn.close()
-
-
-_ROLLUP_SUMS = ("requests", "tokens_prompt", "tokens_completion", "tokens_reasoning", "tokens_cached", "cost")
 
 
 def _summed(ops: list[_Op]) -> dict[str, Any]:
