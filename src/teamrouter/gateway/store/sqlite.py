@@ -37,6 +37,8 @@ LOCK_WAIT_SECONDS = 30.0
 LOCK_RETRY_SECONDS = 0.0001
 # Operations committed together at most; bounds how long one batch holds the loop.
 MAX_BATCH = 64
+# Passes of the event loop the writer lets run before it takes a batch, while each brings new work.
+GATHER_PASSES = 8
 
 
 class _Statement:
@@ -396,6 +398,7 @@ class SqliteStore:
                 continue  # the inline path wakes us again when it is done
             self._busy = True
             try:
+                await self._gather()
                 while not self._queue.empty():
                     batch = [self._queue.get_nowait()]
                     while len(batch) < MAX_BATCH and not self._queue.empty():
@@ -413,6 +416,20 @@ class SqliteStore:
                         self._passive = asyncio.ensure_future(asyncio.to_thread(self._passive_checkpoint))
             finally:
                 self._done_with_connection()
+
+    async def _gather(self) -> None:
+        """Before taking a batch, let the requests already under way reach the queue: each pass of
+        the event loop (no timer) runs those that are ready up to their store call. A batch costs
+        about one COMMIT whatever its size, and without this the writer took whatever had queued
+        during the last one: ~7 operations at concurrency 32, ~1 at 4, each paying its own COMMIT.
+        Stops at the first pass that brings nothing new, so work arriving alone waits one pass."""
+        for _ in range(GATHER_PASSES):
+            queued = self._queue.qsize()
+            if queued == 0 or queued >= MAX_BATCH:
+                return
+            await asyncio.sleep(0)
+            if self._queue.qsize() == queued:
+                return
 
     async def _commit_batch(self, batch: list[_Op]) -> None:
         conn = self._conn
