@@ -101,7 +101,8 @@ def _d(value: date) -> str:
 
 class SqliteStore:
     """Group commit: one writer task per process drains queued reserve/settle/void operations into
-    a single transaction, so concurrent requests share one WAL commit. A request alone in its
+    a single transaction, so concurrent requests share one WAL commit. Before it takes a batch it
+    lets the event loop run while each pass brings more work (`_gather`). A request alone in its
     process (no other hold open) commits inline instead, without the hop to the writer; nothing ever
     waits on a timer.
 
@@ -123,8 +124,10 @@ class SqliteStore:
         self._queue: asyncio.Queue[_Op] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()  # queued work, or a checkpoint that is due
-        # The connection is in a transaction (or checkpointing); everything else queues.
+        # The connection is in a transaction or checkpointing, or the writer is gathering a batch;
+        # everything else queues.
         self._busy = False
+        self._closed = False  # close() has begun: nothing new is accepted
         # Holds this process reserved and has not yet resolved: the concurrency the writer can batch.
         self._open = 0
         self._last_checkpoint = time.monotonic()
@@ -354,6 +357,8 @@ class SqliteStore:
         return asyncio.get_running_loop().create_future()
 
     async def _submit(self, op: _Op, *, alone: bool) -> Any:
+        if self._closed:
+            raise ServiceUnavailable("Store is shutting down")
         if alone and not self._busy and self._queue.empty():
             # No other request of this process holds money (always so at concurrency 1): commit
             # right here, without the two event-loop hops to the writer task and back. With others
@@ -393,36 +398,24 @@ class SqliteStore:
         """Drains the queue whenever the connection is free, then checkpoints when one is due."""
         while True:
             await self._wake.wait()
-            self._wake.clear()
             if self._busy:
+                self._wake.clear()
                 continue  # the inline path wakes us again when it is done
             self._busy = True
             try:
                 await self._gather()
-                while not self._queue.empty():
-                    batch = [self._queue.get_nowait()]
-                    while len(batch) < MAX_BATCH and not self._queue.empty():
-                        batch.append(self._queue.get_nowait())
-                    await self._commit_batch(batch)
-                if self._checkpoint_due():
-                    self._last_checkpoint = time.monotonic()
-                    wal = self._wal_bytes()
-                    if wal > TRUNCATE_WAL_ABOVE_BYTES:
-                        # In a worker thread: the loop keeps serving; new operations queue meanwhile.
-                        await asyncio.to_thread(self._checkpoint)
-                    elif wal > RESTART_WAL_ABOVE_BYTES and (self._passive is None or self._passive.done()):
-                        await asyncio.to_thread(self._checkpoint, "RESTART")
-                    elif self._passive is None or self._passive.done():
-                        self._passive = asyncio.ensure_future(asyncio.to_thread(self._passive_checkpoint))
+                self._wake.clear()  # everything queued so far is drained below
+                await self._drain()
+                await self._checkpoint_if_due()
             finally:
                 self._done_with_connection()
 
     async def _gather(self) -> None:
         """Before taking a batch, let the requests already under way reach the queue: each pass of
         the event loop (no timer) runs those that are ready up to their store call. A batch costs
-        about one COMMIT whatever its size, and without this the writer took whatever had queued
-        during the last one: ~7 operations at concurrency 32, ~1 at 4, each paying its own COMMIT.
-        Stops at the first pass that brings nothing new, so work arriving alone waits one pass."""
+        about one COMMIT whatever its size; without this the writer took only what had queued during
+        the previous COMMIT, and at moderate concurrency most batches were of one operation. Stops
+        at the first pass that brings nothing new, so work arriving alone waits one pass."""
         for _ in range(GATHER_PASSES):
             queued = self._queue.qsize()
             if queued == 0 or queued >= MAX_BATCH:
@@ -430,6 +423,26 @@ class SqliteStore:
             await asyncio.sleep(0)
             if self._queue.qsize() == queued:
                 return
+
+    async def _drain(self) -> None:
+        while not self._queue.empty():
+            batch = [self._queue.get_nowait()]
+            while len(batch) < MAX_BATCH and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            await self._commit_batch(batch)
+
+    async def _checkpoint_if_due(self) -> None:
+        if not self._checkpoint_due():
+            return
+        self._last_checkpoint = time.monotonic()
+        wal = self._wal_bytes()
+        if wal > TRUNCATE_WAL_ABOVE_BYTES:
+            # In a worker thread: the loop keeps serving; new operations queue meanwhile.
+            await asyncio.to_thread(self._checkpoint)
+        elif wal > RESTART_WAL_ABOVE_BYTES and (self._passive is None or self._passive.done()):
+            await asyncio.to_thread(self._checkpoint, "RESTART")
+        elif self._passive is None or self._passive.done():
+            self._passive = asyncio.ensure_future(asyncio.to_thread(self._passive_checkpoint))
 
     async def _commit_batch(self, batch: list[_Op]) -> None:
         conn = self._conn
@@ -468,6 +481,7 @@ class SqliteStore:
                 op.future.set_result(value)
 
     async def close(self) -> None:
+        self._closed = True
         if self._writer is not None:
             self._writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -475,6 +489,10 @@ class SqliteStore:
         if self._passive is not None:
             with contextlib.suppress(Exception):
                 await self._passive
+        while not self._queue.empty():  # queued when the writer stopped: nobody will write these
+            future = self._queue.get_nowait().future
+            if not future.done():
+                future.set_exception(ServiceUnavailable("Store is shutting down"))
         if self._background is not None:
             self._background.close()
         self._checkpoint()
