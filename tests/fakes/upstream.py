@@ -21,7 +21,8 @@ Script fields (all optional): ``content`` (reply text, split into ``chunks`` pie
 ``first_byte_delay_ms``, ``chunk_delay_ms``, ``status`` (answer this HTTP status, e.g. 503 or
 429, before any byte; ``retry_after`` sets the header), ``hang`` (never answer; the server
 cancels the handler when the client goes away), ``reset_after_chunks`` (close the connection
-after N content chunks, mid-stream), ``stream_error_after_chunks`` (send an in-stream error
+after N content chunks, mid-stream), ``end_after_chunks`` (end the body cleanly after N content
+chunks, with no finish reason and no end-of-stream event), ``stream_error_after_chunks`` (send an in-stream error
 event), ``no_usage`` (never report usage), ``overrun`` (ignore ``max_tokens``: report
 ``ceil(max_tokens * overrun)`` completion tokens), ``finish_reason``.
 
@@ -70,6 +71,7 @@ class Script:
     error_message: str = "fake upstream failure"
     hang: bool = False
     reset_after_chunks: int | None = None
+    end_after_chunks: int | None = None
     stream_error_after_chunks: int | None = None
     no_usage: bool = False
     overrun: float | None = None
@@ -469,6 +471,9 @@ class FakeUpstream:
         for number, piece in enumerate(pieces):
             if script.reset_after_chunks is not None and number >= script.reset_after_chunks:
                 return await self._reset(request, response)
+            if script.end_after_chunks is not None and number >= script.end_after_chunks:
+                await response.write_eof()
+                return response
             if script.stream_error_after_chunks is not None and number >= script.stream_error_after_chunks:
                 await response.write(_sse({**_openai_error(500, script.error_message), **base, "choices": []}))
                 await response.write_eof()
@@ -521,6 +526,9 @@ class FakeUpstream:
         for number, piece in enumerate(pieces):
             if script.reset_after_chunks is not None and number >= script.reset_after_chunks:
                 return await self._reset(request, response)
+            if script.end_after_chunks is not None and number >= script.end_after_chunks:
+                await response.write_eof()
+                return response
             if script.stream_error_after_chunks is not None and number >= script.stream_error_after_chunks:
                 await response.write(_sse(_anthropic_error(500, script.error_message), "error"))
                 await response.write_eof()

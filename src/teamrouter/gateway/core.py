@@ -51,7 +51,6 @@ from teamrouter.providers.base import (
     ChatRequest,
     Kind,
     ProviderAdapter,
-    RequestError,
     UnsupportedRequestError,
     UpstreamError,
     UpstreamRequest,
@@ -61,6 +60,7 @@ from teamrouter.providers.base import (
     sse_event,
     usage_chunk,
 )
+from teamrouter.providers.checks import RequestError
 
 log = logging.getLogger(__name__)
 
@@ -350,6 +350,10 @@ class Gateway:
                     )
             if parser.error is not None and outcome.broken is None:
                 outcome.broken = parser.error
+            if outcome.broken is None and not outcome.cancelled and not parser.done and not parser.finish_reason:
+                # The body ended cleanly but the answer did not (no finish reason, no [DONE] or
+                # message_stop): a cut the client must hear about, not a short answer.
+                outcome.broken = UpstreamError(502, "upstream stream ended before the answer finished", retryable=False)
         finally:
             disconnected.remove_done_callback(client_gone)
             # Settle even when the client is gone or this task is being cancelled: the upstream

@@ -21,6 +21,7 @@ from teamrouter.gateway.pricing import (
     estimate_completion_prompt_tokens,
     estimate_prompt_tokens,
 )
+from teamrouter.providers.checks import RequestError, check_messages, check_parameters, check_prompt
 
 if TYPE_CHECKING:
     from teamrouter.gateway.catalog import Endpoint
@@ -54,14 +55,6 @@ class UnsupportedRequestError(UpstreamError):
 
     def __init__(self, message: str) -> None:
         super().__init__(400, message, retryable=True)
-
-
-class RequestError(ValueError):
-    """The client's request body is malformed; ``field`` names the offending field (HTTP 400)."""
-
-    def __init__(self, field: str, problem: str) -> None:
-        super().__init__(f"{field}: {problem}")
-        self.field = field
 
 
 def is_retryable_status(status: int) -> bool:
@@ -386,16 +379,12 @@ class ChatRequest:
                 raise RequestError("messages", "must be a non-empty list")
             if len(raw) > max_messages:
                 raise RequestError("messages", f"at most {max_messages} messages")
-            for i, message in enumerate(raw):
-                if (type(message) is not dict and not isinstance(message, Mapping)) or not isinstance(
-                    message.get("role"), str
-                ):
-                    raise RequestError(f"messages[{i}]", "must be an object with a role")
+            check_messages(raw)
             messages = raw
         else:
             prompt = body.get("prompt")
-            if not isinstance(prompt, str | list):
-                raise RequestError("prompt", "must be a string or a list")
+            check_prompt(prompt)
+        check_parameters(body)
         return cls(
             body=body,
             kind=kind,

@@ -1,0 +1,137 @@
+"""What a request body must look like where OpenAI's API and every provider agree: message roles and
+content, the legacy prompt, and the types and ranges of the common sampling parameters.
+
+A request that breaks them gets a 400 naming the field before any hold is taken, instead of being
+passed on: an upstream would refuse it (a 400 after a hold and an upstream call) or, worse, guess
+(a message with an unknown role or no content sent on and billed). Parameters this module does not
+name go upstream untouched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+
+class RequestError(ValueError):
+    """The client's request body is malformed; ``field`` names the offending field (HTTP 400)."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+
+
+ROLES = ("system", "developer", "user", "assistant", "tool", "function")
+_ROLES = frozenset(ROLES)
+
+# name: (lowest, highest), both allowed; numbers may be integers or floats, never booleans.
+NUMBER_RANGES: Mapping[str, tuple[float, float]] = {
+    "temperature": (0.0, 2.0),
+    "top_p": (0.0, 1.0),
+    "frequency_penalty": (-2.0, 2.0),
+    "presence_penalty": (-2.0, 2.0),
+    "repetition_penalty": (0.0, 2.0),
+    "min_p": (0.0, 1.0),
+    "top_a": (0.0, 1.0),
+}
+# name: (lowest, highest or None)
+INTEGER_RANGES: Mapping[str, tuple[int | None, int | None]] = {
+    "top_k": (0, None),
+    "seed": (None, None),
+    "top_logprobs": (0, 20),
+}
+BOOLEANS = ("logprobs", "parallel_tool_calls")
+OBJECTS = ("response_format", "logit_bias", "stream_options", "reasoning", "prediction")
+LISTS_OF_OBJECTS = ("tools", "functions")
+
+
+def check_messages(messages: Sequence[object]) -> None:
+    for i, message in enumerate(messages):
+        # `type(x) is dict` first: parsed JSON is dicts, and the ABC check costs a few tenths of a
+        # microsecond per message.
+        if type(message) is not dict and not isinstance(message, Mapping):
+            raise RequestError(f"messages[{i}]", "must be an object with a role")
+        role = message.get("role")
+        if role not in _ROLES:
+            if not isinstance(role, str):
+                raise RequestError(f"messages[{i}]", "must be an object with a role")
+            raise RequestError(f"messages[{i}].role", f"must be one of {', '.join(ROLES)}")
+        content = message.get("content")
+        if type(content) is str:
+            pass
+        elif content is None:
+            # OpenAI's own rule: content may be left out only by an assistant that calls tools.
+            if role != "assistant" or not (message.get("tool_calls") or message.get("function_call")):
+                raise RequestError(f"messages[{i}].content", "is required")
+        elif isinstance(content, list):
+            _check_parts(i, content)
+        else:
+            raise RequestError(f"messages[{i}].content", "must be a string or a list of content parts")
+        if role == "tool" and not isinstance(message.get("tool_call_id"), str):
+            raise RequestError(f"messages[{i}].tool_call_id", "is required on a tool message")
+
+
+def _check_parts(i: int, parts: list[Any]) -> None:
+    for j, part in enumerate(parts):
+        if type(part) is not dict or not isinstance(part.get("type"), str):
+            raise RequestError(f"messages[{i}].content[{j}]", "must be an object with a type")
+        if part["type"] == "text" and not isinstance(part.get("text"), str):
+            raise RequestError(f"messages[{i}].content[{j}].text", "must be a string")
+
+
+def check_prompt(prompt: object) -> None:
+    """A string, or a non-empty list of strings, of token ids, or of lists of token ids."""
+    if isinstance(prompt, str):
+        return
+    if not isinstance(prompt, list):
+        raise RequestError("prompt", "must be a string or a list")
+    if not prompt:
+        raise RequestError("prompt", "must not be an empty list")
+    if all(isinstance(p, str) for p in prompt) or all(_is_int(p) for p in prompt):
+        return
+    if all(isinstance(p, list) and p and all(_is_int(t) for t in p) for p in prompt):
+        return
+    raise RequestError("prompt", "must be a list of strings, of token ids, or of lists of token ids")
+
+
+def check_parameters(body: Mapping[str, Any]) -> None:
+    """The common sampling parameters, when present (null means absent)."""
+    for name, (low, high) in NUMBER_RANGES.items():
+        value = body.get(name)
+        if value is not None and (not _is_number(value) or not low <= value <= high):
+            raise RequestError(name, f"must be a number from {low:g} to {high:g}")
+    for name, (lowest, highest) in INTEGER_RANGES.items():
+        value = body.get(name)
+        if value is None:
+            continue
+        if not _is_int(value) or (lowest is not None and value < lowest) or (highest is not None and value > highest):
+            bounds = f" from {lowest}" if lowest is not None else ""
+            bounds += f" to {highest}" if highest is not None else (" or more" if lowest is not None else "")
+            raise RequestError(name, f"must be an integer{bounds}")
+    for name in BOOLEANS:
+        value = body.get(name)
+        if value is not None and not isinstance(value, bool):
+            raise RequestError(name, "must be a boolean")
+    for name in OBJECTS:
+        value = body.get(name)
+        if value is not None and not isinstance(value, Mapping):
+            raise RequestError(name, "must be an object")
+    for name in LISTS_OF_OBJECTS:
+        value = body.get(name)
+        if value is not None and (not isinstance(value, list) or not all(isinstance(v, Mapping) for v in value)):
+            raise RequestError(name, "must be a list of objects")
+    stop = body.get("stop")
+    if stop is not None and not isinstance(stop, str):
+        if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
+            raise RequestError("stop", "must be a string or a list of strings")
+    tool_choice = body.get("tool_choice")
+    if tool_choice is not None and not isinstance(tool_choice, str | Mapping):
+        raise RequestError("tool_choice", "must be a string or an object")
+
+
+def _is_number(value: object) -> bool:
+    return type(value) is float or type(value) is int
+
+
+def _is_int(value: object) -> bool:
+    return type(value) is int

@@ -1,0 +1,99 @@
+"""Request bodies that every provider would refuse (or guess at) are a 400 naming the field."""
+
+from __future__ import annotations
+
+import pytest
+
+from teamrouter.providers.base import ChatRequest
+from teamrouter.providers.checks import RequestError
+
+USER = {"role": "user", "content": "hi"}
+
+
+def chat(**fields: object) -> dict[str, object]:
+    return {"model": "m/x", "messages": [USER], **fields}
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (chat(messages=[{"role": "wizard", "content": "hi"}]), "messages[0].role"),
+        (chat(messages=[{"role": 3, "content": "hi"}]), "messages[0]"),
+        (chat(messages=[USER, {"role": "user"}]), "messages[1].content"),
+        (chat(messages=[{"role": "user", "content": None}]), "messages[0].content"),
+        (chat(messages=[{"role": "user", "content": 42}]), "messages[0].content"),
+        (chat(messages=[{"role": "assistant", "content": None}]), "messages[0].content"),
+        (chat(messages=[{"role": "user", "content": ["text"]}]), "messages[0].content[0]"),
+        (chat(messages=[{"role": "user", "content": [{"type": "text", "text": 5}]}]), "messages[0].content[0].text"),
+        (chat(messages=[{"role": "tool", "content": "rain"}]), "messages[0].tool_call_id"),
+        (chat(temperature="hot"), "temperature"),
+        (chat(temperature=True), "temperature"),
+        (chat(temperature=2.5), "temperature"),
+        (chat(top_p=-0.1), "top_p"),
+        (chat(presence_penalty=3), "presence_penalty"),
+        (chat(top_k=1.5), "top_k"),
+        (chat(top_logprobs=21), "top_logprobs"),
+        (chat(seed="7"), "seed"),
+        (chat(logprobs="yes"), "logprobs"),
+        (chat(response_format="json"), "response_format"),
+        (chat(tools="x"), "tools"),
+        (chat(tools=["x"]), "tools"),
+        (chat(stop=5), "stop"),
+        (chat(stop=["a", 1]), "stop"),
+        (chat(tool_choice=1), "tool_choice"),
+    ],
+)
+def test_bad_chat_bodies_name_the_field(body: dict[str, object], field: str) -> None:
+    with pytest.raises(RequestError) as raised:
+        ChatRequest.parse(body)
+    assert raised.value.field == field
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        chat(),
+        chat(temperature=0, top_p=1, frequency_penalty=-2, presence_penalty=2.0, top_k=0, seed=-3, stop="\n"),
+        chat(temperature=None, tools=None, stop=None),  # null means absent
+        chat(stop=["a", "b"], tool_choice="auto", tools=[{"type": "function", "function": {"name": "f"}}]),
+        chat(tool_choice={"type": "function", "function": {"name": "f"}}, response_format={"type": "json_object"}),
+        chat(
+            messages=[
+                {"role": "developer", "content": [{"type": "text", "text": "Be brief."}]},
+                {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:,"}}]},
+                {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function"}]},
+                {"role": "tool", "tool_call_id": "c1", "content": "rain"},
+                {"role": "assistant", "content": ""},
+            ]
+        ),
+        chat(unknown_parameter={"goes": "upstream untouched"}),
+    ],
+)
+def test_good_chat_bodies_pass(body: dict[str, object]) -> None:
+    assert ChatRequest.parse(body).messages == body["messages"]
+
+
+@pytest.mark.parametrize(
+    ("prompt", "ok"),
+    [
+        ("", True),
+        ("Once upon", True),
+        (["a", "b"], True),
+        ([1, 2, 3], True),
+        ([[1, 2], [3]], True),
+        ([], False),
+        ([[]], False),
+        (["a", 1], False),
+        ([True], False),
+        (None, False),
+        (42, False),
+    ],
+)
+def test_legacy_prompts(prompt: object, ok: bool) -> None:
+    body = {"model": "m/x", "prompt": prompt}
+    if ok:
+        assert ChatRequest.parse(body, kind="completion").prompt == prompt
+    else:
+        with pytest.raises(RequestError) as raised:
+            ChatRequest.parse(body, kind="completion")
+        assert raised.value.field == "prompt"
