@@ -226,6 +226,21 @@ def _rank(names: Sequence[str], endpoint: Endpoint) -> int | None:
     return None
 
 
+def _check_known(catalog: Catalog, prefs: ProviderPreferences) -> None:
+    """A provider the request names must exist: a misspelt name in ``only`` would otherwise read as
+    "no provider available" (a 503, as if the service were down), and in ``order`` or ``ignore`` it
+    would be silently without effect. (The organization's lists are not checked here: a provider
+    removed from the catalog after they were saved must not make every request fail.)"""
+    if prefs.only is not None and not prefs.only:
+        raise InvalidRoutingRequest("provider.only", "must not be empty: it would allow no provider")
+    known = {name.casefold() for p in catalog.providers() for name in (p.slug, p.name)}
+    for field, names in (("order", prefs.order), ("only", prefs.only), ("ignore", prefs.ignore)):
+        for name in names or ():
+            if name.casefold() not in known:
+                slugs = ", ".join(p.slug for p in catalog.providers())
+                raise InvalidRoutingRequest(f"provider.{field}", f"unknown provider {name!r} (known: {slugs})")
+
+
 Filter = tuple[str, Callable[[Endpoint], bool]]
 
 
@@ -322,6 +337,7 @@ def route(
         if catalog.model(name) is None:
             raise UnknownModelError(name, "model" if name == model else "models")
 
+    _check_known(catalog, prefs)
     filters = _filters(prefs, org)
     sort = prefs.sort or org.sort
     sort_stats = stats.get(sort) if stats is not None and sort is not None else None

@@ -15,8 +15,14 @@ from teamrouter.gateway.routing import (
     route,
 )
 
-# Providers: cheap (collects data), mid (deny, no zdr), safe (deny + zdr), pricey (deny + zdr).
+# Providers: cheap (collects data), mid (deny, no zdr), safe (deny + zdr), pricey (deny + zdr),
+# idle (serves no model).
 CATALOG = """
+[[providers]]
+slug = "idle"
+kind = "openai"
+base_url = "http://idle/v1"
+
 [[providers]]
 slug = "cheap"
 name = "Cheap AI"
@@ -214,7 +220,7 @@ def test_models_fallback_list(catalog: Catalog) -> None:
     ("provider", "org", "why"),
     [
         ({"ignore": ["cheap", "mid", "safe", "pricey"]}, None, "provider.ignore"),
-        ({"only": ["nobody"]}, None, "provider.only"),
+        ({"only": ["idle"]}, None, "provider.only"),
         ({"only": ["cheap"]}, OrgPolicy(only=("mid",)), "the organization's allowed providers"),
         (None, OrgPolicy(ignore=("cheap", "mid", "safe", "pricey")), "the organization's ignored providers"),
         ({"only": ["cheap"], "data_collection": "deny"}, None, 'provider.data_collection = "deny"'),
@@ -226,7 +232,7 @@ def test_models_fallback_list(catalog: Catalog) -> None:
         ({"only": ["mid"], "zdr": True}, None, "provider.zdr = true"),
         ({"only": ["mid"]}, OrgPolicy(zdr_only=True), "the organization's privacy setting zdr_only = true"),
         (
-            {"order": ["nobody"], "allow_fallbacks": False},
+            {"order": ["idle"], "allow_fallbacks": False},
             None,
             "provider.order with allow_fallbacks = false",
         ),
@@ -247,9 +253,29 @@ def test_error_lists_every_model(catalog: Catalog) -> None:
             catalog,
             model="x/chat",
             models=["x/backup"],
-            prefs=parse_provider_preferences({"only": ["nobody"]}),
+            prefs=parse_provider_preferences({"only": ["idle"]}),
         )
     assert info.value.reasons == {"x/chat": "provider.only", "x/backup": "provider.only"}
+
+
+@pytest.mark.parametrize(
+    ("provider", "field", "words"),
+    [
+        ({"only": ["nobody"]}, "provider.only", "unknown provider 'nobody'"),
+        ({"order": ["cheap", "nobody"]}, "provider.order", "unknown provider 'nobody'"),
+        ({"ignore": ["nobody"]}, "provider.ignore", "unknown provider 'nobody'"),
+        ({"only": []}, "provider.only", "must not be empty"),
+    ],
+)
+def test_a_provider_the_request_names_must_exist(catalog: Catalog, provider: object, field: str, words: str) -> None:
+    # A typo is the client's to fix (400 naming the field), not "no provider available" (503).
+    with pytest.raises(InvalidRoutingRequest) as info:
+        go(catalog, provider)
+    assert info.value.field == field and words in str(info.value)
+
+
+def test_providers_are_named_by_slug_or_display_name_in_any_case(catalog: Catalog) -> None:
+    assert go(catalog, {"only": ["cheap ai", "MID"]}) == ["cheap", "mid"]
 
 
 def test_unknown_model(catalog: Catalog) -> None:
