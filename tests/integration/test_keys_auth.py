@@ -393,3 +393,17 @@ async def test_cache_coalesces_concurrent_misses_and_respects_invalidation():
     assert all(isinstance(r, RuntimeError) for r in results)
     release.set()
     assert (await cache.get_or_load("h3", load)) is not None
+
+
+async def test_get_current_key_reports_the_deployments_request_limit(make_person, client, rt):
+    ada = await make_person()
+    _, plain = await new_key(ada, name="ci")
+    data = (await with_key(client, plain, "GET", "/key")).json()["data"]
+    assert data["rate_limit"]["requests"] == -1  # none configured
+    rt.settings = rt.settings.model_copy(update={"key_rate_limit_per_minute": 30})
+    data = (await with_key(client, plain, "GET", "/key")).json()["data"]
+    assert data["rate_limit"] == {
+        "interval": "1m",
+        "note": "requests per key per minute, on each gateway process",
+        "requests": 30,
+    }

@@ -10,13 +10,13 @@ from __future__ import annotations
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Response
 
 from teamrouter.domain.accounts import service as accounts
 from teamrouter.domain.actor import Actor
 from teamrouter.domain.keys import auth as key_auth
 from teamrouter.errors import Forbidden, Unauthorized
-from teamrouter.ids import constant_time_equal
+from teamrouter.ids import constant_time_equal, new_generation_id
 from teamrouter.runtime import Runtime
 
 SESSION_COOKIE = "tr_session"
@@ -40,6 +40,19 @@ def bearer_token(request: Request) -> str | None:
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("Authorization header must be 'Bearer <key>'", code="bad_authorization")
     return token.strip()
+
+
+async def require_inference_key(request: Request, response: Response, rt: RuntimeDep) -> None:
+    """The catalog endpoints sit with inference in API.md: an inference key (401 without one, 403
+    for a management key), and an `X-Generation-Id` on the answer as on every inference response."""
+    token = bearer_token(request)
+    if token is None:
+        raise Unauthorized("No API key provided: send 'Authorization: Bearer <key>'", code="no_credentials")
+    await key_auth.inference_key(rt, token)
+    response.headers["x-generation-id"] = new_generation_id()
+
+
+InferenceKeyDep = Depends(require_inference_key)
 
 
 def _same_origin(request: Request, rt: Runtime) -> bool:

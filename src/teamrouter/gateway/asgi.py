@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 from starlette.types import Message, Receive, Scope, Send
 
-from teamrouter.errors import PayloadTooLarge, TeamrouterError, Unauthorized
+from teamrouter.errors import MethodNotAllowed, PayloadTooLarge, TeamrouterError, Unauthorized
 from teamrouter.gateway.core import Gateway
 from teamrouter.ids import new_generation_id
 from teamrouter.providers.base import Kind
@@ -34,8 +34,9 @@ def _json_head(status: int, extra: list[tuple[bytes, bytes]], length: int) -> Me
 
 
 def inference_kind(scope: Scope) -> Kind | None:
-    """The kind of inference request `scope` is, or None for anything the app itself serves."""
-    if scope["type"] != "http" or scope["method"] != "POST":
+    """The kind of inference request `scope` is, or None for anything the app itself serves. Any
+    method: the front answers other methods than POST on these paths with a 405."""
+    if scope["type"] != "http":
         return None
     return ROUTES.get(scope["path"])
 
@@ -51,6 +52,10 @@ class InferenceFront:
         kind = inference_kind(scope)
         if kind is None:
             raise ValueError("InferenceFront only serves inference requests")
+        if scope["method"] != "POST":
+            refusal = MethodNotAllowed(f"{scope['method']} is not allowed here: use POST")
+            await _send_error(send, refusal, [(b"allow", b"POST")])
+            return
         await self._handle(scope, receive, send, kind)
 
     async def _handle(self, scope: Scope, receive: Receive, send: Send, kind: Kind) -> None:

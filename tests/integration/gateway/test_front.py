@@ -25,9 +25,19 @@ async def test_an_unexpected_error_is_a_500_envelope(app: Any, rt: Runtime) -> N
     assert r.json() == {"error": {"code": 500, "message": "Internal error", "metadata": {"code": "internal"}}}
 
 
-async def test_other_methods_and_paths_go_to_the_app(client: httpx.AsyncClient, rt: Runtime) -> None:
+async def test_other_paths_go_to_the_app(client: httpx.AsyncClient, rt: Runtime) -> None:
     rt.extras[GATEWAY_KEY] = Broken()
-    for r in (await client.get("/api/v1/chat/completions"), await client.post("/api/v1/chat/completions/x")):
-        assert r.status_code == 404
-        assert r.json()["error"]["metadata"]["code"] == "not_found"  # the app's envelope, not the front's
+    r = await client.post("/api/v1/chat/completions/x")
+    assert r.status_code == 404
+    assert r.json()["error"]["metadata"]["code"] == "not_found"  # the app's envelope, not the front's
     assert (await client.get("/healthz")).status_code == 200
+
+
+async def test_other_methods_on_the_inference_paths_are_a_405(client: httpx.AsyncClient, rt: Runtime) -> None:
+    rt.extras[GATEWAY_KEY] = Broken()  # never reached
+    for method, path in (("GET", "/api/v1/chat/completions"), ("PUT", "/api/v1/completions")):
+        r = await client.request(method, path)
+        assert r.status_code == 405 and r.headers["allow"] == "POST"
+        error = r.json()["error"]
+        assert error["code"] == 405 and error["metadata"]["code"] == "method_not_allowed"
+        assert f"{method} is not allowed here: use POST" == error["message"]

@@ -14,7 +14,14 @@ from teamrouter.api.deps import ActorDep, RuntimeDep, bearer_token
 from teamrouter.api.policy import Access, access
 from teamrouter.domain.keys import auth as key_auth
 from teamrouter.domain.keys import service as keys
-from teamrouter.domain.keys.schemas import SDK_ONLY_FIELDS, KeyCreate, KeyUpdate, current_key_public, key_public
+from teamrouter.domain.keys.schemas import (
+    SDK_ONLY_FIELDS,
+    KeyCreate,
+    KeyUpdate,
+    current_key_public,
+    key_public,
+    rate_limit_public,
+)
 from teamrouter.errors import Unauthorized
 
 router = APIRouter(tags=["keys"])
@@ -27,7 +34,8 @@ async def get_current_key(request: Request, rt: RuntimeDep) -> dict[str, Any]:
     if token is None:
         raise Unauthorized("Send an API key as 'Authorization: Bearer <key>'", code="no_credentials")
     key = await key_auth.load_usable_key(rt, token)
-    return {"data": current_key_public(key, rt.clock.now())}
+    limit = rate_limit_public(rt.settings.key_rate_limit_per_minute, shared=rt.settings.redis_url is not None)
+    return {"data": current_key_public(key, rt.clock.now(), rate_limit=limit)}
 
 
 @router.get("/keys", openapi_extra=access(Access.ACTOR))

@@ -6,13 +6,13 @@ from typing import Any
 
 from fastapi import APIRouter, Query
 
-from teamrouter.api.deps import RuntimeDep
+from teamrouter.api.deps import InferenceKeyDep, RuntimeDep
 from teamrouter.api.policy import Access, access
 from teamrouter.errors import NotFound
 from teamrouter.gateway.catalog import Endpoint, Model
 from teamrouter.gateway.setup import catalog_for
 
-router = APIRouter(tags=["models"])
+router = APIRouter(tags=["models"], dependencies=[InferenceKeyDep])
 
 _ARCHITECTURE = {
     "input_modalities": ["text"],
@@ -93,7 +93,7 @@ def _endpoint_public(endpoint: Endpoint, model: Model) -> dict[str, Any]:
     }
 
 
-@router.get("/models", openapi_extra=access(Access.PUBLIC))
+@router.get("/models", openapi_extra=access(Access.INFERENCE_KEY))
 async def list_models(
     rt: RuntimeDep, offset: int = Query(0, ge=0), limit: int = Query(500, ge=1, le=1000)
 ) -> dict[str, Any]:
@@ -103,7 +103,7 @@ async def list_models(
     return {"data": [_model_public(m) for m in page], "links": {"next": None}, "total_count": len(models)}
 
 
-@router.get("/models/{author}/{slug}/endpoints", openapi_extra=access(Access.PUBLIC))
+@router.get("/models/{author}/{slug}/endpoints", openapi_extra=access(Access.INFERENCE_KEY))
 async def list_endpoints(author: str, slug: str, rt: RuntimeDep) -> dict[str, Any]:
     """One model and the provider endpoints that serve it."""
     model = catalog_for(rt).model(f"{author}/{slug}")
@@ -121,7 +121,7 @@ async def list_endpoints(author: str, slug: str, rt: RuntimeDep) -> dict[str, An
     }
 
 
-@router.get("/providers", openapi_extra=access(Access.PUBLIC))
+@router.get("/providers", openapi_extra=access(Access.INFERENCE_KEY))
 async def list_providers(rt: RuntimeDep) -> dict[str, Any]:
     """The upstream providers this deployment routes to."""
     return {

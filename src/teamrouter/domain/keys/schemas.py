@@ -98,7 +98,16 @@ def key_public(key: ApiKey, now: datetime) -> dict[str, Any]:
     }
 
 
-def current_key_public(key: ApiKey, now: datetime) -> dict[str, Any]:
+def rate_limit_public(per_minute: int, *, shared: bool) -> dict[str, Any]:
+    """`GET /key`'s `rate_limit`: the deployment's per-key request limit (`requests` -1: none).
+    OpenRouter reports a fixed -1 there; an actual limit is worth knowing before the 429s."""
+    if per_minute <= 0:
+        return {"interval": "1m", "note": "no per-key request limit", "requests": -1}
+    scope = "across all gateway instances" if shared else "on each gateway process"
+    return {"interval": "1m", "note": f"requests per key per minute, {scope}", "requests": per_minute}
+
+
+def current_key_public(key: ApiKey, now: datetime, *, rate_limit: dict[str, Any]) -> dict[str, Any]:
     """`GET /key`: the presented key, in the shape of OpenRouter's current-key response."""
     usage = key_usage(key, now)
     return {
@@ -124,7 +133,6 @@ def current_key_public(key: ApiKey, now: datetime) -> dict[str, Any]:
         "byok_usage_monthly": 0,
         "include_byok_in_limit": False,
         "free_model_daily_requests": {"limit": 0, "remaining": 0, "used": 0},
-        # Legacy field; OpenRouter documents it as always -1.
-        "rate_limit": {"interval": "10s", "note": "", "requests": -1},
+        "rate_limit": rate_limit,
         "workspace_id": None,
     }

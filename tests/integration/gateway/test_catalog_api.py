@@ -1,0 +1,78 @@
+"""The catalog over HTTP (API.md, Inference): GET /models, /models/{author}/{slug}/endpoints and
+/providers in OpenRouter's shapes, read by the official SDKs against a real teamrouter process; an
+inference key required (401 without, 403 for a management key), `X-Generation-Id` on each answer."""
+
+from __future__ import annotations
+
+import warnings
+
+import httpx
+import pytest
+from openrouter import OpenRouter, components, operations, utils
+from tests.support.gateway import add_key, funded_person
+
+from teamrouter.domain.keys import service as keys
+
+pytestmark = pytest.mark.db
+
+
+def get(gateway, path: str, key: str | None) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    return httpx.get(f"{gateway.base_url}/api/v1{path}", headers=headers, timeout=30)
+
+
+async def test_models_endpoints_and_providers_in_openrouters_shapes(sdk, gateway, gw_rt):
+    who = await funded_person(gw_rt, usd="1")
+    r = get(gateway, "/models", who.key)
+    assert r.status_code == 200 and r.headers["x-generation-id"].startswith("gen-")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        utils.unmarshal_json(r.text, components.ModelsListResponse)
+    chat = next(m for m in r.json()["data"] if m["id"] == "test/chat")
+    assert chat["name"] == "Test Chat" and chat["context_length"] == 32768
+    # The cheapest endpoint's prices, USD per token, as strings.
+    assert chat["pricing"]["prompt"] == "0.000001" and chat["pricing"]["completion"] == "0.000002"
+    assert {m.id for m in sdk(who.key).models.list()} >= {"test/chat", "test/claude", "test/cent"}
+
+    r = get(gateway, "/models/test/chat/endpoints", who.key)
+    assert r.status_code == 200 and r.headers["x-generation-id"].startswith("gen-")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        utils.unmarshal_json(r.text, operations.ListEndpointsResponse)
+    endpoints = r.json()["data"]["endpoints"]
+    assert [e["provider_name"] for e in endpoints] == ["Fake AI", "Fake Backup"]
+
+    r = get(gateway, "/providers", who.key)
+    assert r.status_code == 200
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        utils.unmarshal_json(r.text, operations.ListProvidersResponse)
+    assert {"name": "Fake Anthropic", "slug": "claude"} in [
+        {"name": p["name"], "slug": p["slug"]} for p in r.json()["data"]
+    ]
+    with (
+        warnings.catch_warnings(),
+        OpenRouter(api_key=who.key, server_url=f"{gateway.base_url}/api/v1", retry_config=None) as client,
+    ):
+        warnings.simplefilter("ignore", DeprecationWarning)
+        listed = client.models.list()
+        assert "test/claude" in {m.id for m in listed.result.data}
+        assert "claude" in {p.slug for p in client.providers.list().data}
+
+
+async def test_an_unknown_model_has_no_endpoints_listing(gateway, gw_rt):
+    who = await funded_person(gw_rt, usd="1")
+    r = get(gateway, "/models/nope/nothing/endpoints", who.key)
+    assert r.status_code == 404 and r.json()["error"]["code"] == 404
+
+
+@pytest.mark.parametrize("path", ["/models", "/models/test/chat/endpoints", "/providers"])
+async def test_the_catalog_needs_an_inference_key(gateway, gw_rt, path):
+    who = await funded_person(gw_rt, usd="1")
+    for key in (None, "sk-tr-v1-nope"):
+        r = get(gateway, path, key)
+        assert r.status_code == 401 and r.json()["error"]["code"] == 401
+    management = await keys.create_key(gw_rt, actor=who.actor, name="ops", management=True)
+    r = get(gateway, path, management.plaintext)
+    assert r.status_code == 403 and r.json()["error"]["metadata"]["code"] == "management_key"
+    assert get(gateway, path, await add_key(gw_rt, who)).status_code == 200
