@@ -49,6 +49,9 @@ async def test_dev_checkout_credits_personal_account_at_once(rt, make_person):
     assert [e["amount"] for e in page["data"]] == [0.25] and page["next_cursor"]
     r = await ada.client.get("/api/v1/credits/ledger", params={"cursor": page["next_cursor"]})
     assert [e["amount"] for e in r.json()["data"]] == [12.5] and r.json()["next_cursor"] is None
+    for path in ("/api/v1/credits/ledger", "/api/v1/credits/payments"):  # not an empty page
+        r = await ada.client.get(path, params={"cursor": "bad"})
+        assert r.status_code == 400 and "cursor" in r.json()["error"]["message"], r.text
     r = await ada.client.get("/api/v1/credits/payments")
     assert [p["status"] for p in r.json()["data"]] == ["completed", "completed"]
     async with rt.db.read() as s:

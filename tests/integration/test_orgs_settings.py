@@ -15,6 +15,8 @@ from teamrouter.domain.audit.models import AuditEvent
 from teamrouter.domain.keys import service as keys
 from teamrouter.domain.orgs.settings import OrgSettings, org_settings
 from teamrouter.domain.roles import Role
+from teamrouter.gateway.catalog import parse_catalog
+from teamrouter.gateway.setup import CATALOG_KEY
 
 DEFAULTS = {
     "provider": {"order": [], "only": None, "ignore": [], "sort": None, "allow_fallbacks": True},
@@ -30,9 +32,38 @@ BILLING_DEFAULTS = {
 }
 
 
+# Settings name providers the catalog must list (by slug or display name).
+CATALOG = """
+[[providers]]
+slug = "acme"
+kind = "openai"
+base_url = "http://acme.invalid/v1"
+
+[[providers]]
+slug = "demo"
+name = "teamrouter demo"
+kind = "demo"
+base_url = "http://demo.invalid"
+
+[[providers]]
+slug = "slowco"
+kind = "openai"
+base_url = "http://slowco.invalid/v1"
+
+[[models]]
+id = "demo/echo"
+context_length = 4096
+[[models.endpoints]]
+provider = "demo"
+prompt_price = "0"
+completion_price = "0"
+"""
+
+
 @pytest.fixture
 async def team(make_person, rt):
     recording_mailer(rt)
+    rt.extras[CATALOG_KEY] = parse_catalog(CATALOG, env={})
     admin = await make_person(name="Ada Lovelace")
     member = await make_person(name="Bob")
     org = await create_org(admin)
@@ -67,13 +98,13 @@ async def test_settings_defaults_and_partial_merges(team, rt):
         f"/organizations/{org}/settings",
         json={
             "privacy": {"zdr_only": True},
-            "provider": {"order": ["acme", " demo "], "ignore": ["slowco"], "only": []},
+            "provider": {"order": ["acme", " Teamrouter Demo "], "ignore": ["slowco"], "only": []},
             "activity_visibility": "own",
         },
     )
     data = r.json()["data"]
     assert data["provider"] == {
-        "order": ["acme", "demo"],
+        "order": ["acme", "Teamrouter Demo"],
         "only": None,  # an empty allow-list means "no allow-list"
         "ignore": ["slowco"],
         "sort": "price",  # kept from the first PATCH
@@ -88,7 +119,7 @@ async def test_settings_defaults_and_partial_merges(team, rt):
     # The typed helper the gateway reads.
     typed = org_settings(await org_row(rt, org))
     assert isinstance(typed, OrgSettings)
-    assert typed.provider.order == ["acme", "demo"] and typed.privacy.zdr_only is True
+    assert typed.provider.order == ["acme", "Teamrouter Demo"] and typed.privacy.zdr_only is True
     assert typed.activity_visibility == "own"
 
     async with rt.db.read() as s:
@@ -110,6 +141,9 @@ BAD_SETTINGS = (
     ({"provider": {"only": ["x" * 101]}}, ["provider.only"]),
     ({"provider": {"ignore": [""]}}, ["provider.ignore"]),
     ({"provider": {"ignore": [f"p{i}" for i in range(51)]}}, ["provider.ignore"]),
+    ({"provider": {"only": ["nosuch"]}}, ["provider.only", "unknown provider 'nosuch'", "acme, demo, slowco"]),
+    ({"provider": {"order": ["acme", "Nope"]}}, ["provider.order", "unknown provider 'Nope'"]),
+    ({"provider": {"ignore": ["slow co"]}}, ["provider.ignore", "unknown provider 'slow co'"]),
     ({"provider": {"allow_fallbacks": "yes"}}, ["provider.allow_fallbacks"]),
     ({"provider": {"allow_fallbacks": None}}, ["provider.allow_fallbacks"]),
     ({"privacy": {"data_collection": "sometimes"}}, ["privacy.data_collection"]),

@@ -42,6 +42,7 @@ class InvalidRoutingRequest(RoutingError):
     def __init__(self, field: str, problem: str) -> None:
         super().__init__(f"{field}: {problem}")
         self.field = field
+        self.problem = problem
 
 
 class UnknownModelError(RoutingError):
@@ -233,8 +234,15 @@ def _check_known(catalog: Catalog, prefs: ProviderPreferences) -> None:
     removed from the catalog after they were saved must not make every request fail.)"""
     if prefs.only is not None and not prefs.only:
         raise InvalidRoutingRequest("provider.only", "must not be empty: it would allow no provider")
+    check_provider_names(catalog, order=prefs.order, only=prefs.only, ignore=prefs.ignore)
+
+
+def check_provider_names(catalog: Catalog, **lists: Sequence[str] | None) -> None:
+    """Every name in `lists` (field → names) is a catalog provider's slug or display name, in any
+    case; else a 400 naming `provider.<field>` and listing the known slugs. Requests and the
+    organization's saved settings both name providers this way."""
     known = {name.casefold() for p in catalog.providers() for name in (p.slug, p.name)}
-    for field, names in (("order", prefs.order), ("only", prefs.only), ("ignore", prefs.ignore)):
+    for field, names in lists.items():
         for name in names or ():
             if name.casefold() not in known:
                 slugs = ", ".join(p.slug for p in catalog.providers())

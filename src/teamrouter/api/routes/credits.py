@@ -16,7 +16,8 @@ from teamrouter.money import to_usd
 router = APIRouter(tags=["credits"])
 
 Limit = Annotated[int, Query(ge=1, le=200)]
-Cursor = Annotated[str | None, Query(max_length=40)]
+# The last id of the previous page (ids sort by time): anything else would read as an empty page.
+Cursor = Annotated[str | None, Query(max_length=40, pattern=r"^[a-z]+_[0-9a-hjkmnp-tv-z]{26}$")]
 
 
 @router.get("/credits", openapi_extra=access(Access.CONTEXT_ADMIN))
