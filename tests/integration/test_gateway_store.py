@@ -289,6 +289,21 @@ async def test_work_still_queued_when_the_store_closes_fails_instead_of_hanging(
         assert (await s.get_one(CreditAccount, who.account_id)).held == CENT  # only the first hold
 
 
+async def test_when_pool_and_key_limit_both_refuse_the_tighter_is_reported(rt, store):
+    # $1 in the pool, $0.30 left on the key: a $5 hold is refused by both; what the client can
+    # afford is the key's $0.30, so that is the reason and the amount reported.
+    who = await funded_person(rt, usd="1", limit="0.30")
+    now = datetime.now(UTC)
+    hold = Hold(id=new_id("hold"), account_id=who.account_id, key_id=who.key_id, amount=500 * CENT)
+    refusal = await store.reserve(hold, now=now, expires_at=now + timedelta(minutes=15))
+    assert refusal is not None and (refusal.reason, refusal.available) == ("key_limit_reached", 30 * CENT)
+    # The other way round the pool is the tighter one.
+    poor = await funded_person(rt, usd="0.20", limit="0.50")
+    hold = Hold(id=new_id("hold"), account_id=poor.account_id, key_id=poor.key_id, amount=500 * CENT)
+    refusal = await store.reserve(hold, now=now, expires_at=now + timedelta(minutes=15))
+    assert refusal is not None and (refusal.reason, refusal.available) == ("insufficient_credits", 20 * CENT)
+
+
 async def _reserved(rt, store, count: int):
     """A funded person with `count` open one-cent holds."""
     who = await funded_person(rt, usd="10")

@@ -49,10 +49,12 @@ class Admission:
 
 
 def hold_amount(request: ChatRequest, candidates: tuple[Endpoint, ...], prompt_estimate: int) -> int:
-    return max(
-        e.worst_case(prompt_estimate, clamp_max_tokens(request.max_tokens, cap=e.max_completion_tokens), request.n)
-        for e in candidates
-    )
+    return max(_worst_case(e, request, prompt_estimate) for e in candidates)
+
+
+def _worst_case(endpoint: Endpoint, request: ChatRequest, prompt_estimate: int) -> int:
+    budget = clamp_max_tokens(request.max_tokens, cap=endpoint.max_completion_tokens)
+    return endpoint.worst_case(prompt_estimate, budget, request.n)
 
 
 async def admit(
@@ -70,7 +72,10 @@ async def admit(
     now = clock.now()
     refusal = await store.reserve(hold, now=now, expires_at=now + timedelta(seconds=hold_ttl_seconds))
     if refusal is not None:
-        budget = clamp_max_tokens(request.max_tokens, cap=candidates[0].max_completion_tokens)
+        # The budget of the endpoint whose worst case set the hold (a fallback model's cap, when the
+        # request gave no max_tokens), so that asking for `affordable` tokens is then admitted.
+        costliest = max(candidates, key=lambda e: _worst_case(e, request, prompt_estimate))
+        budget = clamp_max_tokens(request.max_tokens, cap=costliest.max_completion_tokens)
         # Consistent with the hold: enough for the priciest candidate, since any may serve it.
         affordable = min(
             e.prices.affordable_completion_tokens(prompt_estimate, refusal.available, request.n) for e in candidates

@@ -152,6 +152,8 @@ class Gateway:
             raise BadRequest(str(exc), code="unknown_model", field=exc.field) from exc
         except NoEndpointsError as exc:
             raise ServiceUnavailable(str(exc), code="no_endpoints") from exc
+        except InvalidRoutingRequest as exc:  # e.g. a provider the catalog does not list
+            raise bad_field(exc.field, exc.problem) from exc
         except RoutingError as exc:
             raise BadRequest(str(exc), code="routing") from exc
         if kind == "completion" or request.n > 1:

@@ -265,6 +265,10 @@ def _filters(prefs: ProviderPreferences, org: OrgPolicy) -> list[Filter]:
     if org.ignore:
         drop = _matcher(org.ignore)
         out.append(("the organization's ignored providers", lambda e: not drop(e)))
+    if org.order and org.allow_fallbacks is False:
+        # An admin's order without fallbacks means "these providers only": a request's own order
+        # (a preference, which otherwise wins) must not reach past it.
+        out.append(("the organization's provider order with allow_fallbacks = false", _matcher(org.order)))
     if prefs.data_collection == "deny":
         out.append(('provider.data_collection = "deny"', _denies_collection))
     if org.data_collection == "deny":
@@ -349,7 +353,9 @@ def route(
     filters = _filters(prefs, org)
     sort = prefs.sort or org.sort
     sort_stats = stats.get(sort) if stats is not None and sort is not None else None
-    order = prefs.order if prefs.order is not None else org.order
+    # The request's preferences win over the organization's: its own order, or its sort (an org
+    # order would otherwise re-rank a request that asked for the cheapest first).
+    order = prefs.order if prefs.order is not None else (None if prefs.sort else org.order)
     allow_fallbacks = prefs.allow_fallbacks is not False and org.allow_fallbacks is not False
 
     result: list[Endpoint] = []
@@ -372,7 +378,8 @@ def route(
             rest = [e for e in ranked if _rank(order, e) is None]
             if not allow_fallbacks:
                 if not listed:
-                    reasons[name] = "provider.order with allow_fallbacks = false"
+                    side = "" if prefs.allow_fallbacks is False else "the organization's "
+                    reasons[name] = f"provider.order with {side}allow_fallbacks = false"
                     continue
                 ranked = listed
             else:

@@ -162,3 +162,20 @@ async def test_a12_missing_or_absurd_max_tokens_holds_the_cap_and_unaffordable_i
     async with http(gateway) as client:
         r = await chat(client, poor.key, "test/chat", "a much longer prompt " * 50, max_tokens=1)
     assert r.status_code == 402 and r.json()["error"]["metadata"]["affordable_tokens"] == 0
+
+
+async def test_a402_names_the_budget_that_set_the_hold_and_its_affordable_tokens_are_admitted(gateway, gw_rt, fake):
+    # test/chat (cap 1000) with test/claude (cap 4096, pricier) as the fallback model and no
+    # max_tokens: the hold is test/claude's worst case, so its cap is what was "requested".
+    who = await funded_person(gw_rt, usd="0.01")
+    fake.reset()
+    async with http(gateway) as client:
+        prompt = script(content="fits")
+        refused = await chat(client, who.key, "test/chat", prompt, models=["test/claude"])
+        assert refused.status_code == 402
+        error = refused.json()["error"]
+        assert "You requested up to 4096 tokens, but can only afford" in error["message"]
+        affordable = error["metadata"]["affordable_tokens"]
+        assert 0 < affordable < 1000 and fake.calls() == []
+        ok = await chat(client, who.key, "test/chat", prompt, models=["test/claude"], max_tokens=affordable)
+        assert ok.status_code == 200, ok.text

@@ -334,3 +334,12 @@ async def test_legacy_completions_on_an_anthropic_only_model_are_refused_before_
     assert r.json()["error"]["metadata"]["code"] == "no_endpoints"
     async with gw_rt.db.read() as s:
         assert await s.scalar(select(func.count()).select_from(Hold).where(Hold.account_id == who.account_id)) == 0
+
+
+async def test_an_unknown_provider_names_the_field_it_came_in(client, gw_rt):
+    who = await funded_person(gw_rt, usd="1")
+    r = post(client, who.key, {"model": "test/chat", "messages": msgs(), "provider": {"ignore": ["nosuch"]}})
+    assert r.status_code == 400
+    error = r.json()["error"]
+    assert error["metadata"] == {"code": "invalid_field", "field": "provider.ignore"}
+    assert "unknown provider 'nosuch'" in error["message"]

@@ -247,6 +247,25 @@ def test_errors_say_which_constraint_removed_the_candidates(
     assert info.value.status == 503
 
 
+def test_an_org_order_without_fallbacks_confines_requests_to_it(catalog: Catalog) -> None:
+    org = OrgPolicy(order=("safe",), allow_fallbacks=False)
+    assert go(catalog, None, org=org) == ["safe"]
+    # The request's own order is a preference: it re-ranks, but cannot reach past the org's list.
+    assert go(catalog, {"order": ["cheap", "safe"]}, org=org) == ["safe"]
+    with pytest.raises(NoEndpointsError) as info:
+        go(catalog, {"only": ["cheap"]}, org=org)
+    assert "the organization's provider order with allow_fallbacks = false" in str(info.value)
+    with pytest.raises(NoEndpointsError) as info:
+        go(catalog, {"order": ["idle"]}, org=OrgPolicy(allow_fallbacks=False))
+    assert "provider.order with the organization's allow_fallbacks = false" in str(info.value)
+
+
+def test_a_requests_sort_wins_over_the_orgs_order(catalog: Catalog) -> None:
+    org = OrgPolicy(order=("pricey",))
+    assert go(catalog, None, org=org)[0] == "pricey"
+    assert go(catalog, {"sort": "price"}, org=org)[0] == "cheap"
+
+
 def test_error_lists_every_model(catalog: Catalog) -> None:
     with pytest.raises(NoEndpointsError) as info:
         route(

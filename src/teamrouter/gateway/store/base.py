@@ -47,6 +47,15 @@ class Refusal:
     available: int  # what could still be reserved, nano-USD (≥ 0)
 
 
+def pool_refusal(available: int | None, key_remaining: int | None) -> Refusal:
+    """The pool refused; the key's limit may refuse too (`key_remaining` None: no limit). The
+    tighter of the two is reported, since it is what the client can actually afford."""
+    pool = max(int(available or 0), 0)
+    if key_remaining is not None and int(key_remaining) < pool:
+        return Refusal("key_limit_reached", max(int(key_remaining), 0))
+    return Refusal("insufficient_credits", pool)
+
+
 @dataclass(slots=True)
 class GenerationRecord:
     """One activity row: metadata only, never a prompt or a completion."""

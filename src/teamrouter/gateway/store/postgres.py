@@ -25,7 +25,7 @@ import asyncpg
 
 from teamrouter.errors import ServiceUnavailable, database_unavailable
 from teamrouter.gateway.store import pg_sql, sql
-from teamrouter.gateway.store.base import GenerationRecord, Hold, Refusal
+from teamrouter.gateway.store.base import GenerationRecord, Hold, Refusal, pool_refusal
 
 
 class _Statement:
@@ -213,11 +213,10 @@ class PostgresStore:
                     return None  # key, pool and hold row written
             except asyncpg.DivisionByZeroError:
                 pass  # the key agreed, the pool refused
-            # When both refuse, the pool's reason is the one reported (as on SQLite, which asks the
-            # pool first).
+            # When both refuse, the tighter one is reported (as on SQLite).
             available = await self._value(conn, "POOL_AVAILABLE", params)
             if available is None or available < params["amount"]:
-                return Refusal("insufficient_credits", max(int(available or 0), 0))
+                return pool_refusal(available, await self._value(conn, "KEY_REMAINING", params))
             remaining = await self._value(conn, "KEY_REMAINING", params)
             return Refusal("key_limit_reached", max(int(remaining or 0), 0))
 

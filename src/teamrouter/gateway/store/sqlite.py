@@ -22,7 +22,7 @@ from typing import Any
 
 from teamrouter.errors import ServiceUnavailable, database_unavailable
 from teamrouter.gateway.store import sql
-from teamrouter.gateway.store.base import GenerationRecord, Hold, Refusal
+from teamrouter.gateway.store.base import GenerationRecord, Hold, Refusal, pool_refusal
 
 log = logging.getLogger(__name__)
 CHECKPOINT_EVERY_SECONDS = 1.0
@@ -251,8 +251,7 @@ class SqliteStore:
 
     def _reserve(self, params: dict[str, Any]) -> Refusal | None:
         if self._run("RESERVE_POOL", params).rowcount != 1:
-            available = self._value("POOL_AVAILABLE", params)
-            return Refusal("insufficient_credits", max(int(available or 0), 0))
+            return pool_refusal(self._value("POOL_AVAILABLE", params), self._value("KEY_REMAINING", params))
         if self._run("RESERVE_KEY", params).rowcount != 1:
             remaining = self._value("KEY_REMAINING", params)
             return Refusal("key_limit_reached", max(int(remaining or 0), 0))
