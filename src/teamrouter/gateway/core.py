@@ -43,6 +43,7 @@ from teamrouter.gateway.routing import (
     UnknownModelError,
     parse_provider_preferences,
 )
+from teamrouter.gateway.stats import ProviderStats
 from teamrouter.gateway.store.base import GatewayStore, GenerationRecord
 from teamrouter.ids import new_generation_id
 from teamrouter.money import to_usd
@@ -113,7 +114,8 @@ class Gateway:
         self.org_policy = org_policy
         self.limiter = limiter or make_rate_limiter(settings.key_rate_limit_per_minute, settings.redis_url)
         self.timeouts = {p.slug: calls.Timeouts.of(p) for p in catalog.providers()}
-        self.routes = RouteCache(catalog)
+        self.stats = ProviderStats()
+        self.routes = RouteCache(catalog, stats=self.stats.for_sort())
 
     # -- admission ---------------------------------------------------------------------------
 
@@ -446,6 +448,13 @@ class Gateway:
             app_referer=prepared.referer[:500] if prepared.referer else None,
             app_title=prepared.title[:200] if prepared.title else None,
         )
+        if not outcome.broken and not outcome.cancelled:
+            self.stats.observe(
+                endpoint.provider.slug,
+                latency_ms=record.latency_ms,
+                tokens=record.tokens_completion,
+                generation_ms=record.generation_time_ms,
+            )
         try:
             await self.store.settle(prepared.admission.hold, record, now=record.created_at)
         except Exception:

@@ -392,6 +392,9 @@ def route(
     return result
 
 
+_MEASURED = ("latency", "throughput")
+
+
 class RouteCache:
     """`route` memoised for requests without ``provider`` preferences (nearly all of them).
 
@@ -400,9 +403,16 @@ class RouteCache:
     are not cached. Bounded: emptied when full, since clients choose the `models` lists.
     """
 
-    def __init__(self, catalog: Catalog, *, max_entries: int = 4096) -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        *,
+        max_entries: int = 4096,
+        stats: Mapping[str, Mapping[str, float]] | None = None,
+    ) -> None:
         self.catalog = catalog
         self.max_entries = max_entries
+        self.stats = stats  # live figures for sorting by latency or throughput (see gateway.stats)
         self._routes: dict[tuple[str | None, tuple[str, ...], OrgPolicy | None], tuple[Endpoint, ...]] = {}
 
     def route(
@@ -413,8 +423,10 @@ class RouteCache:
         prefs: ProviderPreferences | None,
         org: OrgPolicy | None,
     ) -> tuple[Endpoint, ...]:
-        if prefs is not None:
-            return tuple(route(self.catalog, model=model, models=models, prefs=prefs, org=org))
+        measured = (prefs is not None and prefs.sort in _MEASURED) or (org is not None and org.sort in _MEASURED)
+        if prefs is not None or measured:
+            # Not memoised: preferences vary per request, and measured figures move.
+            return tuple(route(self.catalog, model=model, models=models, prefs=prefs, org=org, stats=self.stats))
         key = (model, models, org)
         found = self._routes.get(key)
         if found is None:
