@@ -71,6 +71,10 @@ def format_usd(usd: Decimal) -> str:
     return text if text != "-0" else "0"
 
 
+# The size of the request the default "cheapest first" order compares endpoints on.
+SORT_REFERENCE_TOKENS = 1000
+
+
 @dataclass(frozen=True, slots=True)
 class Prices:
     """One endpoint's prices, USD per token (per request for ``request``)."""
@@ -143,8 +147,11 @@ class Prices:
         return left // (self._completion_num * n)
 
     def sort_key(self) -> Decimal:
-        """Default routing order: cheapest by prompt + completion price per token."""
-        return self.prompt + self.completion
+        """Default routing order: cheapest for a reference request of SORT_REFERENCE_TOKENS prompt
+        and as many completion tokens, per-request price included (per token prices alone sent a
+        short request to an endpoint with a fixed fee hundreds of times dearer). A fixed reference
+        keeps routing a function of the catalog alone: predictable, and the same for every request."""
+        return self.prompt + self.completion + self.request / SORT_REFERENCE_TOKENS
 
     def as_openrouter(self) -> dict[str, str]:
         """The `pricing` object of GET /models: strings, USD per token."""

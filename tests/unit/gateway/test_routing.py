@@ -119,8 +119,36 @@ def go(catalog: Catalog, provider: object = None, *, org: OrgPolicy | None = Non
 
 
 def test_default_is_cheapest_first(catalog: Catalog) -> None:
-    # prompt + completion: cheap 3, mid 6, safe 6 (request price is not part of the sort), pricey 40
+    # Per million tokens, prompt + completion + the request price spread over a 1,000-token
+    # reference request: cheap 3, mid 6, safe 6 + 10 000 (its $0.01 a request), pricey 40.
     assert go(catalog) == ["cheap", "mid", "safe", "pricey"]
+
+
+def test_a_per_request_fee_counts_in_cheapest_first() -> None:
+    # "fee" is cheaper per token but charges $0.01 a request: for a 1,000-token reference request
+    # it costs ~$0.0102, "mid" $0.006.
+    fees = parse_catalog(
+        CATALOG
+        + """
+[[models]]
+id = "x/fee"
+context_length = 1000
+
+[[models.endpoints]]
+provider = "cheap"
+prompt_price = "0.0000001"
+completion_price = "0.0000001"
+request_price = "0.01"
+
+[[models.endpoints]]
+provider = "mid"
+prompt_price = "0.000002"
+completion_price = "0.000004"
+""",
+        env={},
+    )
+    assert go(fees, model="x/fee") == ["mid", "cheap"]
+    assert go(fees, {"sort": "price"}, model="x/fee") == ["mid", "cheap"]
 
 
 def test_price_ties_keep_catalog_order(catalog: Catalog) -> None:
