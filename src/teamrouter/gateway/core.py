@@ -22,6 +22,7 @@ from teamrouter.clock import Clock
 from teamrouter.config import Settings
 from teamrouter.errors import (
     BadRequest,
+    RateLimited,
     ServiceUnavailable,
     TeamrouterError,
     UpstreamFailed,
@@ -533,5 +534,7 @@ def _as_api_error(error: UpstreamError | None) -> TeamrouterError:
         # The upstream refused the request itself (a parameter it does not accept): the client's to fix.
         return BadRequest(f"Provider rejected the request: {error.message}", code="upstream_rejected")
     if error.status == 429:
-        return UpstreamFailed(f"Provider rate limited the request: {error.message}", code="upstream_rate_limited")
+        # Every endpoint tried was rate limited: a 429, which clients (the SDKs) back off and retry,
+        # not a 502 they would take for a fault.
+        return RateLimited(f"Provider rate limited the request: {error.message}", code="upstream_rate_limited")
     return UpstreamFailed(f"Upstream failed: {error.message}", code="upstream_failed")

@@ -343,3 +343,13 @@ async def test_an_unknown_provider_names_the_field_it_came_in(client, gw_rt):
     error = r.json()["error"]
     assert error["metadata"] == {"code": "invalid_field", "field": "provider.ignore"}
     assert "unknown provider 'nosuch'" in error["message"]
+
+
+async def test_when_every_endpoint_is_rate_limited_the_client_gets_a_429(client, gw_rt):
+    # Both of test/chat's endpoints answer 429: a 429 the SDKs back off and retry, not a 502.
+    who = await funded_person(gw_rt, usd="1")
+    r = post(client, who.key, {"model": "test/chat", "messages": msgs(script(status=429)), "max_tokens": 5})
+    assert r.status_code == 429
+    assert r.json()["error"]["code"] == 429 and r.json()["error"]["metadata"]["code"] == "upstream_rate_limited"
+    account, open_holds, generations = await state(gw_rt, who.account_id)
+    assert (account.held, open_holds, generations) == (0, 0, [])
