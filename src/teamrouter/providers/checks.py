@@ -105,8 +105,12 @@ def check_parameters(body: Mapping[str, Any]) -> None:
         if value is None:
             continue
         if not _is_int(value) or (lowest is not None and value < lowest) or (highest is not None and value > highest):
-            bounds = f" from {lowest}" if lowest is not None else ""
-            bounds += f" to {highest}" if highest is not None else (" or more" if lowest is not None else "")
+            if lowest is not None and highest is not None:
+                bounds = f" from {lowest} to {highest}"
+            elif lowest is not None:
+                bounds = f" of at least {lowest}"
+            else:
+                bounds = ""
             raise RequestError(name, f"must be an integer{bounds}")
     for name in BOOLEANS:
         value = body.get(name)
