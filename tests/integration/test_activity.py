@@ -11,11 +11,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import delete
 from tests.support.activity import World, make_key, record, set_visibility
 from tests.support.keys import add_member, enter, make_org
 from tests.support.orgs import assert_envelope
 
 from teamrouter.clock import FrozenClock
+from teamrouter.domain.orgs.models import Membership
 from teamrouter.domain.roles import Role
 
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -247,6 +249,17 @@ async def test_filters_on_keys_or_people_one_may_not_see_are_not_found(rt, world
         # Alice's personal key is not a key of the org context either.
         r = await world.admin.call("GET", path, params={"api_key_hash": world.keys["alice_personal"].hash})
         assert_envelope(r, 404)
+        # Nor is a person outside the org, known or not: a 404 like a key's, not an empty page.
+        for user_id in (outsider.id, "user_nobody"):
+            assert_envelope(await world.admin.call("GET", path, params={"user_id": user_id}), 404, "user not found")
+        assert (await world.admin.call("GET", path, params={"user_id": world.bob.id})).status_code == 200
+    # A former member's requests stay on the org's record, and can still be filtered by.
+    async with rt.db.uow() as uow:
+        await uow.session.execute(
+            delete(Membership).where(Membership.organization_id == world.org_id, Membership.user_id == world.bob.id)
+        )
+    rows = await feed(world.admin, user_id=world.bob.id)
+    assert len(rows) == sum(1 for n in made.values() if n == "bob")
     await set_visibility(rt, world.org_id, "own")
     r = await world.alice.call("GET", "/activity/generations", params={"api_key_hash": world.keys["bob"].hash})
     assert_envelope(r, 404)
@@ -256,6 +269,8 @@ async def test_filters_on_keys_or_people_one_may_not_see_are_not_found(rt, world
     assert r.status_code == 200 and len(r.json()["data"]) == sum(1 for n in made.values() if n == "alice2")
     # Nothing of the other org leaks into this one's feed.
     assert foreign.hash not in str(await feed(world.admin))
+    # In a personal account, the only person is its owner.
+    assert_envelope(await outsider.call("GET", "/activity/generations", params={"user_id": world.bob.id}), 404)
 
 
 async def test_anonymous_is_refused(client):

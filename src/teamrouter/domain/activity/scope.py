@@ -22,7 +22,7 @@ from teamrouter.domain.activity.models import Generation, UsageRollup
 from teamrouter.domain.actor import Actor
 from teamrouter.domain.credits.models import CreditAccount
 from teamrouter.domain.keys.models import ApiKey
-from teamrouter.domain.orgs.models import Organization
+from teamrouter.domain.orgs.models import Membership, Organization
 from teamrouter.domain.orgs.settings import org_settings
 from teamrouter.domain.roles import Scope
 from teamrouter.errors import NotFound, bad_field
@@ -129,8 +129,14 @@ async def resolve_filters(
         if key is None or (scope.only_user_id is not None and key.creator_user_id != scope.only_user_id):
             raise key_not_found()
         key_id = key.id
-    if user_id is not None and scope.only_user_id is not None and user_id != scope.only_user_id:
-        raise user_not_found()
+    if user_id is not None:
+        visible = (
+            user_id == scope.only_user_id
+            if scope.only_user_id is not None
+            else await _in_scope(session, scope, user_id)
+        )
+        if not visible:
+            raise user_not_found()
     return ActivityFilters(
         key_id=key_id,
         key_hash=api_key_hash,
@@ -140,6 +146,22 @@ async def resolve_filters(
         since=since,
         until=until,
     )
+
+
+async def _in_scope(session: AsyncSession, scope: ActivityScope, user_id: str) -> bool:
+    """A person whose activity the scope may hold: the owner of a personal account; in an org, a
+    member, or a former member whose requests are still on the org's record. Anyone else is a 404,
+    as an unknown key is (an empty page would not tell a typo from a quiet member)."""
+    if scope.organization_id is None:
+        owner = await session.scalar(select(CreditAccount.user_id).where(CreditAccount.id == scope.account_id))
+        return owner == user_id
+    member = await session.scalar(
+        select(Membership.id).where(Membership.organization_id == scope.organization_id, Membership.user_id == user_id)
+    )
+    if member is not None:
+        return True
+    used = select(Generation.id).where(Generation.account_id == scope.account_id, Generation.user_id == user_id)
+    return await session.scalar(used.limit(1)) is not None
 
 
 def parse_instant(field: str, value: str | None) -> datetime | None:
