@@ -97,19 +97,24 @@ class Model:
 class Catalog:
     """Read-only view of a loaded catalog."""
 
-    __slots__ = ("_endpoints", "_models", "_providers", "source")
+    __slots__ = ("_endpoints", "_models", "_names", "_providers", "source")
 
     def __init__(self, providers: tuple[Provider, ...], models: tuple[Model, ...], *, source: str) -> None:
         self.source = source
         self._providers = {p.slug: p for p in providers}
         self._models = {m.id: m for m in models}
         self._endpoints = {e.id: e for m in models for e in m.endpoints}
+        # What a request or a setting may call a provider: its slug or display name, in any case.
+        self._names = frozenset(name.casefold() for p in providers for name in (p.slug, p.name))
 
     def providers(self) -> tuple[Provider, ...]:
         return tuple(self._providers.values())
 
     def provider(self, slug: str) -> Provider | None:
         return self._providers.get(slug)
+
+    def names_a_provider(self, name: str) -> bool:
+        return name.casefold() in self._names
 
     def models(self) -> tuple[Model, ...]:
         return tuple(self._models.values())

@@ -144,7 +144,7 @@ class Gateway:
             request = ChatRequest.parse(payload, kind=kind)
             prefs = parse_provider_preferences(request.provider) if request.provider is not None else None
         except (RequestError, InvalidRoutingRequest) as exc:
-            raise bad_field(exc.field, str(exc).split(": ", 1)[-1]) from exc
+            raise bad_field(exc.field, exc.problem) from exc
         try:
             policy = await self.org_policy(key.organization_id) if key.organization_id else None
         except _DATABASE_DOWN as exc:

@@ -241,10 +241,9 @@ def check_provider_names(catalog: Catalog, **lists: Sequence[str] | None) -> Non
     """Every name in `lists` (field → names) is a catalog provider's slug or display name, in any
     case; else a 400 naming `provider.<field>` and listing the known slugs. Requests and the
     organization's saved settings both name providers this way."""
-    known = {name.casefold() for p in catalog.providers() for name in (p.slug, p.name)}
     for field, names in lists.items():
         for name in names or ():
-            if name.casefold() not in known:
+            if not catalog.names_a_provider(name):
                 slugs = ", ".join(p.slug for p in catalog.providers())
                 raise InvalidRoutingRequest(f"provider.{field}", f"unknown provider {name!r} (known: {slugs})")
 
@@ -423,8 +422,7 @@ class RouteCache:
         prefs: ProviderPreferences | None,
         org: OrgPolicy | None,
     ) -> tuple[Endpoint, ...]:
-        measured = (prefs is not None and prefs.sort in _MEASURED) or (org is not None and org.sort in _MEASURED)
-        if prefs is not None or measured:
+        if prefs is not None or (org is not None and org.sort in _MEASURED):
             # Not memoised: preferences vary per request, and measured figures move.
             return tuple(route(self.catalog, model=model, models=models, prefs=prefs, org=org, stats=self.stats))
         key = (model, models, org)

@@ -19,6 +19,7 @@ class RequestError(ValueError):
     def __init__(self, field: str, problem: str) -> None:
         super().__init__(f"{field}: {problem}")
         self.field = field
+        self.problem = problem
 
 
 ROLES = ("system", "developer", "user", "assistant", "tool", "function")

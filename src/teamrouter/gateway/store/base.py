@@ -52,8 +52,13 @@ def pool_refusal(available: int | None, key_remaining: int | None) -> Refusal:
     tighter of the two is reported, since it is what the client can actually afford."""
     pool = max(int(available or 0), 0)
     if key_remaining is not None and int(key_remaining) < pool:
-        return Refusal("key_limit_reached", max(int(key_remaining), 0))
+        return key_refusal(key_remaining)
     return Refusal("insufficient_credits", pool)
+
+
+def key_refusal(remaining: int | None) -> Refusal:
+    """The key's limit refused (the pool agreed): what is left of the limit, never below 0."""
+    return Refusal("key_limit_reached", max(int(remaining or 0), 0))
 
 
 @dataclass(slots=True)

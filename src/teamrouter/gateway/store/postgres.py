@@ -25,7 +25,7 @@ import asyncpg
 
 from teamrouter.errors import ServiceUnavailable, database_unavailable
 from teamrouter.gateway.store import pg_sql, sql
-from teamrouter.gateway.store.base import GenerationRecord, Hold, Refusal, pool_refusal
+from teamrouter.gateway.store.base import GenerationRecord, Hold, Refusal, key_refusal, pool_refusal
 
 
 class _Statement:
@@ -217,8 +217,7 @@ class PostgresStore:
             available = await self._value(conn, "POOL_AVAILABLE", params)
             if available is None or available < params["amount"]:
                 return pool_refusal(available, await self._value(conn, "KEY_REMAINING", params))
-            remaining = await self._value(conn, "KEY_REMAINING", params)
-            return Refusal("key_limit_reached", max(int(remaining or 0), 0))
+            return key_refusal(await self._value(conn, "KEY_REMAINING", params))
 
         return await self._run(self._holds, "reserve", attempt)
 

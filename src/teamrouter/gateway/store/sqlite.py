@@ -22,7 +22,7 @@ from typing import Any
 
 from teamrouter.errors import ServiceUnavailable, database_unavailable
 from teamrouter.gateway.store import sql
-from teamrouter.gateway.store.base import GenerationRecord, Hold, Refusal, pool_refusal
+from teamrouter.gateway.store.base import GenerationRecord, Hold, Refusal, key_refusal, pool_refusal
 
 log = logging.getLogger(__name__)
 CHECKPOINT_EVERY_SECONDS = 1.0
@@ -253,8 +253,7 @@ class SqliteStore:
         if self._run("RESERVE_POOL", params).rowcount != 1:
             return pool_refusal(self._value("POOL_AVAILABLE", params), self._value("KEY_REMAINING", params))
         if self._run("RESERVE_KEY", params).rowcount != 1:
-            remaining = self._value("KEY_REMAINING", params)
-            return Refusal("key_limit_reached", max(int(remaining or 0), 0))
+            return key_refusal(self._value("KEY_REMAINING", params))
         self._run("INSERT_HOLD", params)
         return None
 
