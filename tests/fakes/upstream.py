@@ -24,7 +24,8 @@ cancels the handler when the client goes away), ``reset_after_chunks`` (close th
 after N content chunks, mid-stream), ``end_after_chunks`` (end the body cleanly after N content
 chunks, with no finish reason and no end-of-stream event), ``stream_error_after_chunks`` (send an in-stream error
 event), ``no_usage`` (never report usage), ``overrun`` (ignore ``max_tokens``: report
-``ceil(max_tokens * overrun)`` completion tokens), ``finish_reason``.
+``ceil(max_tokens * overrun)`` completion tokens), ``finish_reason``, ``set_cookie`` (a
+``Set-Cookie`` header on a whole answer; calls record the ``Cookie`` header each request carried).
 
 Use in process (``async with FakeUpstream() as fake: fake.url``), in a thread for sync code
 (``with FakeUpstreamThread() as fake``), or as a subprocess:
@@ -76,6 +77,7 @@ class Script:
     no_usage: bool = False
     overrun: float | None = None
     finish_reason: str | None = None
+    set_cookie: str | None = None  # a Set-Cookie header on the answer, as load balancers send
 
     @classmethod
     def from_obj(cls, obj: object) -> Script:
@@ -115,6 +117,7 @@ class Call:
     auth: str | None  # the credential presented (bearer token or x-api-key)
     anthropic_version: str | None
     script: dict[str, Any] | None
+    cookie: str | None = None  # the Cookie header the request carried
     at: float = field(default_factory=time.time)
 
     def as_dict(self) -> dict[str, Any]:
@@ -313,6 +316,7 @@ class FakeUpstream:
             auth=auth,
             anthropic_version=request.headers.get("anthropic-version"),
             script=recorded,
+            cookie=request.headers.get("Cookie"),
         )
         self.calls.append(call)
         if self.api_key is not None and auth != self.api_key:
@@ -340,9 +344,10 @@ class FakeUpstream:
             if anthropic:
                 return await self._anthropic_stream(request, call, script, pieces, finish, usage)
             return await self._openai_stream(request, call, api, script, pieces, finish, usage)
+        cookie = {"Set-Cookie": script.set_cookie} if script.set_cookie else None
         if anthropic:
-            return web.json_response(self._anthropic_json(call, script, pieces, finish, usage))
-        return web.json_response(self._openai_json(call, api, script, pieces, finish, usage))
+            return web.json_response(self._anthropic_json(call, script, pieces, finish, usage), headers=cookie)
+        return web.json_response(self._openai_json(call, api, script, pieces, finish, usage), headers=cookie)
 
     @staticmethod
     def _usage(script: Script, body: Mapping[str, Any], pieces: list[str], n: int, limit: int | None) -> dict[str, int]:

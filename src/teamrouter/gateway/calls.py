@@ -24,6 +24,9 @@ def make_http_session(*, connect_timeout: float) -> aiohttp.ClientSession:
     connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300, enable_cleanup_closed=True)
     return aiohttp.ClientSession(
         connector=connector,
+        # One session serves every tenant of the process: a cookie an upstream sets (a load
+        # balancer's affinity cookie, say) must never ride along on another request.
+        cookie_jar=aiohttp.DummyCookieJar(),
         timeout=aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout),
         auto_decompress=True,
         skip_auto_headers=("User-Agent",),

@@ -103,3 +103,25 @@ async def test_a_stream_closed_under_a_read_leaves_nothing_behind(fake: FakeUpst
         assert alive == [], f"{len(alive)} closed upstream responses still referenced"
     finally:
         await http.close()
+
+
+async def test_a_cookie_an_upstream_sets_is_never_sent_again(fake: FakeUpstream) -> None:
+    """One upstream client serves every tenant of the process: a cookie one answer sets (a load
+    balancer's affinity cookie, say) must not ride along on anyone's next request. aiohttp keeps
+    cookies from named hosts only, so the upstream is called by name here, as real ones are."""
+    endpoint = parse_catalog(CATALOG.format(url=fake.url.replace("127.0.0.1", "localhost")), env={}).endpoints_for(
+        "t/chat"
+    )[0]
+    adapter = OpenAIAdapter()
+    request = adapter.build_request(
+        endpoint, {"model": "t/chat", "messages": [{"role": "user", "content": "hi"}]}, False
+    )
+    http = calls.make_http_session(connect_timeout=2)
+    try:
+        fake.set_script({"set_cookie": "affinity=tenant-a; Path=/"})
+        await calls.fetch(http, adapter, endpoint, request)
+        fake.set_script(None)
+        await calls.fetch(http, adapter, endpoint, request)
+        assert [call.cookie for call in fake.calls] == [None, None]
+    finally:
+        await http.close()
