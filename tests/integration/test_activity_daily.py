@@ -1,4 +1,4 @@
-"""OpenRouter's GET /activity: the last 30 completed UTC days per date × model × endpoint, from the
+"""OpenRouter's GET /activity: the last 30 UTC days (today included) per date × model × endpoint, from the
 rollups; its filters, its bad input, visibility, and the official SDK's response model."""
 
 from __future__ import annotations
@@ -42,18 +42,19 @@ async def activity(person, **params):
     return body["data"]
 
 
-async def test_window_is_the_last_thirty_completed_utc_days(rt, world):
+async def test_window_is_the_last_thirty_utc_days_today_included(rt, world):
     k = world.keys["alice"]
-    await record(rt, k, at=NOW - timedelta(minutes=5), cost=1)  # today: not complete, excluded
+    await record(rt, k, at=NOW - timedelta(minutes=5), cost=1)  # today, as it happens
     await record(rt, k, at=TODAY - timedelta(seconds=1), cost=10, prompt=3, completion=4, reasoning=1, cached=2)
     await record(rt, k, at=TODAY - timedelta(hours=5), cost=20, prompt=5, completion=6)
-    await record(rt, k, at=TODAY - timedelta(days=30), cost=100)  # first day of the window
-    await record(rt, k, at=TODAY - timedelta(days=30, seconds=1), cost=1000)  # one day too old
+    await record(rt, k, at=TODAY - timedelta(days=29), cost=100)  # first day of the window
+    await record(rt, k, at=TODAY - timedelta(days=29, seconds=1), cost=1000)  # one day too old
     rows = await activity(world.admin)
+    today = TODAY.date().isoformat()
     yesterday = (TODAY - timedelta(days=1)).date().isoformat()
-    first = (TODAY - timedelta(days=30)).date().isoformat()
-    assert [(r["date"], r["requests"]) for r in rows] == [(yesterday, 2), (first, 1)]
-    top = rows[0]
+    first = (TODAY - timedelta(days=29)).date().isoformat()
+    assert [(r["date"], r["requests"]) for r in rows] == [(today, 1), (yesterday, 2), (first, 1)]
+    top = rows[1]
     assert top == {
         "date": yesterday,
         "model": "test/chat",
@@ -71,6 +72,7 @@ async def test_window_is_the_last_thirty_completed_utc_days(rt, world):
         "workspace_id": None,
     }
     assert [r["requests"] for r in await activity(world.admin, date=first)] == [1]
+    assert [r["usage_usd"] for r in await activity(world.admin, date=today)] == ["0.000000001"]
     assert await activity(world.admin, date=(TODAY - timedelta(days=2)).date().isoformat()) == []
 
 
@@ -101,11 +103,13 @@ async def test_rows_split_by_model_and_endpoint_and_filter_by_key_and_member(rt,
 
 @pytest.mark.parametrize(
     "value",
-    ["2025-13-01", "yesterday", "20250101", "1999-01-01", "2999-01-01", "today"],
+    ["2025-13-01", "yesterday", "20250101", "1999-01-01", "2999-01-01", "tomorrow", "thirty days ago"],
 )
 async def test_bad_dates_are_a_400_naming_date(rt, world, value):
-    if value == "today":
-        value = NOW.date().isoformat()  # not a completed day yet
+    if value == "tomorrow":
+        value = (NOW + timedelta(days=1)).date().isoformat()
+    elif value == "thirty days ago":
+        value = (NOW - timedelta(days=30)).date().isoformat()  # the day before the window
     r = await world.admin.call("GET", "/activity", params={"date": value})
     error = assert_envelope(r, 400, "date")
     assert error["metadata"]["field"] == "date"

@@ -31,7 +31,7 @@ async def get_activity(
     api_key_hash: KeyHash = None,
     user_id: Ident = None,
 ) -> dict[str, Any]:
-    """Daily usage per model and endpoint over the last 30 completed UTC days (OpenRouter's shape)."""
+    """Daily usage per model and endpoint over the last 30 UTC days, today included (OpenRouter's shape)."""
     rows = await daily.daily_activity(rt, actor=actor, day=date, api_key_hash=api_key_hash, user_id=user_id)
     for row in rows:  # rows group by the provider's slug; OpenRouter shows its display name
         row["provider_name"] = provider_name(rt, row["provider_name"])

@@ -1,4 +1,6 @@
-"""OpenRouter's `GET /activity`: per UTC day × model × endpoint, over the last 30 completed days.
+"""OpenRouter's `GET /activity`: per UTC day × model × endpoint, over the last 30 UTC days, today
+included (API.md). OpenRouter lists completed days only; here today's traffic shows as it happens,
+so a request just made is in the answer.
 
 Served from the hourly rollups (never from the generation table), so it stays fast however much
 traffic a context has. An endpoint is a model at a provider; its id is the catalog's
@@ -31,9 +33,9 @@ WINDOW_DAYS = 30
 
 
 def window(now: datetime) -> tuple[date, date]:
-    """(first day, last day) of the last 30 completed UTC days; today is not complete yet."""
+    """(first day, last day) of the last 30 UTC days: today and the 29 before it."""
     today = now.astimezone(UTC).date()
-    return today - timedelta(days=WINDOW_DAYS), today - timedelta(days=1)
+    return today - timedelta(days=WINDOW_DAYS - 1), today
 
 
 def _parse_day(value: str, first: date, last: date) -> date:
@@ -42,7 +44,7 @@ def _parse_day(value: str, first: date, last: date) -> date:
     except ValueError:
         raise bad_field("date", "must be a date such as 2025-01-31 (YYYY-MM-DD)") from None
     if len(value) != 10 or not first <= day <= last:
-        raise bad_field("date", f"must be a completed UTC day between {first} and {last}")
+        raise bad_field("date", f"must be a UTC day from {first} to {last}")
     return day
 
 
