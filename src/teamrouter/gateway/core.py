@@ -320,7 +320,10 @@ class Gateway:
         disconnected: asyncio.Future[None],
     ) -> None:
         parser = adapter.stream_parser(
-            kind=prepared.admission.request.kind, response_id=prepared.generation_id, model=endpoint.model_id
+            kind=prepared.admission.request.kind,
+            response_id=prepared.generation_id,
+            model=endpoint.model_id,
+            provider=endpoint.provider.name,
         )
         outcome = StreamOutcome()
         first_byte = time.perf_counter()
@@ -400,6 +403,7 @@ class Gateway:
                 usage=charged.usage,
                 kind=prepared.admission.request.kind,
                 extra_usage=_cost_fields(charged),
+                provider=endpoint.provider.name,
             )
         )
         tail.append(DONE)

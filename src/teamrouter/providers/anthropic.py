@@ -197,9 +197,12 @@ class AnthropicAdapter:
         kind: Kind = "chat",
         response_id: str | None = None,
         model: str | None = None,
+        provider: str | None = None,
         created: int | None = None,
     ) -> AnthropicStreamParser:
-        return AnthropicStreamParser(kind=kind, response_id=response_id, model=model, created=created)
+        return AnthropicStreamParser(
+            kind=kind, response_id=response_id, model=model, provider=provider, created=created
+        )
 
     def map_error(self, status: int, body: bytes) -> UpstreamError:
         return UpstreamError(
@@ -344,6 +347,7 @@ class AnthropicStreamParser:
         kind: Kind = "chat",
         response_id: str | None = None,
         model: str | None = None,
+        provider: str | None = None,
         created: int | None = None,
     ) -> None:
         self.usage: Usage | None = None
@@ -356,6 +360,7 @@ class AnthropicStreamParser:
         self._kind = kind
         self._id = response_id
         self._model = model
+        self._provider = {"provider": provider} if provider is not None else {}
         self._decoder = SSEDecoder()
         self._prompt = Usage()
         self._tool_index: dict[int, int] = {}  # Anthropic block index -> OpenAI tool index
@@ -397,6 +402,7 @@ class AnthropicStreamParser:
                 "object": obj,
                 "created": self.created,
                 "model": self._model,
+                **self._provider,
                 "choices": [choice],
             }
         )

@@ -194,7 +194,12 @@ class ProviderAdapter(Protocol):
     ) -> ParsedResponse: ...
 
     def stream_parser(
-        self, *, kind: Kind = "chat", response_id: str | None = None, model: str | None = None
+        self,
+        *,
+        kind: Kind = "chat",
+        response_id: str | None = None,
+        model: str | None = None,
+        provider: str | None = None,
     ) -> StreamParser: ...
 
     def map_error(self, status: int, body: bytes) -> UpstreamError: ...
@@ -231,6 +236,7 @@ def usage_chunk(
     usage: Usage,
     kind: Kind = "chat",
     extra_usage: Mapping[str, Any] | None = None,
+    provider: str | None = None,
 ) -> bytes:
     """The final SSE chunk the gateway sends: empty ``choices`` and ``usage`` (plus e.g. cost)."""
     usage_obj = usage.to_openai()
@@ -242,6 +248,7 @@ def usage_chunk(
             "object": "chat.completion.chunk" if kind == "chat" else "text_completion",
             "created": created,
             "model": model,
+            **({"provider": provider} if provider is not None else {}),
             "choices": [],
             "usage": usage_obj,
         }

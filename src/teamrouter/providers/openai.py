@@ -112,9 +112,14 @@ class OpenAIAdapter:
         return ParsedResponse(data, Usage.from_openai(data.get("usage")), finish)
 
     def stream_parser(
-        self, *, kind: Kind = "chat", response_id: str | None = None, model: str | None = None
+        self,
+        *,
+        kind: Kind = "chat",
+        response_id: str | None = None,
+        model: str | None = None,
+        provider: str | None = None,
     ) -> OpenAIStreamParser:
-        return OpenAIStreamParser(response_id=response_id, model=model)
+        return OpenAIStreamParser(response_id=response_id, model=model, provider=provider)
 
     def map_error(self, status: int, body: bytes) -> UpstreamError:
         return UpstreamError(
@@ -125,9 +130,12 @@ class OpenAIAdapter:
 
 
 class OpenAIStreamParser:
-    """Pass OpenAI SSE through, rewriting ``id``/``model``, extracting usage on the fly."""
+    """Pass OpenAI SSE through, rewriting ``id``/``model`` and naming the ``provider`` (as
+    OpenRouter's chunks do), extracting usage on the fly."""
 
-    def __init__(self, *, response_id: str | None = None, model: str | None = None) -> None:
+    def __init__(
+        self, *, response_id: str | None = None, model: str | None = None, provider: str | None = None
+    ) -> None:
         self.usage: Usage | None = None
         self.prompt_tokens: int | None = None  # OpenAI reports usage only at the end
         self.finish_reason: str | None = None
@@ -137,6 +145,9 @@ class OpenAIStreamParser:
         self.created: int | None = None
         self._decoder = SSEDecoder()
         self._new = tuple((k, v) for k, v in (("id", response_id), ("model", model)) if v is not None)
+        self._provider = provider
+        # Spliced in as the chunk's first field: no re-serialisation of a chunk passed through.
+        self._provider_field = b'{"provider":%s,' % dumps(provider) if provider is not None else None
         # key -> (upstream value, byte patterns to replace, replacement); learned from the first chunk.
         self._patterns: dict[str, tuple[str, tuple[bytes, bytes], bytes]] = {}
 
@@ -208,16 +219,30 @@ class OpenAIStreamParser:
     def _redump(self, chunk: dict[str, Any]) -> bytes:
         for key, new in self._new:
             chunk[key] = new
+        if self._provider is not None:
+            chunk["provider"] = self._provider
         return dumps(chunk)
 
     def _rewrite(self, payload: bytes, chunk: dict[str, Any]) -> bytes:
+        out = self._renamed(payload, chunk)
+        if out is None:
+            return self._redump(chunk)
+        if self._provider_field is None:
+            return out
+        if not chunk or "provider" in chunk or not out.startswith(b"{"):
+            # Empty, an upstream that names its own (another router), or leading spaces.
+            return self._redump(chunk)
+        return self._provider_field + out[1:]
+
+    def _renamed(self, payload: bytes, chunk: dict[str, Any]) -> bytes | None:
+        """`payload` with the new `id` and `model` substituted in place, or None when it cannot be."""
         out = payload
         for key, new in self._new:
             old = chunk.get(key)
             if old == new:
                 continue
             if not isinstance(old, str):
-                return self._redump(chunk)
+                return None
             learned = self._patterns.get(key)
             if learned is None or learned[0] != old:
                 # Keyed patterns ("id":"x") cannot match inside string content, where quotes
@@ -235,5 +260,5 @@ class OpenAIStreamParser:
             elif patterns[1] in out:
                 out = out.replace(patterns[1], replacement, 1)
             else:
-                return self._redump(chunk)
+                return None
         return out

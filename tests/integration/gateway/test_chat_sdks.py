@@ -89,6 +89,8 @@ async def test_openai_sdk_streaming_ends_with_a_usage_chunk_carrying_cost(sdk, g
     assert last.choices == [] and last.usage is not None
     assert last.usage.model_extra["cost"] == pytest.approx(cost / UNITS_PER_USD)
     assert len({c.id for c in chunks}) == 1 and chunks[0].id.startswith("gen-")
+    # Every chunk names the provider that answered, as OpenRouter's do and the JSON answer does.
+    assert len({c.model_extra["provider"] for c in chunks}) == 1 and chunks[0].model_extra["provider"]
     after, held = await balance(gw_rt, who.account_id)
     assert before - after == cost and held == 0
     row = await generation(gw_rt, chunks[0].id)

@@ -353,4 +353,3 @@ async def test_when_every_endpoint_is_rate_limited_the_client_gets_a_429(client,
     assert r.json()["error"]["code"] == 429 and r.json()["error"]["metadata"]["code"] == "upstream_rate_limited"
     account, open_holds, generations = await state(gw_rt, who.account_id)
     assert (account.held, open_holds, generations) == (0, 0, [])
-

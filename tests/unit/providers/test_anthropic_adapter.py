@@ -267,7 +267,7 @@ STREAM = b"".join(
 
 
 def translate(stream: bytes, cut: int | None = None) -> tuple[list[dict[str, object]], object]:
-    parser = ADAPTER.stream_parser(response_id="gen-7", model="anthropic/claude", created=3)
+    parser = ADAPTER.stream_parser(response_id="gen-7", model="anthropic/claude", provider="Anthropic", created=3)
     parts = [stream] if cut is None else [stream[:cut], stream[cut:]]
     out: list[bytes] = []
     for part in parts:
@@ -291,6 +291,7 @@ def test_stream_translation() -> None:
     ]
     assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"  # type: ignore[index]
     assert all(c["id"] == "gen-7" and c["model"] == "anthropic/claude" and c["created"] == 3 for c in chunks)
+    assert all(c["provider"] == "Anthropic" for c in chunks)
     assert all(c["object"] == "chat.completion.chunk" for c in chunks)
     assert parser.usage == Usage(prompt_tokens=24, completion_tokens=15, cached_tokens=4)  # type: ignore[attr-defined]
     assert parser.done and parser.finish_reason == "tool_calls"  # type: ignore[attr-defined]

@@ -170,9 +170,14 @@ STREAM = (
 
 
 def run(
-    stream: bytes, pieces: list[int], *, response_id: str | None = None, model: str | None = None
+    stream: bytes,
+    pieces: list[int],
+    *,
+    response_id: str | None = None,
+    model: str | None = None,
+    provider: str | None = None,
 ) -> tuple[list[bytes], object]:
-    parser = ADAPTER.stream_parser(response_id=response_id, model=model)
+    parser = ADAPTER.stream_parser(response_id=response_id, model=model, provider=provider)
     out: list[bytes] = []
     start = 0
     for cut in [*pieces, len(stream)]:
@@ -196,6 +201,20 @@ def test_stream_passthrough_rewrites_only_id_and_model() -> None:
     assert parser.finish_reason == "stop"  # type: ignore[attr-defined]
     assert parser.done and parser.created == 7  # type: ignore[attr-defined]
     assert parser.completion_chars_seen == len('He said "id": "chatcmpl-9" ') + 3  # type: ignore[attr-defined]
+
+
+def test_every_passed_through_chunk_names_the_provider() -> None:
+    out, _ = run(STREAM, [], response_id="gen-abc", model="acme/chat", provider="Acme Cloud")
+    events = [json.loads(e[len(b"data: ") : -2]) for e in out]
+    assert [e["provider"] for e in events] == ["Acme Cloud"] * 4
+    assert out[0].startswith(b'data: {"provider":"Acme Cloud","id":"gen-abc", "object"')  # spliced in
+    assert events[1]["choices"][0]["delta"]["content"] == 'He said "id": "chatcmpl-9" '
+    # An upstream that is itself a router names its own provider: ours replaces it, once.
+    routed = b'data: {"id":"x","provider":"Upstream Inc","model":"m","choices":[]}\n\n'
+    (event,), _ = run(routed, [], response_id="gen-r", model="acme/chat", provider="Acme Cloud")
+    assert json.loads(event[6:]) == {"id": "gen-r", "provider": "Acme Cloud", "model": "acme/chat", "choices": []}
+    (empty,), _ = run(b"data: {}\n\n", [], provider="Acme Cloud")
+    assert json.loads(empty[6:]) == {"provider": "Acme Cloud"}
 
 
 def test_stream_without_rewrite_is_byte_identical() -> None:
