@@ -25,7 +25,8 @@ after N content chunks, mid-stream), ``end_after_chunks`` (end the body cleanly 
 chunks, with no finish reason and no end-of-stream event), ``stream_error_after_chunks`` (send an in-stream error
 event), ``no_usage`` (never report usage), ``overrun`` (ignore ``max_tokens``: report
 ``ceil(max_tokens * overrun)`` completion tokens), ``finish_reason``, ``set_cookie`` (a
-``Set-Cookie`` header on a whole answer; calls record the ``Cookie`` header each request carried).
+``Set-Cookie`` header on a whole answer; calls record the ``Cookie`` header each request carried),
+``body_200`` (answer 200 with this body, JSON if it starts with ``{``, else HTML, even to a stream).
 
 Use in process (``async with FakeUpstream() as fake: fake.url``), in a thread for sync code
 (``with FakeUpstreamThread() as fake``), or as a subprocess:
@@ -78,6 +79,7 @@ class Script:
     overrun: float | None = None
     finish_reason: str | None = None
     set_cookie: str | None = None  # a Set-Cookie header on the answer, as load balancers send
+    body_200: str | None = None  # answer 200 with this body (JSON or HTML), streamed request or not
 
     @classmethod
     def from_obj(cls, obj: object) -> Script:
@@ -331,6 +333,10 @@ class FakeUpstream:
         if script.status is not None:
             headers = {"Retry-After": str(script.retry_after)} if script.retry_after is not None else None
             return web.json_response(fail(script.status, script.error_message), status=script.status, headers=headers)
+
+        if script.body_200 is not None:
+            kind = "application/json" if script.body_200.startswith("{") else "text/html"
+            return web.Response(text=script.body_200, content_type=kind)
 
         pieces = script.pieces()
         finish = script.finish_reason or "stop"

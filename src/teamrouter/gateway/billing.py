@@ -1,9 +1,11 @@
 """What a finished (or broken) generation costs, from the usage the upstream reported or an estimate.
 
 - Zero-completion insurance: an upstream that produced no completion tokens and no finish reason,
-  or finished with `error`, is not billed.
-- A client that went away, or an upstream that broke mid-stream, is billed at least the prompt plus
-  what was delivered — never silently zero.
+  or finished with `error`, is not billed. That includes a stream that broke (an error event, a
+  reset, a cut) before it delivered any output: an overloaded upstream's error right after its
+  first event costs nothing.
+- A client that went away is billed at least the prompt plus what was delivered, and an upstream
+  that broke mid-answer the prompt plus what it delivered — never silently zero.
 - A stream that never reported usage is billed from the prompt estimate and the characters seen,
   and the activity row says so (`usage_estimated`).
 """
@@ -33,12 +35,10 @@ def bill(
 ) -> Bill:
     """`usage` is the upstream's, or an estimate flagged `estimated` (providers.base.billable_usage)."""
     estimated = usage.estimated
-    # The prompt was processed in every case below, so only a clean "nothing happened" is free.
-    insured = (
-        not cancelled
-        and not broken
-        and (finish_reason == "error" or (usage.completion_tokens == 0 and finish_reason is None))
-    )
+    # The client's own cancellation is never insured: the prompt was processed at its request.
+    # A break after some output is billed for it (TESTPLAN C17); one before any output is not.
+    nothing_delivered = usage.completion_tokens == 0 and finish_reason in (None, "error")
+    insured = not cancelled and (nothing_delivered or (finish_reason == "error" and not broken))
     if insured:
         return Bill(usage=usage, cost=0, estimated=estimated)
     return Bill(

@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 
 from teamrouter.gateway.catalog import Endpoint, Provider
-from teamrouter.providers.base import ProviderAdapter, UpstreamError, UpstreamRequest
+from teamrouter.providers.base import ProviderAdapter, UpstreamError, UpstreamRequest, error_message
 from teamrouter.providers.demo import DemoAdapter
 from teamrouter.providers.registry import error_from_exception
 
@@ -88,10 +88,11 @@ async def fetch(
         ) as response:
             body = await response.read()
             status = response.status
+            retry_after = response.headers.get("Retry-After")
     except Exception as exc:
         raise error_from_exception(exc) from exc
     if status != 200:
-        raise adapter.map_error(status, body)
+        raise _refused(adapter, status, body, retry_after)
     return status, body
 
 
@@ -117,15 +118,39 @@ async def open_stream(
             if response.status != 200:
                 body = await response.read()
                 response.release()
-                raise adapter.map_error(response.status, body)
+                raise _refused(adapter, response.status, body, response.headers.get("Retry-After"))
             first = await response.content.readany()
             if not first:
                 raise UpstreamError(502, "upstream closed the stream without data", retryable=True)
+            if not _is_event_stream(first):
+                # A 200 whose body is JSON or HTML (an error object, a proxy's page): nothing was
+                # generated, so it fails before the first byte, and the next endpoint may answer.
+                body = first + await response.content.read(NON_STREAM_BODY_LIMIT)
+                raise UpstreamError(502, f"upstream sent no event stream: {error_message(body)}", retryable=True)
     except Exception as exc:
         if response is not None:
             response.close()
         raise error_from_exception(exc) from exc
     return OpenStream(first=first, rest=_chunks(response), close=response.close)
+
+
+def _refused(adapter: ProviderAdapter, status: int, body: bytes, retry_after: str | None) -> UpstreamError:
+    error = adapter.map_error(status, body)
+    if status == 429 and retry_after is not None:
+        with contextlib.suppress(ValueError):  # seconds; an HTTP date is left to the default
+            error.retry_after = max(0.0, float(retry_after))
+    return error
+
+
+# How much of a body that is not an event stream is read for its error message.
+NON_STREAM_BODY_LIMIT = 64 * 1024
+
+
+def _is_event_stream(first: bytes) -> bool:
+    """Whether a stream's first bytes can begin Server-Sent Events (`data:`, `event:`, a `:`
+    comment, blank lines…), as opposed to a JSON or HTML body."""
+    head = first.lstrip(b"\xef\xbb\xbf \t\r\n")[:1]
+    return head not in (b"{", b"[", b"<")
 
 
 async def _chunks(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:

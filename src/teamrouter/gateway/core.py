@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -59,6 +60,7 @@ from teamrouter.providers.base import (
     Usage,
     billable_usage,
     estimate_completion_tokens,
+    output_chars,
     sse_event,
     usage_chunk,
 )
@@ -241,7 +243,7 @@ class Gateway:
                 first_byte = time.perf_counter()
                 usage = parsed.usage or Usage(
                     prepared.admission.prompt_estimate,
-                    estimate_completion_tokens(_content_chars(parsed.body)),
+                    estimate_completion_tokens(output_chars(parsed.body)),
                     estimated=True,
                 )
                 charged = bill(endpoint, usage=usage, finish_reason=parsed.finish_reason)
@@ -484,17 +486,6 @@ def _database_down(what: str, exc: Exception) -> ServiceUnavailable:
     return database_unavailable()
 
 
-def _content_chars(body: Mapping[str, Any]) -> int:
-    total = 0
-    for choice in body.get("choices") or ():
-        if isinstance(choice, Mapping):
-            message = choice.get("message")
-            content = message.get("content") if isinstance(message, Mapping) else choice.get("text")
-            if isinstance(content, str):
-                total += len(content)
-    return total
-
-
 def _cost_fields(charged: Bill) -> dict[str, Any]:
     return {"cost": to_usd(charged.cost), "is_byok": False, "estimated": charged.estimated}
 
@@ -540,5 +531,10 @@ def _as_api_error(error: UpstreamError | None) -> TeamrouterError:
     if error.status == 429:
         # Every endpoint tried was rate limited: a 429, which clients (the SDKs) back off and retry,
         # not a 502 they would take for a fault.
-        return RateLimited(f"Provider rate limited the request: {error.message}", code="upstream_rate_limited")
+        return RateLimited(
+            f"Provider rate limited the request: {error.message}",
+            code="upstream_rate_limited",
+            # The upstream's own wait when it gave one, else a second: every 429 says when to retry.
+            retry_after=max(1, math.ceil(error.retry_after or 0)),
+        )
     return UpstreamFailed(f"Upstream failed: {error.message}", code="upstream_failed")

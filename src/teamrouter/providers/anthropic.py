@@ -29,9 +29,9 @@ from teamrouter.providers.base import (
     Usage,
     dumps,
     error_message,
-    is_retryable_status,
     loads,
     sse_event,
+    upstream_error,
 )
 
 if TYPE_CHECKING:
@@ -205,11 +205,7 @@ class AnthropicAdapter:
         )
 
     def map_error(self, status: int, body: bytes) -> UpstreamError:
-        return UpstreamError(
-            status,
-            f"upstream error {status}: {error_message(body)}",
-            retryable=is_retryable_status(status),
-        )
+        return upstream_error(status, body)
 
 
 def usage_from_anthropic(usage: object) -> Usage | None:
@@ -352,6 +348,7 @@ class AnthropicStreamParser:
     ) -> None:
         self.usage: Usage | None = None
         self.prompt_tokens: int | None = None
+        self.cached_tokens = 0
         self.finish_reason: str | None = None
         self.completion_chars_seen = 0
         self.error: UpstreamError | None = None
@@ -417,7 +414,9 @@ class AnthropicStreamParser:
                 self.created = int(time.time())
             self._prompt = usage_from_anthropic(message.get("usage")) or Usage()
             if "usage" in message:
+                # A stream cut before message_delta is billed from these: cache reads at their price.
                 self.prompt_tokens = self._prompt.prompt_tokens
+                self.cached_tokens = self._prompt.cached_tokens
             # Final usage only comes with message_delta; a stream cut before it is estimated.
             return self._chunk({"role": "assistant", "content": ""})
         if kind == "content_block_start":

@@ -43,6 +43,7 @@ class UpstreamError(Exception):
         self.status = status
         self.message = message
         self.retryable = retryable
+        self.retry_after: float | None = None  # seconds, from a 429's `Retry-After`
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.status}, {self.message!r}, retryable={self.retryable})"
@@ -58,8 +59,21 @@ class UnsupportedRequestError(UpstreamError):
 
 
 def is_retryable_status(status: int) -> bool:
-    """Statuses worth trying the next endpoint for (only before the first byte is sent)."""
-    return status in (408, 425, 429) or status >= 500
+    """Statuses worth trying the next endpoint for (only before the first byte is sent): the
+    upstream's own trouble, including refusing the deployment's credentials (401, 403)."""
+    return status in (401, 403, 408, 425, 429) or status >= 500
+
+
+def upstream_error(status: int, body: bytes) -> UpstreamError:
+    """An upstream's non-200 answer as an `UpstreamError`. A refusal of the deployment's own
+    credentials says so without the upstream's words, which can quote part of the operator's key
+    (OpenAI's "Incorrect API key provided: sk-…"): the client sees the message, and the key is not
+    theirs to fix."""
+    if status in (401, 403):
+        message = f"upstream error {status}: the provider refused this deployment's credentials"
+    else:
+        message = f"upstream error {status}: {error_message(body)}"
+    return UpstreamError(status, message, retryable=is_retryable_status(status))
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +127,34 @@ def estimate_completion_tokens(chars: int) -> int:
     return -(-chars // CHARS_PER_TOKEN_ESTIMATE)
 
 
+def output_chars(body: Mapping[str, Any]) -> int:
+    """Characters of output in a whole answer, for an estimate when it carried no usage: text,
+    reasoning and refusals, and the arguments of tool (and legacy function) calls, as a stream's
+    parser counts them."""
+    total = 0
+    for choice in body.get("choices") or ():
+        if not isinstance(choice, Mapping):
+            continue
+        message = choice.get("message")
+        if not isinstance(message, Mapping):
+            text = choice.get("text")  # legacy /completions
+            total += len(text) if isinstance(text, str) else 0
+            continue
+        for field in ("content", "reasoning", "reasoning_content", "refusal"):
+            value = message.get(field)
+            total += len(value) if isinstance(value, str) else 0
+        calls = message.get("tool_calls")
+        functions = (
+            [call.get("function") for call in calls if isinstance(call, Mapping)] if isinstance(calls, list) else []
+        )
+        functions.append(message.get("function_call"))
+        for function in functions:
+            if isinstance(function, Mapping):
+                for part in (function.get("name"), function.get("arguments")):
+                    total += len(part) if isinstance(part, str) else 0
+    return total
+
+
 def billable_usage(parser: StreamParser, *, prompt_estimate: int) -> Usage:
     """The usage to settle a stream with: the upstream's when it reported it, else an estimate
     (flagged ``estimated``) from the prompt tokens the upstream announced, or the gateway's own
@@ -120,8 +162,10 @@ def billable_usage(parser: StreamParser, *, prompt_estimate: int) -> Usage:
     """
     if parser.usage is not None:
         return parser.usage
-    prompt = parser.prompt_tokens if parser.prompt_tokens is not None else prompt_estimate
-    return Usage(prompt, estimate_completion_tokens(parser.completion_chars_seen), estimated=True)
+    if parser.prompt_tokens is None:
+        return Usage(prompt_estimate, estimate_completion_tokens(parser.completion_chars_seen), estimated=True)
+    completion = estimate_completion_tokens(parser.completion_chars_seen)
+    return Usage(parser.prompt_tokens, completion, cached_tokens=parser.cached_tokens, estimated=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +197,7 @@ class StreamParser(Protocol):
 
     usage: Usage | None
     prompt_tokens: int | None  # known early from some upstreams (Anthropic's message_start)
+    cached_tokens: int  # of those, read from the provider's prompt cache (billed at its price)
     finish_reason: str | None
     completion_chars_seen: int
     error: UpstreamError | None  # an error event inside the stream (not forwarded)

@@ -23,8 +23,8 @@ from teamrouter.providers.base import (
     Usage,
     dumps,
     error_message,
-    is_retryable_status,
     loads,
+    upstream_error,
 )
 
 if TYPE_CHECKING:
@@ -122,11 +122,7 @@ class OpenAIAdapter:
         return OpenAIStreamParser(response_id=response_id, model=model, provider=provider)
 
     def map_error(self, status: int, body: bytes) -> UpstreamError:
-        return UpstreamError(
-            status,
-            f"upstream error {status}: {error_message(body)}",
-            retryable=is_retryable_status(status),
-        )
+        return upstream_error(status, body)
 
 
 class OpenAIStreamParser:
@@ -138,6 +134,7 @@ class OpenAIStreamParser:
     ) -> None:
         self.usage: Usage | None = None
         self.prompt_tokens: int | None = None  # OpenAI reports usage only at the end
+        self.cached_tokens = 0
         self.finish_reason: str | None = None
         self.completion_chars_seen = 0
         self.error: UpstreamError | None = None
@@ -255,10 +252,10 @@ class OpenAIStreamParser:
                 )
                 self._patterns[key] = learned
             _, patterns, replacement = learned
-            if patterns[0] in out:
-                out = out.replace(patterns[0], replacement, 1)
-            elif patterns[1] in out:
-                out = out.replace(patterns[1], replacement, 1)
-            else:
+            # Exactly one occurrence, which is then the top-level key's: a nested object with the
+            # same key and value ({"meta":{"model":"x"},"model":"x"}) sends the chunk to be redumped.
+            compact, spaced = out.count(patterns[0]), out.count(patterns[1])
+            if compact + spaced != 1:
                 return None
+            out = out.replace(patterns[0] if compact else patterns[1], replacement, 1)
         return out

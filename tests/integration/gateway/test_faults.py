@@ -349,7 +349,48 @@ async def test_when_every_endpoint_is_rate_limited_the_client_gets_a_429(client,
     # Both of test/chat's endpoints answer 429: a 429 the SDKs back off and retry, not a 502.
     who = await funded_person(gw_rt, usd="1")
     r = post(client, who.key, {"model": "test/chat", "messages": msgs(script(status=429)), "max_tokens": 5})
-    assert r.status_code == 429
+    assert r.status_code == 429 and r.headers["retry-after"] == "1"  # the upstream named no wait
     assert r.json()["error"]["code"] == 429 and r.json()["error"]["metadata"]["code"] == "upstream_rate_limited"
+    # The upstream's own wait, when it names one, reaches the client (API.md: 429 with Retry-After).
+    for stream in (False, True):
+        limited = script(status=429, retry_after=17)
+        r = post(client, who.key, {"model": "test/chat", "messages": msgs(limited), "max_tokens": 5, "stream": stream})
+        assert r.status_code == 429 and r.headers["retry-after"] == "17"
     account, open_holds, generations = await state(gw_rt, who.account_id)
     assert (account.held, open_holds, generations) == (0, 0, [])
+
+
+@pytest.mark.parametrize("model", ["test/chat", "test/claude"])
+async def test_a_stream_that_fails_before_any_output_is_not_billed(client, gw_rt, model):
+    # An overloaded upstream's error event right after its first event (Anthropic's message_start,
+    # OpenAI's role chunk): zero-completion insurance (DESIGN.md), however the stream broke.
+    who = await funded_person(gw_rt, usd="1")
+    failing = script(content="never sent", stream_error_after_chunks=0, usage={"prompt_tokens": 500})
+    r = post(client, who.key, {"model": model, "stream": True, "max_tokens": 50, "messages": msgs(failing)})
+    assert r.status_code == 200
+    events = sse_events(r.text)
+    assert [e["choices"][0]["finish_reason"] for e in events if "error" in e] == ["error"]
+    assert events[-1]["usage"]["cost"] == 0 and r.text.rstrip().endswith("data: [DONE]")
+    account, open_holds, generations = await state(gw_rt, who.account_id)
+    assert (account.balance, account.held, open_holds) == (10**9, 0, 0)
+    assert [(g.finish_reason, g.cost, g.tokens_completion) for g in generations] == [("error", 0, 0)]
+
+
+@pytest.mark.parametrize(
+    "body", ['{"error": {"message": "model overloaded (sent with a 200)"}}', "<html><body>Bad gateway</body></html>"]
+)
+async def test_a_200_that_is_no_event_stream_falls_back_before_the_first_byte(client, gw_rt, fake, body):
+    # A JSON error object or a proxy's HTML page, with status 200, to a stream request: nothing was
+    # generated, so the next endpoint answers, as for a 5xx.
+    who = await funded_person(gw_rt, usd="1")
+    fake.set_script({"body_200": body}, model="fake-chat")
+    r = post(client, who.key, {"model": "test/chat", "stream": True, "max_tokens": 20, "messages": msgs()})
+    assert r.status_code == 200 and "error" not in r.text
+    _, open_holds, generations = await state(gw_rt, who.account_id)
+    assert open_holds == 0 and [g.provider for g in generations] == ["fakeb"]
+    r = post(
+        client,
+        who.key,
+        {"model": "test/chat", "stream": True, "max_tokens": 20, "messages": msgs(), "provider": {"only": ["fake"]}},
+    )
+    assert r.status_code == 502 and "no event stream" in r.json()["error"]["message"]

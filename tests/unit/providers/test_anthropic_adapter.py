@@ -194,12 +194,21 @@ def test_legacy_completion_shape() -> None:
     assert parsed.body["choices"][0]["text"] == "once" and parsed.finish_reason == "length"
 
 
-@pytest.mark.parametrize(("status", "retryable"), [(400, False), (401, False), (429, True), (500, True), (529, True)])
+@pytest.mark.parametrize(("status", "retryable"), [(400, False), (429, True), (500, True), (529, True)])
 def test_errors(status: int, retryable: bool) -> None:
     body = json.dumps({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}).encode()
     with pytest.raises(UpstreamError) as info:
         ADAPTER.parse_response(status, body)
     assert info.value.retryable is retryable and "Overloaded" in info.value.message
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_a_refusal_of_the_deployments_credentials_never_repeats_the_upstreams_words(status: int) -> None:
+    # OpenAI's words quote part of the key; the client sees the message, and the next endpoint may answer.
+    body = json.dumps({"error": {"message": "Incorrect API key provided: sk-upst****************1234."}}).encode()
+    with pytest.raises(UpstreamError) as info:
+        ADAPTER.parse_response(status, body)
+    assert info.value.retryable and "sk-" not in info.value.message and "credentials" in info.value.message
 
 
 def sse(event: str, data: object) -> bytes:
@@ -314,7 +323,8 @@ def test_stream_error_event() -> None:
     # No final usage; the prompt is known from message_start, the output is estimated.
     assert parser.usage is None and parser.prompt_tokens == 24  # type: ignore[attr-defined]
     usage = billable_usage(parser, prompt_estimate=1000)  # type: ignore[arg-type]
-    assert usage == Usage(prompt_tokens=24, completion_tokens=2, estimated=True)  # "Hello": 5 chars
+    # "Hello": 5 chars; the cache reads message_start announced keep their price.
+    assert usage == Usage(prompt_tokens=24, completion_tokens=2, cached_tokens=4, estimated=True)
 
 
 async def test_round_trip_through_fake_anthropic_server() -> None:

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from teamrouter.gateway.catalog import Endpoint, parse_catalog
-from teamrouter.providers.base import DONE, UpstreamError, Usage, usage_chunk
+from teamrouter.providers.base import DONE, UpstreamError, Usage, output_chars, usage_chunk
 from teamrouter.providers.openai import OpenAIAdapter
 
 CATALOG = """
@@ -133,7 +133,7 @@ def test_parse_response_legacy_text() -> None:
 
 @pytest.mark.parametrize(
     ("status", "retryable"),
-    [(400, False), (401, False), (404, False), (408, True), (429, True), (500, True), (503, True)],
+    [(400, False), (404, False), (408, True), (429, True), (500, True), (503, True)],
 )
 def test_error_statuses(status: int, retryable: bool) -> None:
     body = json.dumps({"error": {"message": "boom here", "type": "x"}}).encode()
@@ -276,3 +276,29 @@ def test_final_usage_chunk_helper() -> None:
     assert data["choices"] == [] and data["usage"]["cost"] == 0.5
     assert data["usage"]["total_tokens"] == 7 and data["usage"]["prompt_tokens_details"]["cached_tokens"] == 1
     assert chunk.endswith(b"\n\n") and DONE == b"data: [DONE]\n\n"
+
+
+def test_a_nested_key_like_the_top_level_one_is_never_the_one_rewritten() -> None:
+    nested = b'data: {"id":"up-1","meta":{"model":"up-model","id":"up-1"},"model":"up-model","choices":[]}\n\n'
+    (event,), _ = run(nested, [], response_id="gen-n", model="acme/chat")
+    chunk = json.loads(event[6:])
+    assert (chunk["id"], chunk["model"]) == ("gen-n", "acme/chat")
+    assert chunk["meta"] == {"model": "up-model", "id": "up-1"}  # the upstream's own object, untouched
+
+
+def test_output_chars_of_a_whole_answer_count_what_a_stream_would() -> None:
+    # An answer without usage is billed from an estimate: tool calls and reasoning are output too.
+    body = {
+        "choices": [
+            {
+                "message": {
+                    "content": None,
+                    "reasoning": "think",
+                    "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": '{"a":1}'}}],
+                }
+            },
+            {"message": {"content": "hello", "function_call": {"name": "g", "arguments": "{}"}}},
+            {"text": "legacy"},
+        ]
+    }
+    assert output_chars(body) == len("think") + len("f") + len('{"a":1}') + len("hello") + len("g{}") + len("legacy")
