@@ -4,7 +4,11 @@ Request: system/developer messages become ``system``; assistant ``tool_calls`` b
 ``tool_use`` blocks and ``tool`` messages ``tool_result`` blocks; consecutive messages of one
 role are merged (the API wants alternating turns); ``max_tokens`` is always sent (it is
 required there); ``stop`` becomes ``stop_sequences``; OpenAI temperatures above 1 are clamped
-to Anthropic's maximum of 1. ``n > 1`` is unsupported (another endpoint may serve it).
+to Anthropic's maximum of 1. ``cache_control`` on text and image parts (system ones included)
+is kept, so clients can ask for prompt caching as on OpenRouter. OpenRouter's ``reasoning``
+(``max_tokens``, ``effort`` or ``enabled``) and OpenAI's ``reasoning_effort`` become extended
+``thinking`` with a token budget. Unsupported (another endpoint may serve them): ``n > 1``, and
+the legacy ``functions`` / ``function_call`` form, whose answers would not come back in it.
 
 Response and stream: text becomes ``content``, thinking becomes ``reasoning`` (OpenRouter's
 field), ``tool_use`` becomes ``tool_calls``; stop reasons map end_turn/stop_sequence → stop,
@@ -47,6 +51,9 @@ STOP_REASONS = {
 }
 # 529 is Anthropic's "overloaded": like 503, worth another endpoint.
 _PASSTHROUGH = ("temperature", "top_p", "top_k")
+# OpenRouter's share of max_tokens that a reasoning `effort` spends on thinking.
+EFFORT_SHARE = {"minimal": 0.1, "low": 0.2, "medium": 0.5, "high": 0.8}
+MIN_THINKING_TOKENS = 1024  # Anthropic's smallest thinking budget
 
 
 def map_stop_reason(reason: object) -> str | None:
@@ -72,6 +79,10 @@ class AnthropicAdapter:
         n = body.get("n") or 1
         if n != 1:
             raise UnsupportedRequestError("Anthropic endpoints do not support n > 1")
+        if kind == "chat" and _uses_legacy_functions(body):
+            raise UnsupportedRequestError(
+                "Anthropic endpoints do not support the legacy functions / function_call form; use tools"
+            )
         if kind == "chat":
             system, messages = to_anthropic_messages(body.get("messages") or [])
         else:
@@ -85,12 +96,17 @@ class AnthropicAdapter:
             "messages": messages,
         }
         if system:
-            out["system"] = "\n\n".join(system)
+            out["system"] = _system(system)
         for key in _PASSTHROUGH:
             if body.get(key) is not None:
                 out[key] = body[key]
         if isinstance(out.get("temperature"), int | float):
             out["temperature"] = min(out["temperature"], 1)
+        if kind == "chat" and (thinking := _thinking(body, out["max_tokens"])) is not None:
+            out["thinking"] = thinking
+            # Anthropic refuses sampling changes with thinking on (temperature must be 1).
+            for key in _PASSTHROUGH:
+                out.pop(key, None)
         stop = body.get("stop")
         if isinstance(stop, str):
             out["stop_sequences"] = [stop]
@@ -221,14 +237,6 @@ def usage_from_anthropic(usage: object) -> Usage | None:
     return Usage(prompt, count("output_tokens"), 0, cache_read)
 
 
-def _text_of(content: object) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, Sequence):
-        return "".join(str(p.get("text", "")) for p in content if isinstance(p, Mapping) and p.get("type") == "text")
-    return ""
-
-
 def _blocks(content: object) -> list[dict[str, Any]]:
     if content is None:
         return []
@@ -238,14 +246,65 @@ def _blocks(content: object) -> list[dict[str, Any]]:
     for part in content if isinstance(content, Sequence) else []:
         if not isinstance(part, Mapping):
             continue
+        block: dict[str, Any] | None = None
         if part.get("type") == "text":
-            blocks.append({"type": "text", "text": str(part.get("text", ""))})
+            block = {"type": "text", "text": str(part.get("text", ""))}
         elif part.get("type") == "image_url":
             image = part.get("image_url")
             url = image.get("url") if isinstance(image, Mapping) else image
             if isinstance(url, str):
-                blocks.append({"type": "image", "source": _image_source(url)})
+                block = {"type": "image", "source": _image_source(url)}
+        if block is not None:
+            if isinstance(part.get("cache_control"), Mapping):
+                block["cache_control"] = dict(part["cache_control"])  # prompt caching, as on OpenRouter
+            blocks.append(block)
     return blocks
+
+
+def _system(messages: list[list[dict[str, Any]]]) -> str | list[dict[str, Any]]:
+    """The ``system`` field: one string (messages apart by a blank line, a message's parts joined
+    as OpenAI joins them), or the text blocks themselves when one asks for prompt caching."""
+    if any("cache_control" in block for blocks in messages for block in blocks):
+        return [block for blocks in messages for block in blocks]
+    return "\n\n".join("".join(block["text"] for block in blocks) for blocks in messages)
+
+
+def _uses_legacy_functions(body: Mapping[str, Any]) -> bool:
+    if body.get("functions") or body.get("function_call"):
+        return True
+    messages = body.get("messages")
+    return isinstance(messages, list) and any(
+        isinstance(m, Mapping) and (m.get("role") == "function" or m.get("function_call")) for m in messages
+    )
+
+
+def _thinking(body: Mapping[str, Any], max_tokens: int) -> dict[str, Any] | None:
+    """Extended thinking from OpenRouter's ``reasoning`` object (``max_tokens``, ``effort`` or
+    ``enabled``) or OpenAI's ``reasoning_effort``; None when the request asks for none. The budget
+    counts toward ``max_tokens`` (and so toward the hold), and Anthropic wants it at least 1,024
+    and below ``max_tokens``."""
+    reasoning = body.get("reasoning")
+    effort = body.get("reasoning_effort")
+    tokens: int | None = None
+    if isinstance(reasoning, Mapping):
+        if reasoning.get("enabled") is False or reasoning.get("effort") == "none":
+            return None
+        if isinstance(reasoning.get("max_tokens"), int) and not isinstance(reasoning["max_tokens"], bool):
+            tokens = reasoning["max_tokens"]
+        elif reasoning.get("effort") is not None:
+            effort = reasoning["effort"]
+        elif reasoning.get("enabled") is True or reasoning.get("exclude") is not None:
+            effort = "medium"
+    if tokens is None:
+        if effort not in EFFORT_SHARE:
+            return None
+        tokens = int(max_tokens * EFFORT_SHARE[str(effort)])
+    budget = min(max(tokens, MIN_THINKING_TOKENS), max_tokens - 1)
+    if budget < MIN_THINKING_TOKENS:
+        raise UnsupportedRequestError(
+            f"reasoning on Anthropic needs max_tokens above {MIN_THINKING_TOKENS} (it was {max_tokens})"
+        )
+    return {"type": "enabled", "budget_tokens": budget}
 
 
 def _image_source(url: str) -> dict[str, str]:
@@ -257,14 +316,15 @@ def _image_source(url: str) -> dict[str, str]:
 
 def to_anthropic_messages(
     messages: Sequence[Mapping[str, Any]],
-) -> tuple[list[str], list[dict[str, Any]]]:
-    """OpenAI messages → (system texts, Anthropic messages with merged same-role turns)."""
-    system: list[str] = []
+) -> tuple[list[list[dict[str, Any]]], list[dict[str, Any]]]:
+    """OpenAI messages → (system text blocks, one list per message; Anthropic messages with merged
+    same-role turns)."""
+    system: list[list[dict[str, Any]]] = []
     out: list[dict[str, Any]] = []
     for message in messages:
         role = message.get("role")
         if role in ("system", "developer"):
-            system.append(_text_of(message.get("content")))
+            system.append([block for block in _blocks(message.get("content")) if block["type"] == "text"])
             continue
         if role == "tool":
             result = message.get("content")

@@ -112,6 +112,86 @@ def test_build_request_translates_messages_and_parameters() -> None:
     ]
 
 
+def test_cache_control_on_parts_reaches_anthropic() -> None:
+    # Prompt caching as OpenRouter documents it: cache_control on content parts, system ones included.
+    cached = {"type": "ephemeral"}
+    body = {
+        "messages": [
+            {"role": "system", "content": [{"type": "text", "text": "big doc", "cache_control": cached}]},
+            {"role": "system", "content": "Be brief."},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "context", "cache_control": cached},
+                    {"type": "text", "text": "q"},
+                ],
+            },
+        ],
+    }
+    sent = json.loads(ADAPTER.build_request(endpoint(), body, False).json_body)
+    assert sent["system"] == [
+        {"type": "text", "text": "big doc", "cache_control": cached},
+        {"type": "text", "text": "Be brief."},
+    ]
+    assert sent["messages"] == [
+        {
+            "role": "user",
+            "content": [{"type": "text", "text": "context", "cache_control": cached}, {"type": "text", "text": "q"}],
+        }
+    ]
+    # Without cache_control the system prompt stays one string: parts joined, messages a blank line apart.
+    plain = {
+        "messages": [{"role": "system", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}]
+    }
+    plain["messages"] += [{"role": "system", "content": "c"}, {"role": "user", "content": "q"}]
+    assert json.loads(ADAPTER.build_request(endpoint(), plain, False).json_body)["system"] == "ab\n\nc"
+
+
+@pytest.mark.parametrize(
+    ("asked", "budget"),
+    [
+        ({"reasoning": {"max_tokens": 2000}}, 2000),
+        ({"reasoning": {"max_tokens": 10}}, 1024),  # Anthropic's minimum
+        ({"reasoning": {"effort": "high"}}, 3200),  # OpenRouter's 80% of max_tokens
+        ({"reasoning": {"enabled": True}}, 2000),
+        ({"reasoning_effort": "low"}, 1024),
+        ({"reasoning": {"effort": "none"}}, None),
+        ({"reasoning": {"enabled": False, "max_tokens": 2000}}, None),
+        ({}, None),
+    ],
+)
+def test_reasoning_becomes_extended_thinking(asked: dict[str, object], budget: int | None) -> None:
+    body = {"messages": [{"role": "user", "content": "x"}], "max_tokens": 4000, "temperature": 0.2, "top_k": 5}
+    sent = json.loads(ADAPTER.build_request(endpoint(), {**body, **asked}, False).json_body)
+    if budget is None:
+        assert "thinking" not in sent and sent["temperature"] == 0.2
+    else:
+        assert sent["thinking"] == {"type": "enabled", "budget_tokens": budget}
+        assert "temperature" not in sent and "top_k" not in sent  # refused upstream with thinking on
+
+
+def test_reasoning_needs_room_above_the_minimum_budget() -> None:
+    body = {"messages": [{"role": "user", "content": "x"}], "max_tokens": 1000, "reasoning": {"effort": "high"}}
+    with pytest.raises(UnsupportedRequestError, match="max_tokens above 1024"):
+        ADAPTER.build_request(endpoint(), body, False)
+
+
+@pytest.mark.parametrize(
+    "legacy",
+    [
+        {"functions": [{"name": "f", "parameters": {"type": "object"}}]},
+        {"function_call": "auto"},
+        {"messages": [{"role": "assistant", "content": None, "function_call": {"name": "f", "arguments": "{}"}}]},
+        {"messages": [{"role": "function", "name": "f", "content": "result"}]},
+    ],
+)
+def test_the_legacy_functions_form_is_left_to_other_endpoints(legacy: dict[str, object]) -> None:
+    # Translated, its answer would come back as tool_calls, which a legacy client does not read.
+    body = {"messages": [{"role": "user", "content": "x"}], **legacy}
+    with pytest.raises(UnsupportedRequestError, match="use tools"):
+        ADAPTER.build_request(endpoint(), body, False)
+
+
 def test_build_request_max_tokens_and_n() -> None:
     body = {"messages": [{"role": "user", "content": "x"}], "max_tokens": 100}
     assert json.loads(ADAPTER.build_request(endpoint(), body, False).json_body)["max_tokens"] == 100
