@@ -54,6 +54,7 @@ from teamrouter.providers.base import (
     ChatRequest,
     Kind,
     ProviderAdapter,
+    StreamParser,
     UnsupportedRequestError,
     UpstreamError,
     UpstreamRequest,
@@ -82,6 +83,44 @@ class Prepared:
     created: int  # unix seconds, the `created` of the answer
     referer: str | None
     title: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Committed:
+    """An upstream stream that has carried output: the events read so far, and the rest to come."""
+
+    endpoint: Endpoint
+    opened: calls.OpenStream
+    parser: StreamParser
+    head: list[bytes]  # the events read before committing, sent first
+    first_byte: float  # perf_counter when its first bytes arrived
+
+
+async def _until_output(
+    parser: StreamParser, opened: calls.OpenStream, disconnected: asyncio.Future[None]
+) -> list[bytes]:
+    """Read the stream until it carries output (text, reasoning, a tool call's arguments) or
+    finishes; return the events read. An error event, a break or an end before any output raises a
+    retryable `UpstreamError`: nothing reached the client, so the next endpoint may answer, and
+    nothing is billed. Usually one read: the first bytes carry the first tokens."""
+    events = parser.feed(opened.first)
+    try:
+        while True:
+            if parser.error is not None and not parser.completion_chars_seen:
+                raise UpstreamError(parser.error.status, parser.error.message, retryable=True)
+            if parser.completion_chars_seen or parser.finish_reason or parser.done or disconnected.done():
+                return events
+            chunk = await anext(opened.rest, None)
+            if chunk is None:
+                events += parser.close()
+                if parser.error is None and not (parser.completion_chars_seen or parser.finish_reason or parser.done):
+                    raise UpstreamError(502, "upstream stream ended before any output", retryable=True)
+                continue  # decided by the checks above
+            events += parser.feed(chunk)
+    except (aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
+        raise UpstreamError(
+            502, f"upstream stream broke before any output: {type(exc).__name__}", retryable=True
+        ) from None
 
 
 @dataclass(slots=True)
@@ -280,55 +319,64 @@ class Gateway:
 
         Each `emit` call gets one or more whole SSE events (those of one upstream read).
 
-        `on_start` sends the response head; it is called only once an upstream has committed, so a
-        failure before that can still become an ordinary JSON error (and a fallback).
+        `on_start` sends the response head; it is called only once an upstream has committed: its
+        stream has carried output (text, reasoning, a tool call) or finished. A failure before that
+        (including an error event right after a preamble such as Anthropic's message_start, as an
+        overloaded upstream sends) can still become an ordinary JSON error, and a fallback.
         `disconnected` is resolved by the front end when the client goes away.
         """
         last: UpstreamError | None = None
-        opened: calls.OpenStream | None = None
-        chosen: tuple[Endpoint, ProviderAdapter] | None = None
+        chosen: _Committed | None = None
         try:
             for endpoint, adapter, upstream in self._attempts(prepared, stream=True):
+                opened: calls.OpenStream | None = None
                 try:
                     if isinstance(upstream, UnsupportedRequestError):
                         raise upstream
                     opened = await calls.open_stream(
                         self.http, adapter, endpoint, upstream, self.timeouts[endpoint.provider.slug]
                     )
+                    parser = adapter.stream_parser(
+                        kind=prepared.admission.request.kind,
+                        response_id=prepared.generation_id,
+                        model=endpoint.model_id,
+                        provider=endpoint.provider.name,
+                    )
+                    first_byte = time.perf_counter()
+                    head = await _until_output(parser, opened, disconnected)
                 except UpstreamError as exc:
+                    if opened is not None and opened.close is not None:
+                        opened.close()
                     last = exc
-                    log.info("upstream %s failed before the first byte: %s", endpoint.id, exc.status)
+                    log.info("upstream %s failed before any output: %s", endpoint.id, exc.status)
                     if exc.retryable:
                         continue
                     break
-                chosen = (endpoint, adapter)
+                chosen = _Committed(endpoint, opened, parser, head, first_byte)
                 break
         except BaseException:
             await self._void_quietly(prepared)
             raise
-        if opened is None or chosen is None:
+        if chosen is None:
             await self._void_quietly(prepared)
             raise _as_api_error(last)
-        await self._pump(prepared, chosen[0], chosen[1], opened, emit, on_start, disconnected)
+        await self._pump(prepared, chosen, emit, on_start, disconnected)
 
     async def _pump(
         self,
         prepared: Prepared,
-        endpoint: Endpoint,
-        adapter: ProviderAdapter,
-        opened: calls.OpenStream,
+        committed: _Committed,
         emit: Emit,
         on_start: Callable[[], Awaitable[None]],
         disconnected: asyncio.Future[None],
     ) -> None:
-        parser = adapter.stream_parser(
-            kind=prepared.admission.request.kind,
-            response_id=prepared.generation_id,
-            model=endpoint.model_id,
-            provider=endpoint.provider.name,
+        endpoint, opened, parser, first_byte = (
+            committed.endpoint,
+            committed.opened,
+            committed.parser,
+            committed.first_byte,
         )
         outcome = StreamOutcome()
-        first_byte = time.perf_counter()
 
         def client_gone(_: asyncio.Future[None]) -> None:
             outcome.cancelled = True
@@ -341,8 +389,8 @@ class Gateway:
             await on_start()
             # The events of one upstream read leave in one write: the same bytes in the same
             # order, one send (and socket write) instead of one per event.
-            if events := parser.feed(opened.first):
-                await emit(b"".join(events))
+            if committed.head:
+                await emit(b"".join(committed.head))
             try:
                 async for chunk in opened.rest:
                     if outcome.cancelled:

@@ -361,19 +361,26 @@ async def test_when_every_endpoint_is_rate_limited_the_client_gets_a_429(client,
 
 
 @pytest.mark.parametrize("model", ["test/chat", "test/claude"])
-async def test_a_stream_that_fails_before_any_output_is_not_billed(client, gw_rt, model):
-    # An overloaded upstream's error event right after its first event (Anthropic's message_start,
-    # OpenAI's role chunk): zero-completion insurance (DESIGN.md), however the stream broke.
+@pytest.mark.parametrize("cut", ["stream_error_after_chunks", "reset_after_chunks", "end_after_chunks"])
+async def test_a_stream_that_fails_before_any_output_is_an_ordinary_error(client, gw_rt, model, cut):
+    # An overloaded upstream's error event right after its preamble (Anthropic's message_start,
+    # OpenAI's role chunk), a reset or an end there: nothing reached the client, so the client gets
+    # an ordinary error status (here every endpoint fails alike) and nothing is billed.
     who = await funded_person(gw_rt, usd="1")
-    failing = script(content="never sent", stream_error_after_chunks=0, usage={"prompt_tokens": 500})
+    failing = script(content="never sent", usage={"prompt_tokens": 500}, **{cut: 0})
     r = post(client, who.key, {"model": model, "stream": True, "max_tokens": 50, "messages": msgs(failing)})
-    assert r.status_code == 200
-    events = sse_events(r.text)
-    assert [e["choices"][0]["finish_reason"] for e in events if "error" in e] == ["error"]
-    assert events[-1]["usage"]["cost"] == 0 and r.text.rstrip().endswith("data: [DONE]")
+    assert r.status_code == 502 and r.json()["error"]["code"] == 502
     account, open_holds, generations = await state(gw_rt, who.account_id)
-    assert (account.balance, account.held, open_holds) == (10**9, 0, 0)
-    assert [(g.finish_reason, g.cost, g.tokens_completion) for g in generations] == [("error", 0, 0)]
+    assert (account.balance, account.held, open_holds, generations) == (10**9, 0, 0, [])
+
+
+async def test_a_stream_that_fails_before_any_output_falls_back_to_the_next_endpoint(client, gw_rt, fake):
+    who = await funded_person(gw_rt, usd="1")
+    fake.set_script({"stream_error_after_chunks": 0}, model="fake-chat")
+    r = post(client, who.key, {"model": "test/chat", "stream": True, "max_tokens": 20, "messages": msgs()})
+    assert r.status_code == 200 and "error" not in r.text and r.text.rstrip().endswith("data: [DONE]")
+    _, open_holds, generations = await state(gw_rt, who.account_id)
+    assert open_holds == 0 and [(g.provider, g.finish_reason) for g in generations] == [("fakeb", "stop")]
 
 
 @pytest.mark.parametrize(
