@@ -97,12 +97,18 @@ class _Committed:
 
 
 async def _until_output(
-    parser: StreamParser, opened: calls.OpenStream, disconnected: asyncio.Future[None]
+    parser: StreamParser,
+    opened: calls.OpenStream,
+    disconnected: asyncio.Future[None],
+    emit: Emit,
+    start: Callable[[], Awaitable[None]],
 ) -> list[bytes]:
-    """Read the stream until it carries output (text, reasoning, a tool call's arguments) or
-    finishes; return the events read. An error event, a break or an end before any output raises a
-    retryable `UpstreamError`: nothing reached the client, so the next endpoint may answer, and
-    nothing is billed. Usually one read: the first bytes carry the first tokens."""
+    """Read the stream until it carries output (text, reasoning, a tool call) or finishes, and
+    return the events read since the last emit. The preamble before that (content-free events: a
+    role chunk) is sent on as it arrives, after the head, so the client's first byte is as early as
+    the upstream's. An error event, a break or an end before any output raises a retryable
+    `UpstreamError`: no output reached the client, so the next endpoint may answer, and nothing is
+    billed. Usually no extra read: the first bytes carry the first tokens."""
     events = parser.feed(opened.first)
     try:
         while True:
@@ -110,6 +116,10 @@ async def _until_output(
                 raise UpstreamError(parser.error.status, parser.error.message, retryable=True)
             if parser.completion_chars_seen or parser.finish_reason or parser.done or disconnected.done():
                 return events
+            await start()
+            if events:
+                await emit(b"".join(events))
+                events = []
             chunk = await anext(opened.rest, None)
             if chunk is None:
                 events += parser.close()
@@ -319,17 +329,29 @@ class Gateway:
 
         Each `emit` call gets one or more whole SSE events (those of one upstream read).
 
-        `on_start` sends the response head; it is called only once an upstream has committed: its
-        stream has carried output (text, reasoning, a tool call) or finished. A failure before that
-        (including an error event right after a preamble such as Anthropic's message_start, as an
-        overloaded upstream sends) can still become an ordinary JSON error, and a fallback.
+        `on_start` sends the response head, when the first upstream bytes arrive; a failure before
+        that is an ordinary JSON error (and a fallback). An upstream commits once its stream carries
+        output (text, reasoning, a tool call) or finishes: its preamble (a role chunk, Anthropic's
+        message_start) is passed on as it comes, and an error event, a break or an end before any
+        output still falls back to the next endpoint (an overloaded upstream fails just so), nothing
+        billed. When none is left after the head went out, the stream ends with an error event.
         `disconnected` is resolved by the front end when the client goes away.
         """
         last: UpstreamError | None = None
         chosen: _Committed | None = None
+        tried: Endpoint | None = None
+        started = False
+
+        async def start() -> None:
+            nonlocal started
+            if not started:
+                started = True
+                await on_start()
+
         try:
             for endpoint, adapter, upstream in self._attempts(prepared, stream=True):
                 opened: calls.OpenStream | None = None
+                tried = endpoint
                 try:
                     if isinstance(upstream, UnsupportedRequestError):
                         raise upstream
@@ -343,7 +365,7 @@ class Gateway:
                         provider=endpoint.provider.name,
                     )
                     first_byte = time.perf_counter()
-                    head = await _until_output(parser, opened, disconnected)
+                    head = await _until_output(parser, opened, disconnected, emit, start)
                 except UpstreamError as exc:
                     if opened is not None and opened.close is not None:
                         opened.close()
@@ -359,8 +381,12 @@ class Gateway:
             raise
         if chosen is None:
             await self._void_quietly(prepared)
-            raise _as_api_error(last)
-        await self._pump(prepared, chosen, emit, on_start, disconnected)
+            if not started or tried is None:
+                raise _as_api_error(last)
+            # The head went out with a preamble that led nowhere: the stream ends with the error.
+            await emit(_error_event(prepared, tried, prepared.created, last or UpstreamError(502, "", retryable=False)))
+            return
+        await self._pump(prepared, chosen, emit, start, disconnected)
 
     async def _pump(
         self,

@@ -208,8 +208,11 @@ class OpenAIStreamParser:
             if isinstance(tool_calls, list):
                 for call in tool_calls:
                     fn = call.get("function") if isinstance(call, dict) else None
-                    if isinstance(fn, dict) and isinstance(fn.get("arguments"), str):
-                        self.completion_chars_seen += len(fn["arguments"])
+                    if isinstance(fn, dict):
+                        # The name counts as output too: a tool call's first delta commits the stream.
+                        for part in (fn.get("name"), fn.get("arguments")):
+                            if isinstance(part, str):
+                                self.completion_chars_seen += len(part)
         elif isinstance(choice.get("text"), str):  # legacy /completions
             self.completion_chars_seen += len(choice["text"])
 

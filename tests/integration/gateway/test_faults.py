@@ -362,14 +362,21 @@ async def test_when_every_endpoint_is_rate_limited_the_client_gets_a_429(client,
 
 @pytest.mark.parametrize("model", ["test/chat", "test/claude"])
 @pytest.mark.parametrize("cut", ["stream_error_after_chunks", "reset_after_chunks", "end_after_chunks"])
-async def test_a_stream_that_fails_before_any_output_is_an_ordinary_error(client, gw_rt, model, cut):
+async def test_a_stream_that_fails_before_any_output_bills_nothing(client, gw_rt, model, cut):
     # An overloaded upstream's error event right after its preamble (Anthropic's message_start,
-    # OpenAI's role chunk), a reset or an end there: nothing reached the client, so the client gets
-    # an ordinary error status (here every endpoint fails alike) and nothing is billed.
+    # OpenAI's role chunk), a reset or an end there, on every endpoint: nothing is billed. Arriving
+    # with the first bytes, it is an ordinary error status; arriving after the preamble went out,
+    # the stream ends with an error event.
     who = await funded_person(gw_rt, usd="1")
     failing = script(content="never sent", usage={"prompt_tokens": 500}, **{cut: 0})
     r = post(client, who.key, {"model": model, "stream": True, "max_tokens": 50, "messages": msgs(failing)})
-    assert r.status_code == 502 and r.json()["error"]["code"] == 502
+    if r.status_code == 200:
+        events = sse_events(r.text)
+        assert all(not e["choices"][0]["delta"].get("content") for e in events if "error" not in e)
+        errors = [e for e in events if "error" in e]
+        assert len(errors) == 1 and events[-1] is errors[0] and errors[0]["choices"][0]["finish_reason"] == "error"
+    else:
+        assert r.status_code == 502 and r.json()["error"]["code"] == 502
     account, open_holds, generations = await state(gw_rt, who.account_id)
     assert (account.balance, account.held, open_holds, generations) == (10**9, 0, 0, [])
 
@@ -379,6 +386,8 @@ async def test_a_stream_that_fails_before_any_output_falls_back_to_the_next_endp
     fake.set_script({"stream_error_after_chunks": 0}, model="fake-chat")
     r = post(client, who.key, {"model": "test/chat", "stream": True, "max_tokens": 20, "messages": msgs()})
     assert r.status_code == 200 and "error" not in r.text and r.text.rstrip().endswith("data: [DONE]")
+    text = "".join(e["choices"][0]["delta"].get("content") or "" for e in sse_events(r.text) if e["choices"])
+    assert text.split() == ["tok0", "tok1", "tok2"]  # the second endpoint's whole answer, after the first's role chunk
     _, open_holds, generations = await state(gw_rt, who.account_id)
     assert open_holds == 0 and [(g.provider, g.finish_reason) for g in generations] == [("fakeb", "stop")]
 
