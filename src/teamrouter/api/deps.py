@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from fastapi import Depends, Request, Response
+from fastapi import Depends, Query, Request, Response
 
 from teamrouter.domain.accounts import service as accounts
 from teamrouter.domain.actor import Actor
@@ -30,6 +30,11 @@ def get_runtime(request: Request) -> Runtime:
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+# Offset pagination, on every list that has it: far past any real page, and inside every database's
+# integer type (an unbounded 2**63 reached SQLite's driver as an OverflowError, a 500).
+MAX_OFFSET = 1_000_000
+Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET)]
 
 
 def bearer_token(request: Request) -> str | None:

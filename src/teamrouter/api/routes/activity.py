@@ -12,8 +12,9 @@ from fastapi.responses import StreamingResponse
 from teamrouter.api.deps import ActorDep, RuntimeDep
 from teamrouter.api.policy import Access, access
 from teamrouter.domain.activity import daily, export, feed
-from teamrouter.domain.activity.scope import check_range, parse_instant
+from teamrouter.domain.activity.scope import check_range
 from teamrouter.gateway.setup import provider_name
+from teamrouter.instants import parse_instant
 
 router = APIRouter(tags=["activity"])
 

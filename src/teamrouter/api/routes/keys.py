@@ -6,11 +6,11 @@ describes the presented key (any key) and needs `Authorization: Bearer`.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
 
-from teamrouter.api.deps import ActorDep, RuntimeDep, bearer_token
+from teamrouter.api.deps import ActorDep, Offset, RuntimeDep, bearer_token
 from teamrouter.api.policy import Access, access
 from teamrouter.domain.keys import auth as key_auth
 from teamrouter.domain.keys import service as keys
@@ -44,7 +44,7 @@ async def list_keys(
     rt: RuntimeDep,
     include_disabled: bool = False,
     include_expired: bool = False,
-    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+    offset: Offset = 0,
 ) -> dict[str, Any]:
     """Keys of the current context: all of them for admins, one's own for members."""
     found = await keys.list_keys(

@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Query
 
-from teamrouter.api.deps import InferenceKeyDep, RuntimeDep
+from teamrouter.api.deps import InferenceKeyDep, Offset, RuntimeDep
 from teamrouter.api.policy import Access, access
 from teamrouter.errors import NotFound
 from teamrouter.gateway.catalog import Endpoint, Model
@@ -94,9 +94,7 @@ def _endpoint_public(endpoint: Endpoint, model: Model) -> dict[str, Any]:
 
 
 @router.get("/models", openapi_extra=access(Access.INFERENCE_KEY))
-async def list_models(
-    rt: RuntimeDep, offset: int = Query(0, ge=0), limit: int = Query(500, ge=1, le=1000)
-) -> dict[str, Any]:
+async def list_models(rt: RuntimeDep, offset: Offset = 0, limit: int = Query(500, ge=1, le=1000)) -> dict[str, Any]:
     """Every model in the catalog, with its cheapest endpoint's prices (USD per token, strings)."""
     models = catalog_for(rt).models()
     page = models[offset : offset + limit]

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from teamrouter.api.deps import ActorDep, RuntimeDep
+from teamrouter.api.deps import ActorDep, Offset, RuntimeDep
 from teamrouter.api.policy import Access, access
 from teamrouter.domain.orgs import members
 from teamrouter.domain.orgs import service as orgs
@@ -34,7 +34,7 @@ def _settings(organization_id: str, settings: OrgSettings) -> dict[str, Any]:
 async def list_members(
     actor: ActorDep,
     rt: RuntimeDep,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
     limit: Annotated[int, Query(ge=1, le=members.MAX_PAGE)] = 50,
 ) -> dict[str, Any]:
     rows, total = await members.list_context_members(rt, actor=actor, offset=offset, limit=limit)

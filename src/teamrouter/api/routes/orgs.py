@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 
-from teamrouter.api.deps import RuntimeDep, SessionActor
+from teamrouter.api.deps import Offset, RuntimeDep, SessionActor
 from teamrouter.api.policy import Access, access
 from teamrouter.domain.orgs import invitations, members
 from teamrouter.domain.orgs import service as orgs
@@ -62,7 +62,7 @@ async def list_members(
     org: str,
     actor: SessionActor,
     rt: RuntimeDep,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
     limit: Annotated[int, Query(ge=1, le=members.MAX_PAGE)] = members.MAX_PAGE,
 ) -> dict[str, Any]:
     rows, total = await members.list_members(rt, actor=actor, organization_id=org, offset=offset, limit=limit)

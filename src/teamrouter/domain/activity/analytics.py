@@ -27,6 +27,7 @@ from teamrouter.domain.activity.scope import resolve_filters, resolve_scope
 from teamrouter.domain.actor import Actor
 from teamrouter.domain.keys.models import ApiKey
 from teamrouter.errors import bad_field
+from teamrouter.instants import utc_instant
 from teamrouter.money import UNITS_PER_USD, to_usd, to_usd_str
 from teamrouter.runtime import Runtime
 
@@ -102,9 +103,15 @@ def plan(query: AnalyticsQuery, now: datetime) -> Plan:
         end = ceil_hour(now)
         start = end - timedelta(days=DEFAULT_DAYS)
     else:
-        start, end = floor_hour(query.time_range.start), ceil_hour(query.time_range.end)
-        if query.time_range.end <= query.time_range.start:
+        given_start = utc_instant("time_range.start", query.time_range.start)
+        given_end = utc_instant("time_range.end", query.time_range.end)
+        if given_end <= given_start:
             raise bad_field("time_range", "end must be later than start")
+        start = floor_hour(given_start)
+        try:
+            end = ceil_hour(given_end)
+        except OverflowError:  # rounding 9999-12-31T23:xx up to the hour leaves the calendar
+            raise bad_field("time_range.end", "must be at most 9999-12-31T23:00:00Z") from None
         if end - start > timedelta(days=MAX_DAYS[granularity]):
             raise bad_field("time_range", f"may span at most {MAX_DAYS[granularity]} days at {granularity} granularity")
     return Plan(

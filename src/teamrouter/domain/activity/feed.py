@@ -131,11 +131,12 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         when, generation_id = json.loads(raw)
         at = datetime.fromisoformat(when)
-    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
+        if at.tzinfo is None or not isinstance(generation_id, str) or not generation_id:
+            raise problem
+        # Inside the try: a forged instant at the calendar's edge overflows on the way to UTC.
+        return at.astimezone(UTC), generation_id
+    except (ValueError, TypeError, OverflowError, binascii.Error, UnicodeDecodeError):
         raise problem from None
-    if at.tzinfo is None or not isinstance(generation_id, str) or not generation_id:
-        raise problem
-    return at.astimezone(UTC), generation_id
 
 
 # ---------------------------------------------------------------- queries

@@ -10,7 +10,7 @@ person the actor may not see reads as not found (404), like every foreign object
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -162,19 +162,6 @@ async def _in_scope(session: AsyncSession, scope: ActivityScope, user_id: str) -
         return True
     used = select(Generation.id).where(Generation.account_id == scope.account_id, Generation.user_id == user_id)
     return await session.scalar(used.limit(1)) is not None
-
-
-def parse_instant(field: str, value: str | None) -> datetime | None:
-    """An ISO 8601 instant with a timezone (`2025-01-01T00:00:00Z`), as aware UTC."""
-    if value is None:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.strip())
-    except ValueError:
-        raise bad_field(field, "must be an ISO 8601 date-time such as 2025-01-01T00:00:00Z") from None
-    if parsed.tzinfo is None:
-        raise bad_field(field, "must include a timezone, e.g. 2025-01-01T00:00:00Z")
-    return parsed.astimezone(UTC)
 
 
 def check_range(

@@ -9,7 +9,7 @@ The plaintext of a key exists only inside `create_key` and its return value.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from enum import Enum
 from typing import Any
@@ -28,6 +28,7 @@ from teamrouter.domain.orgs.models import Membership
 from teamrouter.domain.roles import Role, Scope
 from teamrouter.errors import BadRequest, Forbidden, NotFound, bad_field
 from teamrouter.ids import hash_token, key_label, new_api_key, new_id
+from teamrouter.instants import utc_instant
 from teamrouter.money import MAX_AMOUNT_USD, AmountError, to_usd_str, usd_to_units
 from teamrouter.runtime import Runtime
 from teamrouter.storage.db import UnitOfWork
@@ -88,9 +89,7 @@ def _limit_reset(value: str | None) -> str | None:
 def _expires_at(value: datetime | None, now: datetime) -> datetime | None:
     if value is None:
         return None
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise bad_field("expires_at", "needs a time zone, e.g. 2030-01-01T00:00:00Z")
-    value = value.astimezone(UTC)
+    value = utc_instant("expires_at", value)
     if value <= now:
         raise bad_field("expires_at", "must be in the future")
     return value
