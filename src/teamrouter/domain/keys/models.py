@@ -29,6 +29,10 @@ class ApiKey(Base):
     creator_user_id: Mapped[str] = mapped_column(ForeignKey("user_account.id"), index=True)
     management: Mapped[bool] = mapped_column(default=False)
     disabled: Mapped[bool] = mapped_column(default=False)
+    # Set once an org admin other than the creator sets `disabled`, `limit` or `limit_reset`, or the
+    # system disables the key at its creator's exit; never cleared. Its creator, unless an
+    # admin, may then rename, disable, delete it or lower its limit, but not undo an admin's decision.
+    admin_managed: Mapped[bool] = mapped_column(default=False)
     spend_limit: Mapped[int | None] = mapped_column(Money)  # nano-USD; None = no limit
     limit_reset: Mapped[str | None] = mapped_column(String(16))  # daily | weekly | monthly | None (lifetime)
     expires_at: Mapped[datetime | None]

@@ -93,6 +93,8 @@ def key_public(key: ApiKey, now: datetime) -> dict[str, Any]:
         "creator_user_id": key.creator_user_id,
         "organization_id": key.organization_id,
         "management": key.management,
+        # teamrouter's own: an org admin decides this key's status and limit (see keys.service).
+        "admin_managed": key.admin_managed,
         "workspace_id": WORKSPACE_ID,
         "external_user": None,
     }

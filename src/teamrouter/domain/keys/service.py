@@ -4,6 +4,12 @@ Keys belong to a context (an org, or a person's personal account) and bill that 
 account. Authorization happens where keys are fetched: `_visible` scopes every query to the actor's
 context and, without `keys:manage_all`, to the keys the actor created; anything else is not found.
 The plaintext of a key exists only inside `create_key` and its return value.
+
+*Admin-managed keys*: once an org admin other than the creator sets a key's `disabled`, `limit` or
+`limit_reset` (or the key is disabled at its creator's exit, see `orgs.members`), the key
+is admin-managed for good. Its creator, unless an admin, may still rename, disable or delete it and
+lower its limit, but may not re-enable it, raise or remove its limit or change `limit_reset` (403):
+otherwise a member could undo the admin's decision and bill the org pool again.
 """
 
 from __future__ import annotations
@@ -106,6 +112,7 @@ def _public_fields(key: ApiKey) -> dict[str, Any]:
         "expires_at": key.expires_at.isoformat() if key.expires_at else None,
         "management": key.management,
         "creator_user_id": key.creator_user_id,
+        "admin_managed": key.admin_managed,
     }
 
 
@@ -132,6 +139,42 @@ def _visible(actor: Actor) -> Select[ApiKey]:
 
 def _not_found() -> NotFound:
     return NotFound("Key not found", code="key_not_found")
+
+
+# The columns an admin's decision covers (update_key's names for `disabled`, `limit`, `limit_reset`).
+ADMIN_MANAGED_FIELDS = frozenset({"disabled", "spend_limit", "limit_reset"})
+
+
+def _takes_over(actor: Actor, key: ApiKey, changes: dict[str, Any]) -> bool:
+    """An org admin setting the status or limit of someone else's key: it becomes admin-managed."""
+    return (
+        actor.organization_id is not None
+        and actor.can(Scope.KEYS_MANAGE_ALL)
+        and key.creator_user_id != actor.user_id
+        and not ADMIN_MANAGED_FIELDS.isdisjoint(changes)
+    )
+
+
+def _check_admin_managed(actor: Actor, key: ApiKey, changes: dict[str, Any]) -> None:
+    """On an admin-managed key, a non-admin may only make the key stricter (or rename it)."""
+    if not key.admin_managed or actor.can(Scope.KEYS_MANAGE_ALL):
+        return
+    refused: str | None = None
+    if changes.get("disabled") is False and key.disabled:
+        refused = "disabled"
+    elif "spend_limit" in changes and key.spend_limit is not None:
+        new_limit = changes["spend_limit"]
+        if new_limit is None or new_limit > key.spend_limit:
+            refused = "limit"
+    if refused is None and "limit_reset" in changes and changes["limit_reset"] != key.limit_reset:
+        refused = "limit_reset"
+    if refused is not None:
+        raise Forbidden(
+            f"{refused}: an organization admin manages this key's status and limit; you may rename it, "
+            "disable it or lower its limit, and an admin can change the rest",
+            code="key_admin_managed",
+            field=refused,
+        )
 
 
 async def _load_for_update(uow: UnitOfWork, actor: Actor, key_hash: str) -> ApiKey:
@@ -306,9 +349,12 @@ async def update_key(
     now = rt.clock.now()
     async with rt.db.uow() as uow:
         key = await _load_for_update(uow, actor, key_hash)
+        _check_admin_managed(actor, key, changes)
         before = _public_fields(key)
         for field, value in changes.items():
             setattr(key, field, value)
+        if _takes_over(actor, key, changes):
+            key.admin_managed = True
         after = _public_fields(key)
         changed = {k for k in after if after[k] != before[k]}
         if not changed:

@@ -16,13 +16,17 @@ Leaving or removal ends access at once: the membership row goes (sessions resolv
 while a membership exists), sessions whose context was the org fall back to personal, keys the person
 created in the org are disabled unless the org keeps them (`member_exit_keys = "keep"`), and their
 management keys are always disabled.
+
+Keys disabled at an exit become admin-managed (`ApiKey.admin_managed`, see `keys.service`): a person
+who comes back as a member cannot re-enable them; an admin can.
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import Row, delete, func, select, update
 
 from teamrouter.domain.accounts.models import User, WebSession
 from teamrouter.domain.accounts.service import revoke_sessions
@@ -151,22 +155,7 @@ async def end_membership(
         .values(organization_id=None)
         .execution_options(synchronize_session=False)
     )
-    keys = select(ApiKey.id, ApiKey.name, ApiKey.management).where(
-        ApiKey.organization_id == org.id,
-        ApiKey.creator_user_id == user_id,
-        ApiKey.disabled.is_(False),
-        ApiKey.deleted_at.is_(None),
-    )
-    if exit_keys == "keep":
-        keys = keys.where(ApiKey.management.is_(True))
-    disabled = (await uow.session.execute(keys)).all()
-    if disabled:
-        await uow.session.execute(
-            update(ApiKey)
-            .where(ApiKey.id.in_([row.id for row in disabled]))
-            .values(disabled=True, updated_at=now)
-            .execution_options(synchronize_session=False)
-        )
+    keys = await _enabled_keys(uow, org.id, user_id, management_only=exit_keys == "keep")
     audit.record(
         uow,
         actor=actor,
@@ -176,9 +165,51 @@ async def end_membership(
         target_id=user_id,
         organization_id=org.id,
         before={"role": membership.role},
-        after={"disabled_keys": len(disabled), "member_exit_keys": exit_keys},
+        after={"disabled_keys": len(keys), "member_exit_keys": exit_keys},
     )
-    for row in disabled:
+    await _disable_keys(
+        uow, rt, actor=actor, organization_id=org.id, user_id=user_id, keys=keys, reason="creator left the organization"
+    )
+
+
+async def _enabled_keys(
+    uow: UnitOfWork, organization_id: str, user_id: str, *, management_only: bool
+) -> Sequence[Row[str, str, bool]]:
+    """(id, name, management) of the live, enabled keys a person created in an org."""
+    keys = select(ApiKey.id, ApiKey.name, ApiKey.management).where(
+        ApiKey.organization_id == organization_id,
+        ApiKey.creator_user_id == user_id,
+        ApiKey.disabled.is_(False),
+        ApiKey.deleted_at.is_(None),
+    )
+    if management_only:
+        keys = keys.where(ApiKey.management.is_(True))
+    return (await uow.session.execute(keys)).all()
+
+
+async def _disable_keys(
+    uow: UnitOfWork,
+    rt: Runtime,
+    *,
+    actor: Actor,
+    organization_id: str,
+    user_id: str,
+    keys: Sequence[Row[str, str, bool]],
+    reason: str,
+) -> None:
+    """Disable a person's keys (from `_enabled_keys`) as the system, in the caller's transaction.
+
+    They become admin-managed, so the person cannot re-enable them unless they are an admin; and
+    the membership-scoped caches drop the person's keys after commit."""
+    now = rt.clock.now()
+    if keys:
+        await uow.session.execute(
+            update(ApiKey)
+            .where(ApiKey.id.in_([row.id for row in keys]))
+            .values(disabled=True, admin_managed=True, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+    for row in keys:
         audit.record(
             uow,
             actor=actor,
@@ -186,14 +217,14 @@ async def end_membership(
             action="api_key.disable",
             target_type="api_key",
             target_id=row.id,
-            organization_id=org.id,
+            organization_id=organization_id,
             before={"disabled": False, "name": row.name, "management": row.management},
-            after={"disabled": True, "reason": "creator left the organization"},
+            after={"disabled": True, "admin_managed": True, "reason": reason},
         )
     # Membership-scoped caches (key auth, context) register `rt.extras["membership_listeners"]`:
     # callables taking (organization_id, user_id), run after commit.
     for listener in rt.extras.get("membership_listeners", ()):
-        uow.on_commit(functools.partial(listener, org.id, user_id))
+        uow.on_commit(functools.partial(listener, organization_id, user_id))
 
 
 async def _membership(uow: UnitOfWork, organization_id: str, user_id: str) -> Membership:

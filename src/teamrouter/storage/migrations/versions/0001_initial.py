@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-29 05:53:44.904681
+Create Date: 2026-11-29 21:22:07.816643
 """
 
 from collections.abc import Sequence
@@ -249,6 +249,7 @@ def upgrade() -> None:
         sa.Column("creator_user_id", sa.String(length=40), nullable=False),
         sa.Column("management", sa.Boolean(), nullable=False),
         sa.Column("disabled", sa.Boolean(), nullable=False),
+        sa.Column("admin_managed", sa.Boolean(), nullable=False),
         sa.Column("spend_limit", sa.BigInteger(), nullable=True),
         sa.Column("limit_reset", sa.String(length=16), nullable=True),
         sa.Column("expires_at", teamrouter.storage.base.UTCDateTime(timezone=True), nullable=True),
