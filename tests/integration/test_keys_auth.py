@@ -22,6 +22,7 @@ from tests.support.keys import (
     new_key,
     with_key,
 )
+from tests.support.orgs import sign_in_again
 
 from teamrouter.clock import FrozenClock
 from teamrouter.domain.keys import auth as key_auth
@@ -119,12 +120,18 @@ async def test_management_key_stops_when_creator_is_no_longer_admin(make_person,
     assert r.status_code == 401, r.text
     assert (await with_key(client, plain, "POST", "/keys", json={"name": "x"})).status_code == 401
 
-    # Promoted again: works again. Removed from the org: the key is disabled and refused.
-    assert (await other_admin.call("PATCH", path, json={"role": "admin"})).status_code == 200
-    assert (await with_key(client, plain, "GET", "/keys")).status_code == 200
-    assert (await other_admin.call("DELETE", path)).status_code == 204
-    assert (await with_key(client, plain, "GET", "/keys")).status_code == 401
+    # The demotion disabled it: promoted again, it stays refused (tests/integration/test_demoted_admin_keys.py).
     assert (await key_row(rt, mgmt["hash"])).disabled is True
+    assert (await other_admin.call("PATCH", path, json={"role": "admin"})).status_code == 200
+    assert (await with_key(client, plain, "GET", "/keys")).status_code == 401
+    # A management key made after the promotion works; removal from the org disables and refuses it.
+    await sign_in_again(admin)
+    await enter(admin, org)
+    fresh, fresh_plain = await new_key(admin, name="ops again", management=True)
+    assert (await with_key(client, fresh_plain, "GET", "/keys")).status_code == 200
+    assert (await other_admin.call("DELETE", path)).status_code == 204
+    assert (await with_key(client, fresh_plain, "GET", "/keys")).status_code == 401
+    assert (await key_row(rt, fresh["hash"])).disabled is True
 
 
 @pytest.mark.parametrize("exit_keys", ["disable", "keep"])

@@ -6,7 +6,7 @@ context and, without `keys:manage_all`, to the keys the actor created; anything 
 The plaintext of a key exists only inside `create_key` and its return value.
 
 *Admin-managed keys*: once an org admin other than the creator sets a key's `disabled`, `limit` or
-`limit_reset` (or the key is disabled at its creator's exit, see `orgs.members`), the key
+`limit_reset` (or the key is disabled at its creator's exit or demotion, see `orgs.members`), the key
 is admin-managed for good. Its creator, unless an admin, may still rename, disable or delete it and
 lower its limit, but may not re-enable it, raise or remove its limit or change `limit_reset` (403):
 otherwise a member could undo the admin's decision and bill the org pool again.

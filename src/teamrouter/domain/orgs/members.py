@@ -2,7 +2,9 @@
 
 A role change ends every session of the person whose role changed (they sign in again): roles are
 re-read on each request anyway, and ending the sessions means a token obtained before a promotion
-never carries the new role.
+never carries the new role. A demotion also disables the management keys the person created in the
+org: they already stop authenticating while their creator is not an admin, and disabling them means
+a later promotion does not bring old keys back to life.
 
 Named invariants:
 - *The last admin*: an org always keeps at least one admin. Every verb that can take the admin role
@@ -17,8 +19,8 @@ while a membership exists), sessions whose context was the org fall back to pers
 created in the org are disabled unless the org keeps them (`member_exit_keys = "keep"`), and their
 management keys are always disabled.
 
-Keys disabled at an exit become admin-managed (`ApiKey.admin_managed`, see `keys.service`): a person
-who comes back as a member cannot re-enable them; an admin can.
+Keys disabled here become admin-managed (`ApiKey.admin_managed`, see `keys.service`): a person who
+comes back as a member cannot re-enable them; an admin can.
 """
 
 from __future__ import annotations
@@ -111,6 +113,16 @@ async def change_role(
                 before={"role": before},
                 after={"role": role.value},
             )
+            if before == Role.ADMIN.value:
+                await _disable_keys(
+                    uow,
+                    rt,
+                    actor=actor,
+                    organization_id=org.id,
+                    user_id=user_id,
+                    keys=await _enabled_keys(uow, org.id, user_id, management_only=True),
+                    reason="creator is no longer an admin of the organization",
+                )
         user = await uow.session.get_one(User, user_id)
     return target, user
 
@@ -200,7 +212,7 @@ async def _disable_keys(
     """Disable a person's keys (from `_enabled_keys`) as the system, in the caller's transaction.
 
     They become admin-managed, so the person cannot re-enable them unless they are an admin; and
-    the membership-scoped caches drop the person's keys after commit."""
+    the membership-scoped caches drop the person's keys after commit, as at an exit."""
     now = rt.clock.now()
     if keys:
         await uow.session.execute(
