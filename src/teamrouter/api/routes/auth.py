@@ -23,9 +23,13 @@ router = APIRouter(prefix="/auth", tags=["accounts"])
 
 @router.post("/signup", status_code=201, openapi_extra=access(Access.PUBLIC))
 async def sign_up(body: SignUp, rt: RuntimeDep) -> dict[str, Any]:
-    """Create an account and email a verification link."""
-    user = await accounts.sign_up(rt, email=body.email, password=body.password, name=body.name)
-    return {"data": {"user": user_public(user)}}
+    """Create an account and email a verification link.
+
+    The same answer whether or not the address already has an account (its owner is mailed a
+    notice instead), so nothing in it identifies an account: no user id, no verification state.
+    """
+    await accounts.sign_up(rt, email=body.email, password=body.password, name=body.name)
+    return {"data": {"email": accounts.normalize_email(body.email)}}
 
 
 @router.post("/verify-email", openapi_extra=access(Access.PUBLIC))

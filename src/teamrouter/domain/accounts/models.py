@@ -1,4 +1,4 @@
-"""People, their sessions, one-time email tokens and login throttling."""
+"""People, their sessions, one-time email tokens, login throttling and mail throttling."""
 
 from __future__ import annotations
 
@@ -61,6 +61,20 @@ class LoginFailure(Base):
     email_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     failures: Mapped[int] = mapped_column(default=0)
     last_failure_at: Mapped[datetime]
+
+
+class MailThrottle(Base):
+    """Mails anyone may trigger without signing in, per address (keyed by an HMAC, not the address).
+
+    One row per address ever mailed this way: a fixed window with its count, and the last send.
+    """
+
+    __tablename__ = "mail_throttle"
+
+    address_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    window_started_at: Mapped[datetime]
+    sent_in_window: Mapped[int] = mapped_column(default=0)
+    last_sent_at: Mapped[datetime | None]
 
 
 Index("ix_email_token_user_purpose", EmailToken.user_id, EmailToken.purpose)

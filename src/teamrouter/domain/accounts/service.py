@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
+from teamrouter.domain.accounts.mail_limits import take_mail_slot
 from teamrouter.domain.accounts.models import EmailToken, LoginFailure, User, WebSession
 from teamrouter.domain.accounts.passwords import password_problem
 from teamrouter.domain.accounts.schemas import user_public
@@ -46,17 +47,26 @@ def csrf_token(rt: Runtime, session_token: str) -> str:
     return hmac.new(rt.secret, b"csrf:" + session_token.encode(), hashlib.sha256).hexdigest()
 
 
-async def sign_up(rt: Runtime, *, email: str, password: str, name: str = "") -> User:
+async def sign_up(rt: Runtime, *, email: str, password: str, name: str = "") -> None:
+    """Create an account and mail a verification link.
+
+    An address that already has an account is not an error (409 told anyone which addresses have
+    accounts): nothing is created or changed, and the address's owner is mailed a notice instead.
+    The caller cannot tell the two apart: the same answer, and the same work on both paths (one
+    argon2 hash, one write transaction, at most one mail, under the same per-address mail limit).
+    """
     email = normalize_email(email)
     problem = password_problem(password, email=email)
     if problem:
         raise bad_field("password", f"Password {problem}")
-    password_hash = await rt.passwords.hash(password)
+    password_hash = await rt.passwords.hash(password)  # before the lookup: both paths pay for it
     now = rt.clock.now()
     try:
         async with rt.db.uow() as uow:
-            if await uow.session.scalar(select(User.id).where(User.email == email)):
-                raise Conflict("An account with this email already exists", code="email_taken")
+            existing = await uow.session.scalar(select(User).where(User.email == email))
+            if existing is not None:
+                await _notify_existing_account(uow, rt, existing, now)
+                return
             user = User(
                 id=new_id("user"),
                 email=email,
@@ -69,7 +79,8 @@ async def sign_up(rt: Runtime, *, email: str, password: str, name: str = "") -> 
             uow.session.add(user)
             await uow.session.flush()
             uow.session.add(CreditAccount(id=new_id("acct"), user_id=user.id, created_at=now, updated_at=now))
-            _send_verification(uow, rt, user)
+            if await take_mail_slot(uow, secret=rt.secret, email=email, now=now):
+                _send_verification(uow, rt, user)
             audit.record(
                 uow,
                 actor=Actor(user_id=user.id),
@@ -79,9 +90,50 @@ async def sign_up(rt: Runtime, *, email: str, password: str, name: str = "") -> 
                 target_id=user.id,
                 after={"email": email, "name": user.name},
             )
-    except IntegrityError as exc:  # a concurrent sign-up with the same email won the race
-        raise Conflict("An account with this email already exists", code="email_taken") from exc
-    return user
+    except IntegrityError:
+        # A concurrent sign-up with the same address won the race and mailed it; answer alike.
+        return
+
+
+async def _notify_existing_account(uow: UnitOfWork, rt: Runtime, user: User, now: datetime) -> None:
+    """Someone signed up with an address that has an account: tell its owner, change nothing."""
+    audit.record(
+        uow,
+        actor=None,
+        clock=rt.clock,
+        action="user.sign_up_existing",
+        target_type="user",
+        target_id=user.id,
+    )
+    if not await take_mail_slot(uow, secret=rt.secret, email=user.email, now=now):
+        return
+    if user.email_verified_at is None:
+        # They may have lost the first mail: this one can finish what they started.
+        link = _verification_link(uow, rt, user)
+        next_step = (
+            "Your address is not confirmed yet. Confirm it by opening this link, then sign in with the\n"
+            f"password you chose when you first signed up:\n\n{link}\n\n"
+            f"The link works once and expires in {rt.settings.email_token_ttl_hours} hours.\n"
+        )
+    else:
+        next_step = (
+            f"If it was you, sign in with your existing password instead ({rt.settings.public_url}).\n"
+            "teamrouter has no self-service password reset: if you have forgotten your password, ask the\n"
+            "people who run this teamrouter deployment to reset it.\n"
+        )
+    body = (
+        f"Hello{(' ' + user.name) if user.name else ''},\n\n"
+        "Someone, perhaps you, tried to create a new teamrouter account with this email address.\n"
+        "It already has an account, so nothing was created or changed.\n\n"
+        f"{next_step}\n"
+        "If it was not you, you can ignore this message: nobody can use your account without your password.\n"
+    )
+    to = user.email
+
+    async def send() -> None:
+        await rt.mailer.send(to=to, subject="Someone tried to sign up to teamrouter with your email", body=body)
+
+    uow.on_commit(send)
 
 
 async def create_user(
@@ -128,7 +180,8 @@ async def create_user(
     return user
 
 
-def _send_verification(uow: UnitOfWork, rt: Runtime, user: User) -> None:
+def _verification_link(uow: UnitOfWork, rt: Runtime, user: User) -> str:
+    """A fresh single-use verification token for the user's address, as the link to mail."""
     token = new_token()
     now = rt.clock.now()
     uow.session.add(
@@ -142,7 +195,11 @@ def _send_verification(uow: UnitOfWork, rt: Runtime, user: User) -> None:
             expires_at=now + timedelta(hours=rt.settings.email_token_ttl_hours),
         )
     )
-    link = f"{rt.settings.public_url}/verify-email?token={token}"
+    return f"{rt.settings.public_url}/verify-email?token={token}"
+
+
+def _send_verification(uow: UnitOfWork, rt: Runtime, user: User) -> None:
+    link = _verification_link(uow, rt, user)
     body = (
         f"Hello{(' ' + user.name) if user.name else ''},\n\n"
         f"Confirm your email address for teamrouter by opening this link:\n\n{link}\n\n"
@@ -158,10 +215,13 @@ def _send_verification(uow: UnitOfWork, rt: Runtime, user: User) -> None:
 
 
 async def resend_verification(rt: Runtime, *, email: str) -> None:
-    """Send a fresh link; silent for unknown or verified addresses (no account oracle)."""
+    """Send a fresh link; silent for unknown or verified addresses (no account oracle), and silent
+    when the address's mail limit is spent (mail_limits), so the limit is no oracle either."""
     async with rt.db.uow() as uow:
         user = await uow.session.scalar(select(User).where(User.email == normalize_email(email)))
         if user is None or user.email_verified_at is not None:
+            return
+        if not await take_mail_slot(uow, secret=rt.secret, email=user.email, now=rt.clock.now()):
             return
         _send_verification(uow, rt, user)
 

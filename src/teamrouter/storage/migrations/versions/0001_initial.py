@@ -48,6 +48,14 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("email_hash", name=op.f("pk_login_failure")),
     )
     op.create_table(
+        "mail_throttle",
+        sa.Column("address_hash", sa.String(length=64), nullable=False),
+        sa.Column("window_started_at", teamrouter.storage.base.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("sent_in_window", sa.Integer(), nullable=False),
+        sa.Column("last_sent_at", teamrouter.storage.base.UTCDateTime(timezone=True), nullable=True),
+        sa.PrimaryKeyConstraint("address_hash", name=op.f("pk_mail_throttle")),
+    )
+    op.create_table(
         "usage_rollup",
         sa.Column("hour", teamrouter.storage.base.UTCDateTime(timezone=True), nullable=False),
         sa.Column("account_id", sa.String(length=40), nullable=False),
@@ -470,6 +478,7 @@ def downgrade() -> None:
         batch_op.drop_index("ix_usage_rollup_account_hour")
 
     op.drop_table("usage_rollup")
+    op.drop_table("mail_throttle")
     op.drop_table("login_failure")
     with op.batch_alter_table("audit_event", schema=None) as batch_op:
         batch_op.drop_index("ix_audit_event_target")

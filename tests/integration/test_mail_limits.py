@@ -1,0 +1,112 @@
+"""The per-address mail limit: resend-verification and sign-up notices cannot flood a mailbox, the
+limit lives in the database (every process sees it), and a refusal answers exactly like a send."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+from sqlalchemy import func, select, text
+from tests.conftest import PASSWORD
+
+from teamrouter.app import create_app
+from teamrouter.clock import FrozenClock
+from teamrouter.domain.accounts.mail_limits import MIN_INTERVAL, PER_WINDOW, WINDOW
+from teamrouter.domain.accounts.models import MailThrottle
+from teamrouter.runtime import build_runtime
+
+API = "/api/v1"
+T0 = datetime(2031, 5, 6, 7, 0, tzinfo=UTC)
+
+
+def mails_to(smtp: Any, to: str) -> int:
+    return len([m for m in smtp.sink.messages if m["To"] == to])
+
+
+async def resend(client: httpx.AsyncClient, email: str) -> httpx.Response:
+    r = await client.post(f"{API}/auth/resend-verification", json={"email": email})
+    assert r.status_code == 202 and r.json() == {"data": {"sent": True}}, r.text
+    return r
+
+
+async def test_resend_is_limited_per_address_and_answers_alike(client, rt, smtp):
+    rt.clock = clock = FrozenClock(T0)
+    email = "flood@example.com"
+    assert (await client.post(f"{API}/auth/signup", json={"email": email, "password": PASSWORD})).status_code == 201
+    assert mails_to(smtp, email) == 1
+
+    # Five calls at once: one answer for all, no further mail within the interval.
+    for _ in range(5):
+        await resend(client, email)
+    assert mails_to(smtp, email) == 1
+
+    # One per interval, up to PER_WINDOW in the window (the sign-up's mail counts).
+    for sent in range(2, PER_WINDOW + 1):
+        clock.advance(MIN_INTERVAL)
+        await resend(client, email)
+        await resend(client, email)
+        assert mails_to(smtp, email) == sent
+    clock.advance(MIN_INTERVAL * 2)
+    await resend(client, email)
+    assert mails_to(smtp, email) == PER_WINDOW
+
+    # A new window opens an hour after the first mail.
+    clock.set(T0 + WINDOW)
+    await resend(client, email)
+    assert mails_to(smtp, email) == PER_WINDOW + 1
+
+    # Another address is not held up by this one.
+    other = "other@example.com"
+    assert (await client.post(f"{API}/auth/signup", json={"email": other, "password": PASSWORD})).status_code == 201
+    assert mails_to(smtp, other) == 1
+
+
+async def test_sign_up_notices_share_the_limit(client, rt, smtp, make_person):
+    rt.clock = clock = FrozenClock(T0)
+    owner = await make_person("victim@example.com")
+    for _ in range(4):
+        r = await client.post(f"{API}/auth/signup", json={"email": owner.email, "password": PASSWORD})
+        assert r.status_code == 201 and r.json() == {"data": {"email": owner.email}}
+    assert mails_to(smtp, owner.email) == 1
+
+    # Sign-up then resend for an unverified address: one mail, not two.
+    r = await client.post(f"{API}/auth/signup", json={"email": "pending@example.com", "password": PASSWORD})
+    assert r.status_code == 201
+    await resend(client, "pending@example.com")
+    r = await client.post(f"{API}/auth/signup", json={"email": "pending@example.com", "password": PASSWORD})
+    assert r.status_code == 201
+    assert mails_to(smtp, "pending@example.com") == 1
+    clock.advance(MIN_INTERVAL)
+    r = await client.post(f"{API}/auth/signup", json={"email": owner.email, "password": PASSWORD})
+    assert mails_to(smtp, owner.email) == 2
+
+
+async def test_the_limit_holds_across_processes(client, rt, smtp, settings, passwords):
+    """A second runtime on the same database (another worker) sees the first one's count."""
+    rt.clock = FrozenClock(T0)
+    email = "twice@example.com"
+    assert (await client.post(f"{API}/auth/signup", json={"email": email, "password": PASSWORD})).status_code == 201
+    other = build_runtime(settings, passwords=passwords, clock=FrozenClock(T0 + timedelta(seconds=5)))
+    try:
+        transport = httpx.ASGITransport(app=create_app(other))
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as second:
+            await resend(second, email)
+    finally:
+        await other.close()
+    assert mails_to(smtp, email) == 1
+
+
+async def test_probing_stores_nothing_and_rows_do_not_name_the_address(client, rt, smtp):
+    rt.clock = FrozenClock(T0)
+    await resend(client, "nobody@example.com")
+    async with rt.db.read() as s:
+        assert int(await s.scalar(select(func.count()).select_from(MailThrottle)) or 0) == 0
+    assert mails_to(smtp, "nobody@example.com") == 0
+
+    await client.post(f"{API}/auth/signup", json={"email": "named@example.com", "password": PASSWORD})
+    async with rt.db.read() as s:
+        dump = " ".join(str(v) for row in (await s.execute(text("SELECT * FROM mail_throttle"))).all() for v in row)
+    assert "named@example.com" not in dump
+    assert hashlib.sha256(b"named@example.com").hexdigest() not in dump
