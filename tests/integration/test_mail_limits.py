@@ -33,7 +33,7 @@ async def resend(client: httpx.AsyncClient, email: str) -> httpx.Response:
 
 async def test_resend_is_limited_per_address_and_answers_alike(client, rt, smtp):
     rt.clock = clock = FrozenClock(T0)
-    email = "flood@example.com"
+    email = "flood@limits.example.com"
     assert (await client.post(f"{API}/auth/signup", json={"email": email, "password": PASSWORD})).status_code == 201
     assert mails_to(smtp, email) == 1
 
@@ -58,26 +58,26 @@ async def test_resend_is_limited_per_address_and_answers_alike(client, rt, smtp)
     assert mails_to(smtp, email) == PER_WINDOW + 1
 
     # Another address is not held up by this one.
-    other = "other@example.com"
+    other = "other@limits.example.com"
     assert (await client.post(f"{API}/auth/signup", json={"email": other, "password": PASSWORD})).status_code == 201
     assert mails_to(smtp, other) == 1
 
 
 async def test_sign_up_notices_share_the_limit(client, rt, smtp, make_person):
     rt.clock = clock = FrozenClock(T0)
-    owner = await make_person("victim@example.com")
+    owner = await make_person("victim@limits.example.com")
     for _ in range(4):
         r = await client.post(f"{API}/auth/signup", json={"email": owner.email, "password": PASSWORD})
         assert r.status_code == 201 and r.json() == {"data": {"email": owner.email}}
     assert mails_to(smtp, owner.email) == 1
 
     # Sign-up then resend for an unverified address: one mail, not two.
-    r = await client.post(f"{API}/auth/signup", json={"email": "pending@example.com", "password": PASSWORD})
+    r = await client.post(f"{API}/auth/signup", json={"email": "pending@limits.example.com", "password": PASSWORD})
     assert r.status_code == 201
-    await resend(client, "pending@example.com")
-    r = await client.post(f"{API}/auth/signup", json={"email": "pending@example.com", "password": PASSWORD})
+    await resend(client, "pending@limits.example.com")
+    r = await client.post(f"{API}/auth/signup", json={"email": "pending@limits.example.com", "password": PASSWORD})
     assert r.status_code == 201
-    assert mails_to(smtp, "pending@example.com") == 1
+    assert mails_to(smtp, "pending@limits.example.com") == 1
     clock.advance(MIN_INTERVAL)
     r = await client.post(f"{API}/auth/signup", json={"email": owner.email, "password": PASSWORD})
     assert mails_to(smtp, owner.email) == 2
@@ -86,7 +86,7 @@ async def test_sign_up_notices_share_the_limit(client, rt, smtp, make_person):
 async def test_the_limit_holds_across_processes(client, rt, smtp, settings, passwords):
     """A second runtime on the same database (another worker) sees the first one's count."""
     rt.clock = FrozenClock(T0)
-    email = "twice@example.com"
+    email = "twice@limits.example.com"
     assert (await client.post(f"{API}/auth/signup", json={"email": email, "password": PASSWORD})).status_code == 201
     other = build_runtime(settings, passwords=passwords, clock=FrozenClock(T0 + timedelta(seconds=5)))
     try:
@@ -100,13 +100,13 @@ async def test_the_limit_holds_across_processes(client, rt, smtp, settings, pass
 
 async def test_probing_stores_nothing_and_rows_do_not_name_the_address(client, rt, smtp):
     rt.clock = FrozenClock(T0)
-    await resend(client, "nobody@example.com")
+    await resend(client, "nobody@limits.example.com")
     async with rt.db.read() as s:
         assert int(await s.scalar(select(func.count()).select_from(MailThrottle)) or 0) == 0
-    assert mails_to(smtp, "nobody@example.com") == 0
+    assert mails_to(smtp, "nobody@limits.example.com") == 0
 
-    await client.post(f"{API}/auth/signup", json={"email": "named@example.com", "password": PASSWORD})
+    await client.post(f"{API}/auth/signup", json={"email": "named@limits.example.com", "password": PASSWORD})
     async with rt.db.read() as s:
         dump = " ".join(str(v) for row in (await s.execute(text("SELECT * FROM mail_throttle"))).all() for v in row)
-    assert "named@example.com" not in dump
-    assert hashlib.sha256(b"named@example.com").hexdigest() not in dump
+    assert "named@limits.example.com" not in dump
+    assert hashlib.sha256(b"named@limits.example.com").hexdigest() not in dump

@@ -33,25 +33,25 @@ def mails_to(smtp: Any, to: str) -> list[Any]:
 
 
 async def test_existing_address_gets_the_same_answer_and_nothing_changes(client, rt, smtp, make_person):
-    owner = await make_person("owner@example.com", name="Owner")
+    owner = await make_person("owner@oracle.example.com", name="Owner")
     users, accounts_, tokens = await count(rt, User), await count(rt, CreditAccount), await count(rt, EmailToken)
 
-    fresh = await client.post(f"{API}/auth/signup", json={"email": "New@Example.com", "password": PASSWORD})
+    fresh = await client.post(f"{API}/auth/signup", json={"email": "New@Oracle.Example.com", "password": PASSWORD})
     taken = await client.post(
-        f"{API}/auth/signup", json={"email": "OWNER@example.com", "password": OTHER_PASSWORD, "name": "Mallory"}
+        f"{API}/auth/signup", json={"email": "OWNER@oracle.example.com", "password": OTHER_PASSWORD, "name": "Mallory"}
     )
     assert fresh.status_code == taken.status_code == 201, (fresh.text, taken.text)
     assert fresh.headers.get("content-type") == taken.headers.get("content-type")
     # The same fields, nothing identifying: only the (normalized) address the caller sent.
-    assert fresh.json() == {"data": {"email": "new@example.com"}}
-    assert taken.json() == {"data": {"email": "owner@example.com"}}
+    assert fresh.json() == {"data": {"email": "new@oracle.example.com"}}
+    assert taken.json() == {"data": {"email": "owner@oracle.example.com"}}
 
     # Only the new address got an account; the existing one is untouched.
     assert await count(rt, User) == users + 1
     assert await count(rt, CreditAccount) == accounts_ + 1
     assert await count(rt, EmailToken) == tokens + 1  # the new address's verification link only
     async with rt.db.read() as s:
-        stored = await s.scalar(select(User).where(User.email == "owner@example.com"))
+        stored = await s.scalar(select(User).where(User.email == "owner@oracle.example.com"))
     assert stored is not None and stored.id == owner.id and stored.name == "Owner"
     assert stored.email_verified_at is not None
     login = await client.post(f"{API}/auth/login", json={"email": owner.email, "password": OTHER_PASSWORD})
@@ -65,7 +65,7 @@ async def test_existing_address_gets_the_same_answer_and_nothing_changes(client,
     text = notice.get_payload(decode=True).decode()
     assert "already has an account" in text and "sign in" in text and "token=" not in text
     assert "Mallory" not in text and OTHER_PASSWORD not in text
-    assert "token=" in smtp.sink.wait_for("new@example.com")[-1].get_payload(decode=True).decode()
+    assert "token=" in smtp.sink.wait_for("new@oracle.example.com")[-1].get_payload(decode=True).decode()
 
     async with rt.db.read() as s:
         actions = (await s.scalars(select(AuditEvent.action).where(AuditEvent.target_id == owner.id))).all()
@@ -73,27 +73,31 @@ async def test_existing_address_gets_the_same_answer_and_nothing_changes(client,
 
 
 async def test_an_unverified_owner_gets_a_working_verification_link_in_the_notice(client, rt, smtp):
-    first = await client.post(f"{API}/auth/signup", json={"email": "slow@example.com", "password": PASSWORD})
+    first = await client.post(f"{API}/auth/signup", json={"email": "slow@oracle.example.com", "password": PASSWORD})
     assert first.status_code == 201
     # Past the per-address interval, as someone who lost the first mail would be.
     rt.clock = _Later(rt.clock, seconds=120)
-    again = await client.post(f"{API}/auth/signup", json={"email": "slow@example.com", "password": OTHER_PASSWORD})
+    again = await client.post(
+        f"{API}/auth/signup", json={"email": "slow@oracle.example.com", "password": OTHER_PASSWORD}
+    )
     assert again.status_code == 201 and again.json() == first.json()
     assert await count(rt, User) == 1
 
-    notice = smtp.sink.wait_for("slow@example.com", count=2)[1]
+    notice = smtp.sink.wait_for("slow@oracle.example.com", count=2)[1]
     assert "tried to sign up" in notice["Subject"].lower()
     token = smtp.sink.token_in(notice)
     r = await client.post(f"{API}/auth/verify-email", json={"token": token})
     assert r.status_code == 200 and r.json()["data"]["user"]["email_verified"] is True
     # The first password still holds; the second sign-up's did not replace it.
-    assert (await client.post(f"{API}/auth/login", json={"email": "slow@example.com", "password": PASSWORD})).is_success
-    r = await client.post(f"{API}/auth/login", json={"email": "slow@example.com", "password": OTHER_PASSWORD})
+    assert (
+        await client.post(f"{API}/auth/login", json={"email": "slow@oracle.example.com", "password": PASSWORD})
+    ).is_success
+    r = await client.post(f"{API}/auth/login", json={"email": "slow@oracle.example.com", "password": OTHER_PASSWORD})
     assert r.status_code == 401
 
 
 async def test_both_paths_hash_the_password_once(client, rt, make_person):
-    await make_person("counted@example.com")
+    await make_person("counted@oracle.example.com")
     calls: list[str] = []
     real = rt.passwords
 
@@ -109,10 +113,10 @@ async def test_both_paths_hash_the_password_once(client, rt, make_person):
     rt.passwords = Counting()
     try:
         assert (
-            await client.post(f"{API}/auth/signup", json={"email": "x1@example.com", "password": PASSWORD})
+            await client.post(f"{API}/auth/signup", json={"email": "x1@oracle.example.com", "password": PASSWORD})
         ).status_code == 201
         new_path, calls[:] = list(calls), []
-        r = await client.post(f"{API}/auth/signup", json={"email": "counted@example.com", "password": PASSWORD})
+        r = await client.post(f"{API}/auth/signup", json={"email": "counted@oracle.example.com", "password": PASSWORD})
         assert r.status_code == 201
         assert calls == new_path == ["hash"]
     finally:
@@ -125,7 +129,7 @@ async def test_existing_address_costs_about_as_much_as_a_new_one(settings):
     app = create_app(rt)
     try:
         for i in range(3):
-            await accounts.create_user(rt, email=f"known{i}@example.com", password=PASSWORD)
+            await accounts.create_user(rt, email=f"known{i}@oracle.example.com", password=PASSWORD)
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as c:
 
             async def timed(prefix: str) -> float:
@@ -133,7 +137,7 @@ async def test_existing_address_costs_about_as_much_as_a_new_one(settings):
                 for i in range(3):  # a different address each time: no mail limit in the way
                     start = time.perf_counter()
                     r = await c.post(
-                        f"{API}/auth/signup", json={"email": f"{prefix}{i}@example.com", "password": PASSWORD}
+                        f"{API}/auth/signup", json={"email": f"{prefix}{i}@oracle.example.com", "password": PASSWORD}
                     )
                     samples.append(time.perf_counter() - start)
                     assert r.status_code == 201, r.text
@@ -147,7 +151,7 @@ async def test_existing_address_costs_about_as_much_as_a_new_one(settings):
 
 
 async def test_concurrent_sign_ups_of_one_address_both_get_201(client, rt):
-    body = {"email": "race@example.com", "password": PASSWORD}
+    body = {"email": "race@oracle.example.com", "password": PASSWORD}
     responses = await asyncio.gather(*(client.post(f"{API}/auth/signup", json=body) for _ in range(4)))
     assert [r.status_code for r in responses] == [201] * 4, [r.text for r in responses]
     assert len({r.text for r in responses}) == 1
