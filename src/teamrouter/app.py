@@ -18,6 +18,7 @@ from teamrouter.api.routes import api_routers, root_routers
 from teamrouter.gateway.asgi import GATEWAY_KEY, InferenceFront, inference_kind
 from teamrouter.gateway.setup import build_gateway, close_gateway, start_sweeper, stop_sweeper
 from teamrouter.runtime import Runtime
+from teamrouter.web import links
 
 log = logging.getLogger(__name__)
 API_PREFIX = "/api/v1"
@@ -73,6 +74,9 @@ def create_app(runtime: Runtime) -> FastAPI:
         app.include_router(router, prefix=API_PREFIX)
     for router in root_routers():
         app.include_router(router)
+    # The pages the links in emails open (outside /api/v1: their URLs are in mails already sent).
+    app.include_router(links.router())
+    app.mount("/static", links.static_files(), name="static")
     app.add_middleware(BodyLimit, max_bytes=runtime.settings.max_body_bytes)
     # Inference requests never enter the framework's stack; an unexpected error still becomes the
     # app's 500 envelope, as when this front was its outermost middleware.

@@ -71,6 +71,32 @@ def _same_origin(request: Request, rt: Runtime) -> bool:
     return origin in allowed
 
 
+def from_foreign_origin(request: Request, rt: Runtime) -> bool:
+    """True when the request names an Origin other than this deployment's.
+
+    For the server-rendered pages (teamrouter.web): they are served with `Referrer-Policy:
+    no-referrer`, which makes browsers send `Origin: null` on the pages' own form posts, so null
+    (like an absent header) is not foreign here; the form's CSRF token carries the protection.
+    """
+    origin = request.headers.get("origin")
+    if origin is None or origin == "null":
+        return False
+    return not _same_origin(request, rt)
+
+
+def set_session_cookie(response: Response, rt: Runtime, token: str) -> None:
+    """The dashboard session cookie, as sign-in sets it (API and pages alike)."""
+    response.set_cookie(
+        SESSION_COOKIE,
+        token,
+        max_age=rt.settings.session_ttl_hours * 3600,
+        httponly=True,
+        samesite="lax",
+        secure=rt.settings.secure_cookies,
+        path="/",
+    )
+
+
 def _origin_of(url: str) -> str:
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}"

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from starlette.responses import JSONResponse
 
-from teamrouter.api.deps import SESSION_COOKIE, RuntimeDep, SessionActor
+from teamrouter.api.deps import SESSION_COOKIE, RuntimeDep, SessionActor, set_session_cookie
 from teamrouter.api.policy import Access, access
 from teamrouter.domain.accounts import service as accounts
 from teamrouter.domain.accounts.schemas import (
@@ -56,15 +56,7 @@ async def log_in(body: LogIn, request: Request, rt: RuntimeDep) -> JSONResponse:
         previous_token=request.cookies.get(SESSION_COOKIE),
     )
     response = JSONResponse({"data": {"user": user_public(user), "csrf_token": accounts.csrf_token(rt, token)}})
-    response.set_cookie(
-        SESSION_COOKIE,
-        token,
-        max_age=rt.settings.session_ttl_hours * 3600,
-        httponly=True,
-        samesite="lax",
-        secure=rt.settings.secure_cookies,
-        path="/",
-    )
+    set_session_cookie(response, rt, token)
     return response
 
 

@@ -187,7 +187,11 @@ async def revoke_invitation(rt: Runtime, *, actor: Actor, organization_id: str, 
 
 
 async def preview_invitation(rt: Runtime, *, actor: Actor, token: str) -> InvitationPreview:
-    """What a link is about, for the page it opens: org name, address, role, status. Consumes nothing."""
+    """What a link is about, for the page it opens: org name, address, role, status. Consumes nothing.
+
+    Only for the person it was sent to (a verified address equal to the invited one). Anyone else
+    holding the link, a forwarded mail say, learns nothing from it, not even that it is valid.
+    """
     async with rt.db.read() as session:
         row = (
             await session.execute(
@@ -196,7 +200,9 @@ async def preview_invitation(rt: Runtime, *, actor: Actor, token: str) -> Invita
                 .where(Invitation.token_hash == hash_token(token))
             )
         ).first()
-    if row is None:
+        user = await session.get(User, actor.user_id)
+    invitee = user is not None and user.email_verified_at is not None and row is not None and user.email == row[0].email
+    if row is None or not invitee:
         raise bad_field("token", "This invitation link is not valid")
     return InvitationPreview(invitation=row[0], organization_name=row[1])
 
