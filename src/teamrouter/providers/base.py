@@ -11,6 +11,7 @@ itself with one usage chunk carrying ``cost`` (see `usage_chunk`) and `DONE`.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -300,8 +301,26 @@ def usage_chunk(
     )
 
 
+# What an upstream's error text may echo of a credential: a bearer token, an `sk-…` style key, a
+# header or parameter named like one. Its words reach clients, so these are masked first.
+_CREDENTIAL = re.compile(
+    r"(?i)(bearer\s+|(?:api[_-]?key|x-api-key|authorization|token|secret)[\"']?\s*[:=]\s*[\"']?(?:bearer\s+)?)"
+    r"[^\s\"',;}]+"
+    r"|\b(?:sk|pk|rk|key)-[A-Za-z0-9_\-*.]{6,}"
+)
+
+
+def redact_credentials(text: str) -> str:
+    return _CREDENTIAL.sub(lambda m: (m.group(1) or "") + "[redacted]", text)
+
+
 def error_message(body: bytes, *, limit: int = 300) -> str:
-    """A short human message out of an upstream error body (JSON ``error.message`` or text)."""
+    """A short human message out of an upstream error body (JSON ``error.message`` or text), with
+    anything that looks like a credential masked: the client sees it."""
+    return redact_credentials(_raw_error_message(body, limit))
+
+
+def _raw_error_message(body: bytes, limit: int) -> str:
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError):

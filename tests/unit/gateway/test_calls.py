@@ -125,3 +125,24 @@ async def test_a_cookie_an_upstream_sets_is_never_sent_again(fake: FakeUpstream)
         assert [call.cookie for call in fake.calls] == [None, None]
     finally:
         await http.close()
+
+
+async def test_an_upstream_that_echoes_a_credential_never_gets_it_to_the_client(fake: FakeUpstream) -> None:
+    """Upstream error text reaches clients: the deployment's own key is masked whatever its shape,
+    and anything shaped like a credential (a bearer token, an `sk-` key) is masked too."""
+    keyed = CATALOG.replace('base_url = "{url}/v1"', 'base_url = "{url}/v1"\napi_key_env = "K"')
+    endpoint = parse_catalog(keyed.format(url=fake.url), env={"K": "plainsecretvalue42"}).endpoints_for("t/chat")[0]
+    adapter = OpenAIAdapter()
+    request = adapter.build_request(
+        endpoint, {"model": "t/chat", "messages": [{"role": "user", "content": "hi"}]}, False
+    )
+    http = calls.make_http_session(connect_timeout=2)
+    try:
+        echoed = "bad key plainsecretvalue42; header was Authorization: Bearer sk-other-123456789"
+        fake.set_script({"status": 500, "error_message": echoed})
+        with pytest.raises(UpstreamError) as info:
+            await calls.fetch(http, adapter, endpoint, request)
+        assert "plainsecretvalue42" not in info.value.message and "sk-other" not in info.value.message
+        assert "bad key [redacted]" in info.value.message
+    finally:
+        await http.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import aiohttp
@@ -13,6 +14,7 @@ from teamrouter.providers.base import (
     SSEDecoder,
     Usage,
     dumps,
+    error_message,
     is_retryable_status,
     loads,
 )
@@ -125,3 +127,18 @@ def test_json_helpers_accept_what_the_stdlib_accepted() -> None:
         loads(b"not json")
     assert dumps({"a": 2**70, 1: "é"}) == '{"a":1180591620717411303424,"1":"é"}'.encode()
     assert dumps({"a": ["é", 1.5, None, True]}) == '{"a":["é",1.5,null,true]}'.encode()
+
+
+@pytest.mark.parametrize(
+    ("text", "masked"),
+    [
+        ("Incorrect API key provided: sk-upst****************1234.", "Incorrect API key provided: [redacted]"),
+        ("header Authorization: Bearer abc.def", "header Authorization: Bearer [redacted]"),
+        ('{"x-api-key": "zzz999"}', '{"x-api-key": "[redacted]"}'),
+        ("api_key=abc123; retry", "api_key=[redacted]; retry"),
+        ("max_tokens: 5 is too small", "max_tokens: 5 is too small"),
+        ("The token limit of 4096 was exceeded", "The token limit of 4096 was exceeded"),
+    ],
+)
+def test_upstream_error_text_has_credentials_masked(text: str, masked: str) -> None:
+    assert error_message(json.dumps({"error": {"message": text}}).encode()) == masked
