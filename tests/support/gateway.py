@@ -20,7 +20,7 @@ from teamrouter.domain.credits.service import add_credits
 from teamrouter.domain.keys import service as keys
 from teamrouter.domain.roles import Role
 from teamrouter.ids import new_id
-from teamrouter.money import usd_to_units
+from teamrouter.money import UNITS_PER_USD, usd_to_units
 from teamrouter.runtime import Runtime
 from tests.support.server import ServerProcess
 
@@ -231,6 +231,31 @@ async def funded_person(
         key_id=created.key.id,
         actor=actor,
     )
+
+
+async def make_team(rt: Runtime) -> tuple[Funded, Actor, Any, str, str, str]:
+    """An org with a funded pool, its admin (also personally funded) and a member with an inference
+    key: (admin, admin actor in the org, org, pool account id, member id, member key)."""
+    from teamrouter.domain.accounts import service as accounts
+    from teamrouter.domain.orgs import invitations
+    from teamrouter.domain.orgs import service as orgs
+    from tests.conftest import PASSWORD
+    from tests.support.orgs import invite_token
+
+    admin = await funded_person(rt, usd="5")  # a personal balance that must stay untouched
+    org = (await orgs.create_organization(rt, actor=admin.actor, name="Team")).org
+    async with rt.db.read() as s:
+        pool = await s.scalar(select(CreditAccount.id).where(CreditAccount.organization_id == org.id))
+    await add_credits(rt, account_id=pool, amount=UNITS_PER_USD, idempotency_key=new_id("seed"), kind=EntryKind.GRANT)
+    email = f"{new_id('m')}@example.com"
+    member = await accounts.create_user(rt, email=email, password=PASSWORD, verified=True)
+    token = await invite_token(rt, admin_id=admin.user_id, org_id=org.id, email=email)
+    member_actor = Actor(user_id=member.id, email_verified=True)
+    await invitations.accept_invitation(rt, actor=member_actor, token=token)
+    in_org = Actor(user_id=member.id, email_verified=True, organization_id=org.id, role=Role.MEMBER)
+    member_key = (await keys.create_key(rt, actor=in_org, name="member key")).plaintext
+    admin_actor = Actor(user_id=admin.user_id, email_verified=True, organization_id=org.id, role=Role.ADMIN)
+    return admin, admin_actor, org, pool, member.id, member_key
 
 
 async def add_key(rt: Runtime, funded: Funded, *, limit: str | None = None) -> str:

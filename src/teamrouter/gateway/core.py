@@ -168,6 +168,8 @@ class Gateway:
         self.timeouts = {p.slug: calls.Timeouts.of(p) for p in catalog.providers()}
         self.stats = ProviderStats()
         self.routes = RouteCache(catalog, stats=self.stats.for_sort())
+        # What else lives as long as the gateway (cache invalidations over Redis): closed with it.
+        self.on_close: list[Callable[[], Awaitable[None]]] = []
 
     # -- admission ---------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from teamrouter.config import upstream_credentials
 from teamrouter.domain.keys.auth import inference_key
+from teamrouter.domain.keys.cache import key_cache
 from teamrouter.domain.orgs.models import Organization
 from teamrouter.gateway.admission import KeyInfo
 from teamrouter.gateway.calls import make_http_session
@@ -23,6 +24,7 @@ from teamrouter.gateway.store.sqlite import SqliteStore
 from teamrouter.providers.registry import make_adapters
 from teamrouter.runtime import Runtime
 from teamrouter.storage.cache import TTLCache
+from teamrouter.storage.invalidation import Invalidations
 from teamrouter.storage.urls import async_url
 
 log = logging.getLogger(__name__)
@@ -61,7 +63,7 @@ async def build_gateway(rt: Runtime) -> Gateway:
     store = await open_store(rt)
     policies: TTLCache[str, OrgPolicy] = TTLCache(rt.settings.cache_ttl_seconds)
     # The orgs service calls these after a settings change commits: this process sees it at once,
-    # other processes within the TTL.
+    # other processes within the TTL, or at once with Redis (storage.invalidation).
     rt.extras.setdefault(ORG_SETTINGS_LISTENERS, []).append(policies.invalidate)
 
     async def resolve_key(token: str) -> KeyInfo:
@@ -77,7 +79,7 @@ async def build_gateway(rt: Runtime) -> Gateway:
         policies.put(organization_id, policy)
         return policy
 
-    return Gateway(
+    gateway = Gateway(
         settings=rt.settings,
         clock=rt.clock,
         catalog=catalog,
@@ -87,9 +89,15 @@ async def build_gateway(rt: Runtime) -> Gateway:
         resolve_key=resolve_key,
         org_policy=org_policy,
     )
+    if rt.settings.redis_url:
+        key_cache(rt)  # its listeners registered before the first message can arrive
+        gateway.on_close.append(Invalidations.start(rt, rt.settings.redis_url).close)
+    return gateway
 
 
 async def close_gateway(gateway: Gateway) -> None:
+    for close in gateway.on_close:
+        await close()
     await gateway.limiter.close()
     await gateway.http.close()
     await gateway.store.close()

@@ -9,42 +9,16 @@ import time
 import httpx
 import pytest
 from sqlalchemy import select
-from tests.conftest import PASSWORD
-from tests.support.gateway import funded_person
-from tests.support.orgs import invite_token
+from tests.support.gateway import make_team
 
-from teamrouter.domain.accounts import service as accounts
 from teamrouter.domain.activity.models import Generation
-from teamrouter.domain.actor import Actor
-from teamrouter.domain.credits.ledger import EntryKind
 from teamrouter.domain.credits.models import CreditAccount
-from teamrouter.domain.credits.service import add_credits
-from teamrouter.domain.keys import service as keys
-from teamrouter.domain.orgs import invitations, members
+from teamrouter.domain.orgs import members
 from teamrouter.domain.orgs import service as orgs
 from teamrouter.domain.orgs.settings import SettingsPatch
-from teamrouter.domain.roles import Role
-from teamrouter.ids import new_id
 from teamrouter.money import UNITS_PER_USD
 
 pytestmark = pytest.mark.db
-
-
-async def make_team(rt):
-    admin = await funded_person(rt, usd="5")  # a personal balance that must stay untouched
-    org = (await orgs.create_organization(rt, actor=admin.actor, name="Team")).org
-    async with rt.db.read() as s:
-        pool = await s.scalar(select(CreditAccount.id).where(CreditAccount.organization_id == org.id))
-    await add_credits(rt, account_id=pool, amount=UNITS_PER_USD, idempotency_key=new_id("seed"), kind=EntryKind.GRANT)
-    email = f"{new_id('m')}@example.com"
-    member = await accounts.create_user(rt, email=email, password=PASSWORD, verified=True)
-    token = await invite_token(rt, admin_id=admin.user_id, org_id=org.id, email=email)
-    member_actor = Actor(user_id=member.id, email_verified=True)
-    await invitations.accept_invitation(rt, actor=member_actor, token=token)
-    in_org = Actor(user_id=member.id, email_verified=True, organization_id=org.id, role=Role.MEMBER)
-    member_key = (await keys.create_key(rt, actor=in_org, name="member key")).plaintext
-    admin_actor = Actor(user_id=admin.user_id, email_verified=True, organization_id=org.id, role=Role.ADMIN)
-    return admin, admin_actor, org, pool, member.id, member_key
 
 
 def chat(client, key, **body):

@@ -2,8 +2,9 @@
 
 The hot path authenticates a key without touching the database while an entry is fresh. Every change
 to a key invalidates its entry after commit (`uow.on_commit`), so this process sees the change at
-once; other processes see it within the TTL (`settings.cache_ttl_seconds`). The cache also remembers
-when this process last wrote `last_used_at` for a key, so that write happens at most once a minute.
+once; other processes see it within the TTL (`settings.cache_ttl_seconds`), or at once with Redis
+(`storage.invalidation`). The cache also remembers when this process last wrote `last_used_at` for
+a key, so that write happens at most once a minute.
 
 One cache per Runtime, kept in `rt.extras` (no module globals).
 """
@@ -20,6 +21,7 @@ from teamrouter.runtime import Runtime
 from teamrouter.storage.cache import TTLCache
 
 EXTRAS_KEY = "key_cache"
+KEY_LISTENERS = "key_listeners"
 MEMBERSHIP_LISTENERS = "membership_listeners"
 MAX_ENTRIES = 10_000
 
@@ -118,15 +120,21 @@ def key_cache(rt: Runtime) -> KeyCache:
     if not isinstance(cache, KeyCache):
         cache = KeyCache(rt.settings.cache_ttl_seconds)
         rt.extras[EXTRAS_KEY] = cache
+        # A changed key's listeners run after commit: this cache, and with Redis the publisher that
+        # tells other processes (storage.invalidation), whose messages come back here.
+        rt.extras.setdefault(KEY_LISTENERS, []).append(cache.invalidate)
         # The orgs domain disables a leaver's keys in bulk and calls these after commit.
         rt.extras.setdefault(MEMBERSHIP_LISTENERS, []).append(cache.forget_member)
     return cache
 
 
 def invalidate_after_commit(rt: Runtime, key_hash: str) -> Callable[[], None]:
-    """A callback for `uow.on_commit` that drops one key from this process's cache."""
+    """A callback for `uow.on_commit` that drops one key from this process's cache (and, with
+    Redis, from every other process's)."""
 
     def invalidate() -> None:
-        key_cache(rt).invalidate(key_hash)
+        key_cache(rt)  # registered as a listener on first use
+        for listener in list(rt.extras.get(KEY_LISTENERS, ())):
+            listener(key_hash)
 
     return invalidate
