@@ -278,11 +278,26 @@ def _uses_legacy_functions(body: Mapping[str, Any]) -> bool:
     )
 
 
+def _continues_tool_calls(messages: object) -> bool:
+    """Whether the conversation's last assistant message called tools (a tool loop goes on)."""
+    if not isinstance(messages, list):
+        return False
+    for message in reversed(messages):
+        if isinstance(message, Mapping) and message.get("role") == "assistant":
+            return bool(message.get("tool_calls"))
+    return False
+
+
 def _thinking(body: Mapping[str, Any], max_tokens: int) -> dict[str, Any] | None:
     """Extended thinking from OpenRouter's ``reasoning`` object (``max_tokens``, ``effort`` or
     ``enabled``) or OpenAI's ``reasoning_effort``; None when the request asks for none. The budget
     counts toward ``max_tokens`` (and so toward the hold), and Anthropic wants it at least 1,024
     and below ``max_tokens``."""
+    if _continues_tool_calls(body.get("messages")):
+        # Mid tool loop Anthropic wants the last assistant turn to begin with its thinking block,
+        # signed; OpenAI-shaped messages cannot carry it back, so this turn goes without thinking
+        # (turning it on here would be refused outright).
+        return None
     reasoning = body.get("reasoning")
     effort = body.get("reasoning_effort")
     tokens: int | None = None

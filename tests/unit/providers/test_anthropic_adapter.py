@@ -170,6 +170,21 @@ def test_reasoning_becomes_extended_thinking(asked: dict[str, object], budget: i
         assert "temperature" not in sent and "top_k" not in sent  # refused upstream with thinking on
 
 
+def test_reasoning_is_off_for_a_turn_that_continues_tool_calls() -> None:
+    # Anthropic would refuse it: the last assistant turn must begin with its signed thinking block.
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    messages = [
+        {"role": "user", "content": "x"},
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "c1", "content": "42"},
+    ]
+    body = {"messages": messages, "max_tokens": 4000, "reasoning": {"effort": "high"}}
+    assert "thinking" not in json.loads(ADAPTER.build_request(endpoint(), body, False).json_body)
+    answered = [*messages, {"role": "assistant", "content": "done"}, {"role": "user", "content": "again"}]
+    sent = json.loads(ADAPTER.build_request(endpoint(), {**body, "messages": answered}, False).json_body)
+    assert sent["thinking"] == {"type": "enabled", "budget_tokens": 3200}  # a new turn thinks again
+
+
 def test_reasoning_needs_room_above_the_minimum_budget() -> None:
     body = {"messages": [{"role": "user", "content": "x"}], "max_tokens": 1000, "reasoning": {"effort": "high"}}
     with pytest.raises(UnsupportedRequestError, match="max_tokens above 1024"):
