@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import email.utils
+import math
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -138,13 +141,28 @@ def _refused(
     adapter: ProviderAdapter, endpoint: Endpoint, status: int, body: bytes, retry_after: str | None
 ) -> UpstreamError:
     error = adapter.map_error(status, body)
-    key = endpoint.provider.api_key
-    if key and key in error.message:  # an upstream that echoes the deployment's own key, whatever its shape
-        error.message = error.message.replace(key, "[redacted]")
     if status == 429 and retry_after is not None:
-        with contextlib.suppress(ValueError):  # seconds; an HTTP date is left to the default
-            error.retry_after = max(0.0, float(retry_after))
+        error.retry_after = retry_after_seconds(retry_after, now=time.time())
     return error
+
+
+# The longest wait a 429 passes on; an upstream's larger value (or a garbled one) is not a promise.
+MAX_RETRY_AFTER = 3600.0
+
+
+def retry_after_seconds(value: str, *, now: float) -> float | None:
+    """`Retry-After` in seconds: delta-seconds or an HTTP date (RFC 9110), within 0 and an hour;
+    None when it is neither."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = email.utils.parsedate_to_datetime(value).timestamp() - now
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+    if not math.isfinite(seconds):
+        return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
 
 
 # How much of a body that is not an event stream is read for its error message.

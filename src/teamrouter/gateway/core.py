@@ -8,6 +8,7 @@ path out of a prepared request either settles or voids its hold.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import time
@@ -61,6 +62,7 @@ from teamrouter.providers.base import (
     Usage,
     billable_usage,
     estimate_completion_tokens,
+    for_client,
     output_chars,
     sse_event,
     usage_chunk,
@@ -68,6 +70,9 @@ from teamrouter.providers.base import (
 from teamrouter.providers.checks import RequestError
 
 log = logging.getLogger(__name__)
+
+# The most of an upstream's error text a client is shown.
+MESSAGE_LIMIT = 300
 
 KeyResolver = Callable[[str], Awaitable[KeyInfo]]
 PolicyLoader = Callable[[str], Awaitable[OrgPolicy]]
@@ -106,16 +111,22 @@ async def _until_output(
     """Read the stream until it carries output (text, reasoning, a tool call) or finishes, and
     return the events read since the last emit. The preamble before that (content-free events: a
     role chunk) is sent on as it arrives, after the head, so the client's first byte is as early as
-    the upstream's. An error event, a break or an end before any output raises a retryable
-    `UpstreamError`: no output reached the client, so the next endpoint may answer, and nothing is
-    billed. Usually no extra read: the first bytes carry the first tokens."""
+    the upstream's. An error event, a break or an end (even a `[DONE]`) before any output raises a
+    retryable `UpstreamError`: no output reached the client, so the next endpoint may answer, and
+    nothing is billed. A client gone meanwhile commits this stream as it is (the caller closed the
+    upstream): the prompt was sent, and is billed as for any client that leaves. Usually no extra
+    read: the first bytes carry the first tokens."""
     events = parser.feed(opened.first)
     try:
         while True:
+            if disconnected.done():
+                return events
             if parser.error is not None and not parser.completion_chars_seen:
                 raise UpstreamError(parser.error.status, parser.error.message, retryable=True)
-            if parser.completion_chars_seen or parser.finish_reason or parser.done or disconnected.done():
+            if parser.completion_chars_seen or parser.finish_reason:
                 return events
+            if parser.done:
+                raise UpstreamError(502, "upstream stream ended before any output", retryable=True)
             await start()
             if events:
                 await emit(b"".join(events))
@@ -128,9 +139,16 @@ async def _until_output(
                 continue  # decided by the checks above
             events += parser.feed(chunk)
     except (aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
+        if disconnected.done():
+            return events  # the caller closed it for the client that left
         raise UpstreamError(
             502, f"upstream stream broke before any output: {type(exc).__name__}", retryable=True
         ) from None
+
+
+def _close_stream(opened: calls.OpenStream, _: object) -> None:
+    if opened.close is not None:
+        opened.close()
 
 
 @dataclass(slots=True)
@@ -286,7 +304,7 @@ class Gateway:
                         model=endpoint.model_id,
                     )
                 except UpstreamError as exc:
-                    last = exc
+                    last = _masked(exc, endpoint)
                     log.info("upstream %s failed: %s", endpoint.id, exc.status)
                     if exc.retryable:
                         continue
@@ -352,6 +370,8 @@ class Gateway:
 
         try:
             for endpoint, adapter, upstream in self._attempts(prepared, stream=True):
+                if disconnected.done():
+                    break  # nobody to answer: no further upstream is asked
                 opened: calls.OpenStream | None = None
                 tried = endpoint
                 try:
@@ -367,15 +387,25 @@ class Gateway:
                         provider=endpoint.provider.name,
                     )
                     first_byte = time.perf_counter()
-                    head = await _until_output(parser, opened, disconnected, emit, start)
+                    # The client leaving while the upstream has yet to say anything cancels it.
+                    close_upstream = functools.partial(_close_stream, opened)
+                    disconnected.add_done_callback(close_upstream)
+                    try:
+                        head = await _until_output(parser, opened, disconnected, emit, start)
+                    finally:
+                        disconnected.remove_done_callback(close_upstream)
                 except UpstreamError as exc:
                     if opened is not None and opened.close is not None:
                         opened.close()
-                    last = exc
+                    last = _masked(exc, endpoint)
                     log.info("upstream %s failed before any output: %s", endpoint.id, exc.status)
                     if exc.retryable:
                         continue
                     break
+                except BaseException:
+                    if opened is not None and opened.close is not None:
+                        opened.close()  # cancelled, or a bug: never leave the connection to the collector
+                    raise
                 chosen = _Committed(endpoint, opened, parser, head, first_byte)
                 break
         except BaseException:
@@ -383,6 +413,8 @@ class Gateway:
             raise
         if chosen is None:
             await self._void_quietly(prepared)
+            if disconnected.done():
+                return  # the client left before any upstream answered: nothing to send, nothing billed
             if not started or tried is None:
                 raise _as_api_error(last)
             # The head went out with a preamble that led nowhere: the stream ends with the error.
@@ -404,7 +436,8 @@ class Gateway:
             committed.parser,
             committed.first_byte,
         )
-        outcome = StreamOutcome()
+        # A client gone while the upstream said nothing yet: billed as for any client that leaves.
+        outcome = StreamOutcome(cancelled=disconnected.done())
 
         def client_gone(_: asyncio.Future[None]) -> None:
             outcome.cancelled = True
@@ -572,11 +605,18 @@ def _usage_json(charged: Bill) -> dict[str, Any]:
     return usage
 
 
+def _masked(error: UpstreamError, endpoint: Endpoint) -> UpstreamError:
+    """An upstream's words reach the client: the provider's own key (whatever its shape) and
+    anything shaped like a credential are masked, then the text is bounded. Idempotent."""
+    error.message = for_client(error.message, secret=endpoint.provider.api_key, limit=MESSAGE_LIMIT)
+    return error
+
+
 def _error_event(
     prepared: Prepared, endpoint: Endpoint, created: int, error: UpstreamError | ServiceUnavailable
 ) -> bytes:
     if isinstance(error, UpstreamError):
-        code, message, error_type = 502, f"Upstream error: {error.message}", "upstream_error"
+        code, message, error_type = 502, f"Upstream error: {_masked(error, endpoint).message}", "upstream_error"
     else:
         code, message, error_type = error.status, error.message, error.code
     return sse_event(

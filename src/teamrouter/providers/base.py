@@ -304,9 +304,14 @@ def usage_chunk(
 # What an upstream's error text may echo of a credential: a bearer token, an `sk-…` style key, a
 # header or parameter named like one. Its words reach clients, so these are masked first.
 _CREDENTIAL = re.compile(
-    r"(?i)(bearer\s+|(?:api[_-]?key|x-api-key|authorization|token|secret)[\"']?\s*[:=]\s*[\"']?(?:bearer\s+)?)"
-    r"[^\s\"',;}]+"
+    r"(?i)((?:bearer|basic)\s+"
+    r"|(?:api[_-]?key|x-api-key|authorization|access[_-]?token|token|secret|passw(?:or)?d)[\"']?\s*[:=]\s*[\"']?"
+    r"(?:bearer\s+|basic\s+)?"
+    r"|[?&](?:key|api_key|access_token|token)=)"
+    r"[^\s\"',;&}]+"
     r"|\b(?:sk|pk|rk|key)-[A-Za-z0-9_\-*.]{6,}"
+    r"|\bAIza[0-9A-Za-z_\-]{20,}"  # Google API keys
+    r"|\b(?=[A-Za-z_]*[0-9])[A-Za-z0-9_]{32,}\b"  # long opaque tokens (model names have - and .)
 )
 
 
@@ -314,10 +319,18 @@ def redact_credentials(text: str) -> str:
     return _CREDENTIAL.sub(lambda m: (m.group(1) or "") + "[redacted]", text)
 
 
+def for_client(text: str, *, secret: str | None, limit: int = 300) -> str:
+    """An upstream's words as a client may see them: the provider's own key (whatever its shape)
+    and anything shaped like a credential masked, then bounded. Idempotent."""
+    if secret:
+        text = text.replace(secret, "[redacted]")
+    return redact_credentials(text)[:limit]
+
+
 def error_message(body: bytes, *, limit: int = 300) -> str:
     """A short human message out of an upstream error body (JSON ``error.message`` or text), with
-    anything that looks like a credential masked: the client sees it."""
-    return redact_credentials(_raw_error_message(body, limit))
+    anything that looks like a credential masked (before it is cut: a cut key would not match)."""
+    return redact_credentials(_raw_error_message(body, 16 * limit))[:limit]
 
 
 def _raw_error_message(body: bytes, limit: int) -> str:

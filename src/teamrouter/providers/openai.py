@@ -204,6 +204,9 @@ class OpenAIStreamParser:
                 value = delta.get(key)
                 if isinstance(value, str):
                     self.completion_chars_seen += len(value)
+            for key in ("audio", "images", "reasoning_details"):
+                if delta.get(key):  # output without text (counted as one character: it is there)
+                    self.completion_chars_seen += 1
             tool_calls = delta.get("tool_calls")
             if isinstance(tool_calls, list):
                 for call in tool_calls:

@@ -410,3 +410,52 @@ async def test_a_200_that_is_no_event_stream_falls_back_before_the_first_byte(cl
         {"model": "test/chat", "stream": True, "max_tokens": 20, "messages": msgs(), "provider": {"only": ["fake"]}},
     )
     assert r.status_code == 502 and "no event stream" in r.json()["error"]["message"]
+
+
+async def test_a_client_gone_before_any_output_cancels_the_upstream_and_asks_no_other(gateway, gw_rt, fake):
+    # The upstream sends its role chunk, then stays silent (a model thinking before its first
+    # token). The client leaves: the upstream is cancelled at once, no other endpoint is asked
+    # for an answer nobody will read, and the prompt is billed as for any client that leaves.
+    who = await funded_person(gw_rt, usd="1")
+    fake.reset()
+    body = {
+        "model": "test/chat",
+        "stream": True,
+        "max_tokens": 50,
+        "messages": msgs(script(content="late words", chunks=2, chunk_delay_ms=4000)),
+    }
+    async with httpx.AsyncClient(base_url=gateway.base_url, timeout=30) as c:
+        async with c.stream(
+            "POST", "/api/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {who.key}"}
+        ) as response:
+            async for line in response.aiter_lines():
+                if line.startswith("data: {"):
+                    break  # the role chunk
+        left_at = time.monotonic()
+    row = None
+    while time.monotonic() - left_at < 5 and row is None:
+        _, _, generations = await state(gw_rt, who.account_id)
+        row = generations[0] if generations else None
+        await asyncio.sleep(0.05)
+    assert row is not None, "the hold never settled after the client left"
+    assert row.cancelled and row.cost > 0 and row.tokens_completion == 0
+    assert time.monotonic() - left_at < 2.5  # cancelled at once, not after the upstream's 4 s of silence
+    assert len(fake.calls()) == 1
+    _, open_holds, _ = await state(gw_rt, who.account_id)
+    assert open_holds == 0
+
+
+@pytest.mark.parametrize("stream_cut", [None, 2])
+async def test_an_upstreams_words_never_carry_a_credential_to_the_client(client, gw_rt, stream_cut):
+    who = await funded_person(gw_rt, usd="1")
+    leak = "echoed Authorization: Bearer sk-upstream-SECRET-123456 and ?key=AIzaSyA1234567890abcdefghijklmnop"
+    if stream_cut is None:  # a whole answer refused with an error body
+        fail = script(status=500, error_message=leak)
+        r = post(client, who.key, {"model": "test/chat", "messages": msgs(fail), "max_tokens": 5})
+        text = r.text
+    else:  # an error event in the middle of a stream
+        fail = script(content="a b c d", chunks=4, stream_error_after_chunks=stream_cut, error_message=leak)
+        r = post(client, who.key, {"model": "test/chat", "messages": msgs(fail), "max_tokens": 5, "stream": True})
+        text = r.text
+    assert "echoed" in text and "[redacted]" in text
+    assert "SECRET" not in text and "AIza" not in text

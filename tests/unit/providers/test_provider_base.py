@@ -15,6 +15,7 @@ from teamrouter.providers.base import (
     Usage,
     dumps,
     error_message,
+    for_client,
     is_retryable_status,
     loads,
 )
@@ -142,3 +143,11 @@ def test_json_helpers_accept_what_the_stdlib_accepted() -> None:
 )
 def test_upstream_error_text_has_credentials_masked(text: str, masked: str) -> None:
     assert error_message(json.dumps({"error": {"message": text}}).encode()) == masked
+
+
+def test_the_providers_own_key_is_masked_whatever_its_shape() -> None:
+    # No pattern knows a plain key; the deployment's own is masked by value, before the cut.
+    text = "x" * 280 + " your key plainsecretvalue42 is bad"
+    shown = for_client(text, secret="plainsecretvalue42")
+    assert "plainsecret" not in shown and len(shown) == 300
+    assert for_client(shown, secret="plainsecretvalue42") == shown  # idempotent
