@@ -62,9 +62,16 @@ async def build_gateway(rt: Runtime) -> Gateway:
     catalog = catalog_for(rt)
     store = await open_store(rt)
     policies: TTLCache[str, OrgPolicy] = TTLCache(rt.settings.cache_ttl_seconds)
+    # Bumped by every invalidation: a read that raced one must not cache what it read (as the key cache).
+    epoch = [0]
+
+    def settings_changed(organization_id: str) -> None:
+        epoch[0] += 1
+        policies.invalidate(organization_id)
+
     # The orgs service calls these after a settings change commits: this process sees it at once,
     # other processes within the TTL, or at once with Redis (storage.invalidation).
-    rt.extras.setdefault(ORG_SETTINGS_LISTENERS, []).append(policies.invalidate)
+    rt.extras.setdefault(ORG_SETTINGS_LISTENERS, []).append(settings_changed)
 
     async def resolve_key(token: str) -> KeyInfo:
         return await inference_key(rt, token)
@@ -73,10 +80,12 @@ async def build_gateway(rt: Runtime) -> Gateway:
         cached = policies.get(organization_id)
         if cached is not None:
             return cached
+        read_at = epoch[0]
         async with rt.db.read() as session:
             settings = await session.scalar(select(Organization.settings).where(Organization.id == organization_id))
         policy = OrgPolicy.from_settings(settings or {})
-        policies.put(organization_id, policy)
+        if read_at == epoch[0]:
+            policies.put(organization_id, policy)
         return policy
 
     gateway = Gateway(
@@ -97,7 +106,10 @@ async def build_gateway(rt: Runtime) -> Gateway:
 
 async def close_gateway(gateway: Gateway) -> None:
     for close in gateway.on_close:
-        await close()
+        try:
+            await close()
+        except Exception:  # the store and the upstream client still close
+            log.exception("closing a gateway companion failed")
     await gateway.limiter.close()
     await gateway.http.close()
     await gateway.store.close()

@@ -36,7 +36,11 @@ LISTENERS = {
     "member": "membership_listeners",  # (organization id, user id)
     "org_settings": "org_settings_listeners",  # (organization id)
 }
+ARITY = {"key": 1, "member": 2, "org_settings": 1}
 RECONNECT_SECONDS = 1.0
+# A subscription reads with no end in sight: a PING this often, and a PONG owed within the second
+# interval, tell a live Redis from one whose packets vanish (the read alone would wait forever).
+PING_SECONDS = 10.0
 
 
 class Invalidations:
@@ -54,8 +58,9 @@ class Invalidations:
 
     @classmethod
     def start(cls, rt: Runtime, url: str) -> Invalidations:
-        # Short timeouts for publishing: a hung Redis must not hold up the write that invalidates.
-        client = aioredis.Redis.from_url(url, socket_connect_timeout=0.5, health_check_interval=30)
+        # Publishing runs after commit, in the background, and gives up after 5 s: a Redis that hangs
+        # neither holds up the write that invalidates nor piles up connections.
+        client = aioredis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=5.0)
         bus = cls(rt, client)
         for kind, extra in LISTENERS.items():
             publish = functools.partial(bus._publish, kind)
@@ -78,21 +83,38 @@ class Invalidations:
             self._down()
 
     async def _listen(self) -> None:
+        """Subscribed for as long as the process lives; resubscribes after any failure."""
         while True:
             try:
-                async with self._client.pubsub() as pubsub:
-                    await pubsub.subscribe(CHANNEL)
-                    self.subscribed.set()
-                    if self._failing:
-                        log.info("Redis answers again: cache invalidations shared across instances")
-                        self._failing = False
-                    async for message in pubsub.listen():
-                        if message.get("type") == "message":
-                            self._apply(message.get("data"))
-            except (RedisError, OSError):
-                self.subscribed.clear()
+                await self._subscribed()
+            except (RedisError, OSError, TimeoutError):
                 self._down()
+            except Exception:  # a bug must not end cross-instance invalidation for good
+                log.exception("cache invalidation listener failed; resubscribing")
+            self.subscribed.clear()
             await asyncio.sleep(RECONNECT_SECONDS)
+
+    async def _subscribed(self) -> None:
+        loop = asyncio.get_running_loop()
+        async with self._client.pubsub() as pubsub:
+            await pubsub.subscribe(CHANNEL)
+            self.subscribed.set()
+            if self._failing:
+                log.info("Redis answers again: cache invalidations shared across instances")
+                self._failing = False
+            last_heard = pinged = loop.time()
+            while True:
+                message = await pubsub.get_message(timeout=1.0)
+                now = loop.time()
+                if message is not None:
+                    last_heard = now
+                    if message.get("type") == "message":
+                        self._apply(message.get("data"))
+                if now - pinged >= PING_SECONDS:
+                    await pubsub.ping()
+                    pinged = now
+                if now - last_heard > 2 * PING_SECONDS + 1:
+                    raise TimeoutError("Redis stopped answering the subscription's pings")
 
     def _down(self) -> None:
         if not self._failing:
@@ -104,14 +126,23 @@ class Invalidations:
             message = json.loads(data)
             kind, ids, origin = message["kind"], message["ids"], message["origin"]
         except (ValueError, TypeError, KeyError):
-            log.warning("ignored a malformed cache invalidation")
+            message = kind = ids = origin = None
+        valid = (
+            kind in ARITY and isinstance(ids, list) and len(ids) == ARITY[kind] and all(isinstance(i, str) for i in ids)
+        )
+        if not valid:
+            log.warning("ignored a malformed cache invalidation")  # another version, or not ours
             return
-        if origin == self._origin or kind not in LISTENERS or not all(isinstance(i, str) for i in ids):
+        if origin == self._origin:
             return
         mine = self._publishers[kind]
         for listener in list(self._rt.extras.get(LISTENERS[kind], ())):
-            if listener is not mine:  # applied here, not sent on again
+            if listener is mine:
+                continue  # applied here, not sent on again
+            try:
                 listener(*ids)
+            except Exception:
+                log.exception("a cache listener failed on an invalidation from another instance")
 
     async def close(self) -> None:
         if self._listener is not None:
@@ -120,6 +151,8 @@ class Invalidations:
                 await self._listener
         if self._sending:
             await asyncio.wait(self._sending, timeout=1.0)
+            for task in list(self._sending):
+                task.cancel()  # a Redis that hangs must not hold the shutdown
         for kind, extra in LISTENERS.items():
             with contextlib.suppress(ValueError):
                 self._rt.extras.get(extra, []).remove(self._publishers[kind])

@@ -7,14 +7,17 @@ refusal. Needs the Redis server `.ci/run` starts (skipped with a message when no
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import time
 from collections.abc import Iterator
 from decimal import Decimal
+from types import SimpleNamespace
 
 import httpx
 import pytest
+import redis.asyncio as aioredis
 from sqlalchemy import select
 from tests.conftest import PASSWORD
 from tests.support.gateway import funded_person, make_team, start_gateway
@@ -24,6 +27,7 @@ from teamrouter.config import load_settings
 from teamrouter.domain.accounts.models import User
 from teamrouter.domain.keys import service as keys
 from teamrouter.runtime import build_runtime
+from teamrouter.storage.invalidation import CHANNEL, Invalidations
 
 pytestmark = pytest.mark.db
 
@@ -123,3 +127,29 @@ async def test_org_settings_and_a_removal_through_one_instance_reach_the_other_a
         r = admin.delete(f"/organizations/{org.id}/members/{member_id}")
         assert r.status_code == 204, r.text
     await _until(lambda: _chat(second, member_key).status_code == 401, DEADLINE)
+
+
+async def test_a_bad_message_or_a_failing_listener_never_stops_the_invalidations():
+    # One process's listener against the real Redis: messages of another version (or not ours) and
+    # a cache listener that raises are logged and skipped; the next invalidation still applies.
+    if not _redis_answers():
+        pytest.skip(f"no Redis at {REDIS_URL}")
+    rt = SimpleNamespace(extras={})
+    bus = Invalidations.start(rt, REDIS_URL)  # type: ignore[arg-type]
+    seen: list[str] = []
+
+    def broken(_: str) -> None:
+        raise RuntimeError("a cache bug")
+
+    rt.extras["key_listeners"][:0] = [broken, seen.append]
+    sender = aioredis.Redis.from_url(REDIS_URL)
+    try:
+        await asyncio.wait_for(bus.subscribed.wait(), 5)
+        for raw in ('{"origin": "o", "kind": "member", "ids": ["org"]}', "not json", '{"kind": "key"}'):
+            await sender.publish(CHANNEL, raw)
+        await sender.publish(CHANNEL, json.dumps({"origin": "another", "kind": "key", "ids": ["hash-1"]}))
+        await _until(lambda: seen == ["hash-1"], DEADLINE)
+    finally:
+        await sender.aclose()
+        await bus.close()
+    assert rt.extras["key_listeners"] == [broken, seen.append]  # its publisher gone with it
