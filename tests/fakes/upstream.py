@@ -17,7 +17,8 @@ Each request runs a `Script`, chosen by the first of:
 
 Script fields (all optional): ``content`` (reply text, split into ``chunks`` pieces; default
 "tok0 tok1 ..."), ``chunks`` (default 3; one completion token per piece), ``usage``
-(``{prompt_tokens, completion_tokens, cached_tokens, reasoning_tokens}`` reported as given),
+(``{prompt_tokens, completion_tokens, cached_tokens, reasoning_tokens, cache_write_tokens}``
+reported as given; cache writes on the Anthropic API only),
 ``first_byte_delay_ms``, ``chunk_delay_ms``, ``status`` (answer this HTTP status, e.g. 503 or
 429, before any byte; ``retry_after`` sets the header), ``hang`` (never answer; the server
 cancels the handler when the client goes away), ``reset_after_chunks`` (close the connection
@@ -367,6 +368,7 @@ class FakeUpstream:
             "completion_tokens": given.get("completion_tokens", completion),
             "cached_tokens": given.get("cached_tokens", 0),
             "reasoning_tokens": given.get("reasoning_tokens", 0),
+            "cache_write_tokens": given.get("cache_write_tokens", 0),  # reported by the Anthropic API only
         }
 
     @staticmethod
@@ -382,9 +384,9 @@ class FakeUpstream:
     @staticmethod
     def _anthropic_usage(usage: Mapping[str, int]) -> dict[str, int]:
         return {
-            "input_tokens": usage["prompt_tokens"] - usage["cached_tokens"],
+            "input_tokens": usage["prompt_tokens"] - usage["cached_tokens"] - usage["cache_write_tokens"],
             "cache_read_input_tokens": usage["cached_tokens"],
-            "cache_creation_input_tokens": 0,
+            "cache_creation_input_tokens": usage["cache_write_tokens"],
             "output_tokens": usage["completion_tokens"],
         }
 

@@ -43,6 +43,6 @@ def bill(
         return Bill(usage=usage, cost=0, estimated=estimated)
     return Bill(
         usage=usage,
-        cost=endpoint.cost(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens),
+        cost=endpoint.cost(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens, usage.cache_write_tokens),
         estimated=estimated,
     )

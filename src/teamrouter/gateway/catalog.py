@@ -69,9 +69,11 @@ class Endpoint:
     def provider_slug(self) -> str:
         return self.provider.slug
 
-    def cost(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> int:
+    def cost(
+        self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0, cache_write_tokens: int = 0
+    ) -> int:
         """Real cost in nano-USD (see gateway.pricing)."""
-        return self.prices.cost(prompt_tokens, completion_tokens, cached_tokens)
+        return self.prices.cost(prompt_tokens, completion_tokens, cached_tokens, cache_write_tokens)
 
     def worst_case(self, prompt_tokens_estimate: int, max_completion_tokens: int, n: int = 1) -> int:
         """The hold in nano-USD for a request within the given budget."""
@@ -153,6 +155,10 @@ def parse_catalog(text: str, *, env: Mapping[str, str], source: str = "<catalog>
     return _Loader(source, env).load(data)
 
 
+# Anthropic bills a (5-minute) prompt-cache write at 1.25x the input price: the default of an
+# anthropic endpoint's cache_write_price, so caching never bills below what it costs upstream.
+ANTHROPIC_CACHE_WRITE_MULTIPLIER = Decimal("1.25")
+
 _PROVIDER_KEYS = {
     "slug", "name", "kind", "base_url", "api_key_env", "data_collection", "zdr",
     "connect_timeout", "first_byte_timeout", "read_timeout", "headers", "anthropic_version",
@@ -160,7 +166,7 @@ _PROVIDER_KEYS = {
 _MODEL_KEYS = {"id", "name", "context_length", "description", "created", "endpoints"}
 _ENDPOINT_KEYS = {
     "provider", "upstream_model", "prompt_price", "completion_price", "request_price",
-    "cached_prompt_price", "max_completion_tokens", "context_length",
+    "cached_prompt_price", "cache_write_price", "max_completion_tokens", "context_length",
 }  # fmt: skip
 
 
@@ -340,7 +346,10 @@ class _Loader:
         completion = self.price(raw, "completion_price", where, required=True)
         request = self.price(raw, "request_price", where, required=False)
         cached = self.price(raw, "cached_prompt_price", where, required=False)
+        write = self.price(raw, "cache_write_price", where, required=False)
         assert prompt is not None and completion is not None  # required=True
+        if write is None and provider.kind == "anthropic":
+            write = prompt * ANTHROPIC_CACHE_WRITE_MULTIPLIER
         context_length = self.integer(raw, "context_length", where) if "context_length" in raw else model_context
         # Without an explicit output cap, the context length bounds what a hold must cover.
         max_completion = (
@@ -351,7 +360,7 @@ class _Loader:
             model_id=model_id,
             provider=provider,
             upstream_model=self.string(raw, "upstream_model", where, required=False) or model_id,
-            prices=Prices(prompt, completion, request or Decimal(0), cached),
+            prices=Prices(prompt, completion, request or Decimal(0), cached, write),
             max_completion_tokens=max_completion,
             context_length=context_length,
             position=position,

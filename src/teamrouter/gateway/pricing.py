@@ -9,8 +9,9 @@ under-billed by rounding and no float ever touches money.
 
 Cost of one generation (OpenAI usage semantics: ``prompt_tokens`` includes cached tokens)::
 
-    ceil((prompt - cached) * prompt_price
+    ceil((prompt - cached - written) * prompt_price
          + cached * cached_prompt_price      # prompt_price when the catalog gives none
+         + written * cache_write_price       # cache writes (Anthropic's cost more); prompt_price by default
          + completion * completion_price     # completion already sums all n choices
          + request_price)
 """
@@ -83,6 +84,7 @@ class Prices:
     completion: Decimal
     request: Decimal = Decimal(0)
     cached_prompt: Decimal | None = None
+    cache_write: Decimal | None = None
     # Exact nano-USD per token as integer numerators over one common denominator, derived once:
     # the hot path (a hold and a settlement per request) then does integer arithmetic only,
     # which is exact like Fraction arithmetic but without its per-operation gcd and allocation.
@@ -91,32 +93,40 @@ class Prices:
     _completion_num: int = field(init=False, repr=False, compare=False)
     _request_num: int = field(init=False, repr=False, compare=False)
     _cached_num: int = field(init=False, repr=False, compare=False)
+    _write_num: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for name in ("prompt", "completion", "request"):
             if getattr(self, name) < 0:
                 raise PriceError(f"{name} price is negative")
-        if self.cached_prompt is not None and self.cached_prompt < 0:
-            raise PriceError("cached_prompt price is negative")
+        for name, price in (("cached_prompt", self.cached_prompt), ("cache_write", self.cache_write)):
+            if price is not None and price < 0:
+                raise PriceError(f"{name} price is negative")
         cached = self.prompt if self.cached_prompt is None else self.cached_prompt
-        exact = [usd_to_nano(price) for price in (self.prompt, self.completion, self.request, cached)]
+        write = self.prompt if self.cache_write is None else self.cache_write
+        exact = [usd_to_nano(price) for price in (self.prompt, self.completion, self.request, cached, write)]
         den = math.lcm(*(f.denominator for f in exact))
         object.__setattr__(self, "_den", den)
-        for name, value in zip(("_prompt_num", "_completion_num", "_request_num", "_cached_num"), exact, strict=True):
+        names = ("_prompt_num", "_completion_num", "_request_num", "_cached_num", "_write_num")
+        for name, value in zip(names, exact, strict=True):
             object.__setattr__(self, name, value.numerator * (den // value.denominator))
 
-    def cost(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> int:
+    def cost(
+        self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0, cache_write_tokens: int = 0
+    ) -> int:
         """Real cost in nano-USD of one generation, rounded up once.
 
-        ``cached_tokens`` is the part of ``prompt_tokens`` read from the provider's cache; it is
-        clamped to ``[0, prompt_tokens]`` so a confused upstream cannot make a request cheaper
-        than its prompt or bill tokens twice.
+        ``cached_tokens`` is the part of ``prompt_tokens`` read from the provider's cache and
+        ``cache_write_tokens`` the part written to it; both are clamped within ``prompt_tokens``
+        so a confused upstream cannot bill tokens twice.
         """
         _check_tokens(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
         cached = min(max(cached_tokens, 0), prompt_tokens)
+        written = min(max(cache_write_tokens, 0), prompt_tokens - cached)
         scaled = (
-            (prompt_tokens - cached) * self._prompt_num
+            (prompt_tokens - cached - written) * self._prompt_num
             + cached * self._cached_num
+            + written * self._write_num
             + completion_tokens * self._completion_num
             + self._request_num
         )
@@ -128,8 +138,8 @@ class Prices:
         _check_tokens(prompt_tokens=prompt_tokens_estimate, completion_tokens=max_completion_tokens)
         if n < 1:
             raise ValueError("n must be >= 1")
-        # A cached price above the normal one would be odd, but the hold must still cover it.
-        prompt_num = max(self._prompt_num, self._cached_num)
+        # Any prompt token may be a cache read or write: the hold covers the dearest of the three.
+        prompt_num = max(self._prompt_num, self._cached_num, self._write_num)
         scaled = (
             prompt_tokens_estimate * prompt_num + n * max_completion_tokens * self._completion_num + self._request_num
         )
@@ -138,7 +148,7 @@ class Prices:
     def affordable_completion_tokens(self, prompt_tokens_estimate: int, available_nano: int, n: int = 1) -> int:
         """How many completion tokens (per choice) `available_nano` pays for after the prompt
         and request price; 0 when not even the prompt fits. Used for the 402 message."""
-        prompt_num = max(self._prompt_num, self._cached_num)
+        prompt_num = max(self._prompt_num, self._cached_num, self._write_num)
         left = available_nano * self._den - prompt_tokens_estimate * prompt_num - self._request_num
         if left < 0:
             return 0
@@ -162,6 +172,8 @@ class Prices:
         }
         if self.cached_prompt is not None:
             out["input_cache_read"] = format_usd(self.cached_prompt)
+        if self.cache_write is not None:
+            out["input_cache_write"] = format_usd(self.cache_write)
         return out
 
 

@@ -232,9 +232,9 @@ def usage_from_anthropic(usage: object) -> Usage | None:
         value = usage.get(key)
         return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
-    cache_read = count("cache_read_input_tokens")
-    prompt = count("input_tokens") + cache_read + count("cache_creation_input_tokens")
-    return Usage(prompt, count("output_tokens"), 0, cache_read)
+    cache_read, cache_write = count("cache_read_input_tokens"), count("cache_creation_input_tokens")
+    prompt = count("input_tokens") + cache_read + cache_write
+    return Usage(prompt, count("output_tokens"), 0, cache_read, cache_write_tokens=cache_write)
 
 
 def _blocks(content: object) -> list[dict[str, Any]]:
@@ -256,7 +256,9 @@ def _blocks(content: object) -> list[dict[str, Any]]:
                 block = {"type": "image", "source": _image_source(url)}
         if block is not None:
             if isinstance(part.get("cache_control"), Mapping):
-                block["cache_control"] = dict(part["cache_control"])  # prompt caching, as on OpenRouter
+                # Prompt caching, as on OpenRouter. Without its `ttl`: every write is a 5-minute one,
+                # the kind the catalog's cache_write_price bills (an hour's costs more upstream).
+                block["cache_control"] = {k: v for k, v in part["cache_control"].items() if k != "ttl"}
             blocks.append(block)
     return blocks
 
@@ -424,6 +426,7 @@ class AnthropicStreamParser:
         self.usage: Usage | None = None
         self.prompt_tokens: int | None = None
         self.cached_tokens = 0
+        self.cache_write_tokens = 0
         self.finish_reason: str | None = None
         self.completion_chars_seen = 0
         self.error: UpstreamError | None = None
@@ -492,6 +495,7 @@ class AnthropicStreamParser:
                 # A stream cut before message_delta is billed from these: cache reads at their price.
                 self.prompt_tokens = self._prompt.prompt_tokens
                 self.cached_tokens = self._prompt.cached_tokens
+                self.cache_write_tokens = self._prompt.cache_write_tokens
             # Final usage only comes with message_delta; a stream cut before it is estimated.
             return self._chunk({"role": "assistant", "content": ""})
         if kind == "content_block_start":
@@ -530,7 +534,13 @@ class AnthropicStreamParser:
             output = usage.get("output_tokens") if isinstance(usage, Mapping) else None
             if isinstance(output, int) and not isinstance(output, bool):
                 # output_tokens in message_delta is the running total, not an increment.
-                self.usage = Usage(self._prompt.prompt_tokens, max(output, 0), 0, self._prompt.cached_tokens)
+                self.usage = Usage(
+                    self._prompt.prompt_tokens,
+                    max(output, 0),
+                    0,
+                    self._prompt.cached_tokens,
+                    cache_write_tokens=self._prompt.cache_write_tokens,
+                )
             reason = (event.get("delta") or {}).get("stop_reason")
             if reason is not None:
                 self.finish_reason = map_stop_reason(reason)

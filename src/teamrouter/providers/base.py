@@ -87,6 +87,9 @@ class Usage:
     reasoning_tokens: int = 0
     cached_tokens: int = 0
     estimated: bool = False  # True when the upstream never reported usage
+    # Of prompt_tokens, those written to the provider's prompt cache (Anthropic bills them above
+    # the plain prompt price). Not in OpenAI's usage object.
+    cache_write_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:
@@ -166,7 +169,13 @@ def billable_usage(parser: StreamParser, *, prompt_estimate: int) -> Usage:
     if parser.prompt_tokens is None:
         return Usage(prompt_estimate, estimate_completion_tokens(parser.completion_chars_seen), estimated=True)
     completion = estimate_completion_tokens(parser.completion_chars_seen)
-    return Usage(parser.prompt_tokens, completion, cached_tokens=parser.cached_tokens, estimated=True)
+    return Usage(
+        parser.prompt_tokens,
+        completion,
+        cached_tokens=parser.cached_tokens,
+        cache_write_tokens=parser.cache_write_tokens,
+        estimated=True,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +208,7 @@ class StreamParser(Protocol):
     usage: Usage | None
     prompt_tokens: int | None  # known early from some upstreams (Anthropic's message_start)
     cached_tokens: int  # of those, read from the provider's prompt cache (billed at its price)
+    cache_write_tokens: int  # of those, written to the provider's prompt cache (billed at its price)
     finish_reason: str | None
     completion_chars_seen: int
     error: UpstreamError | None  # an error event inside the stream (not forwarded)

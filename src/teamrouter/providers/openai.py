@@ -135,6 +135,7 @@ class OpenAIStreamParser:
         self.usage: Usage | None = None
         self.prompt_tokens: int | None = None  # OpenAI reports usage only at the end
         self.cached_tokens = 0
+        self.cache_write_tokens = 0
         self.finish_reason: str | None = None
         self.completion_chars_seen = 0
         self.error: UpstreamError | None = None

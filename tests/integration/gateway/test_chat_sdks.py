@@ -142,3 +142,31 @@ async def test_legacy_text_completions(sdk, gateway, gw_rt):
     )
     assert result.choices[0].text == "legacy text"
     assert result.usage.model_extra["cost"] == pytest.approx(COST_CHAT / UNITS_PER_USD)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_anthropic_prompt_cache_reads_and_writes_bill_at_their_prices(sdk, gw_rt, stream):
+    # 100 prompt tokens, of which 30 read from the cache and 50 written to it (test/claude: $3/M
+    # prompt, no cached price so reads at the prompt price, writes at Anthropic's 1.25x by default).
+    who = await funded_person(gw_rt, usd="1")
+    usage = {"prompt_tokens": 100, "completion_tokens": 10, "cached_tokens": 30, "cache_write_tokens": 50}
+    messages = [
+        {
+            "role": "user",
+            "content": [{"type": "text", "text": script(usage=usage), "cache_control": {"type": "ephemeral"}}],
+        }
+    ]
+    before, _ = await balance(gw_rt, who.account_id)
+    answer = (
+        sdk(who.key).chat.completions.create(
+            model="test/claude", messages=messages, max_tokens=20, stream=stream, stream_options={"include_usage": True}
+        )
+        if stream
+        else sdk(who.key).chat.completions.create(model="test/claude", messages=messages, max_tokens=20)
+    )
+    last = list(answer)[-1] if stream else answer
+    expected = (20 + 30) * 3_000 + 50 * 3_750 + 10 * 15_000
+    assert last.usage.model_extra["cost"] == pytest.approx(expected / UNITS_PER_USD)
+    assert last.usage.prompt_tokens_details.cached_tokens == 30
+    after, held = await balance(gw_rt, who.account_id)
+    assert before - after == expected and held == 0

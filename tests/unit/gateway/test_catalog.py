@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from teamrouter.gateway.catalog import CatalogError, load_catalog, parse_catalog
+from teamrouter.gateway.catalog import Catalog, CatalogError, load_catalog, parse_catalog
 
 GOOD = """
 [[providers]]
@@ -90,10 +90,19 @@ def test_good_catalog_loads_in_order_with_keys_from_env(tmp_path: Path) -> None:
     assert second.provider.kind == "anthropic" and second.provider.first_byte_timeout == 5.0
     assert second.max_completion_tokens == 32768  # defaults to the context length
     assert second.cost(1000, 0, cached_tokens=1000) == 100_000
+    # Cache writes: an anthropic endpoint defaults to Anthropic's 1.25x; others to the prompt price.
+    assert second.prices.cache_write == Decimal("0.00000125") and first.prices.cache_write is None
+    assert second.cost(1000, 0, cache_write_tokens=1000) == 1_250_000
+    explicit = load_catalog_text(GOOD.replace('cached_prompt_price = "0.0000001"', 'cache_write_price = "0.000002"'))
+    assert explicit.endpoints_for("acme/fast-chat")[1].prices.cache_write == Decimal("0.000002")
     other = catalog.endpoints_for("acme/other")[0]
     assert other.upstream_model == "acme/other"  # defaults to the model id
     assert catalog.endpoint("acme/fast-chat@claude") is second
     assert catalog.model("nope") is None and catalog.endpoints_for("nope") == ()
+
+
+def load_catalog_text(text: str) -> Catalog:
+    return parse_catalog(text, env=ENV)
 
 
 def test_missing_file_is_a_catalog_error(tmp_path: Path) -> None:

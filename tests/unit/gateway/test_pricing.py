@@ -214,3 +214,14 @@ def test_integer_arithmetic_equals_exact_fractions(
     left = available - prompt * worst_prompt - nano["r"]
     expected = 0 if left < 0 else 2**62 if nano["c"] == 0 else math.floor(left / (nano["c"] * n))
     assert pr.affordable_completion_tokens(prompt, available, n) == expected
+
+
+def test_cache_writes_bill_at_their_price_and_the_hold_covers_them() -> None:
+    # Anthropic: a 5-minute cache write at 1.25x the prompt price, a read at 0.1x.
+    p = Prices(Decimal("0.000003"), Decimal("0.000015"), Decimal(0), Decimal("0.0000003"), Decimal("0.00000375"))
+    # 100 plain + 1000 read + 200 written prompt tokens, 10 completion tokens.
+    assert p.cost(1300, 10, cached_tokens=1000, cache_write_tokens=200) == 300_000 + 300_000 + 750_000 + 150_000
+    # Writes never count twice, nor beyond the prompt.
+    assert p.cost(100, 0, cached_tokens=80, cache_write_tokens=500) == 80 * 300 + 20 * 3750
+    assert p.worst_case(1000, 0) == 1000 * 3750  # every prompt token might be a write
+    assert p.as_openrouter()["input_cache_write"] == "0.00000375"

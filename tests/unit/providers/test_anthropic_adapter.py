@@ -139,6 +139,18 @@ def test_cache_control_on_parts_reaches_anthropic() -> None:
             "content": [{"type": "text", "text": "context", "cache_control": cached}, {"type": "text", "text": "q"}],
         }
     ]
+    # A ttl is dropped: every write is a 5-minute one, the kind cache_write_price bills.
+    hour = {
+        "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "doc", "cache_control": {**cached, "ttl": "1h"}}]}
+        ]
+    }
+    assert (
+        json.loads(ADAPTER.build_request(endpoint(), hour, False).json_body)["messages"][0]["content"][0][
+            "cache_control"
+        ]
+        == cached
+    )
     # Without cache_control the system prompt stays one string: parts joined, messages a blank line apart.
     plain = {
         "messages": [{"role": "system", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}]
@@ -246,7 +258,9 @@ def test_parse_response() -> None:
     parsed = ADAPTER.parse_response(
         200, json.dumps(RESPONSE).encode(), response_id="gen-1", model="anthropic/claude", created=9
     )
-    assert parsed.usage == Usage(prompt_tokens=17, completion_tokens=7, reasoning_tokens=0, cached_tokens=5)
+    assert parsed.usage == Usage(
+        prompt_tokens=17, completion_tokens=7, reasoning_tokens=0, cached_tokens=5, cache_write_tokens=2
+    )
     assert parsed.finish_reason == "tool_calls"
     body = parsed.body
     assert (body["id"], body["model"], body["created"], body["object"]) == (
