@@ -37,7 +37,7 @@ from teamrouter.domain.orgs.models import Membership, Organization
 from teamrouter.domain.roles import Scope
 from teamrouter.errors import Conflict, Forbidden, NotFound, bad_field
 from teamrouter.ids import new_id
-from teamrouter.money import to_usd_str
+from teamrouter.money import MAX_AMOUNT_UNITS, MAX_AMOUNT_USD, to_usd_str
 from teamrouter.runtime import Runtime
 
 MAX_PAGE = 200
@@ -67,6 +67,15 @@ class GrantResult:
     amount: int
     balance_after: int
     created: bool
+
+
+def _check_amount(amount: int) -> None:
+    # Here, not only in the HTTP schema, so the CLI and any other caller get the same bounds; past
+    # the cap a balance could also overflow its 64-bit column.
+    if amount <= 0:
+        raise bad_field("amount", "must be greater than zero")
+    if amount > MAX_AMOUNT_UNITS:
+        raise bad_field("amount", f"must be at most {MAX_AMOUNT_USD} USD per operation")
 
 
 def _require_staff(actor: Actor | None) -> None:
@@ -155,8 +164,7 @@ async def grant_credits(
     reference = reference.strip()
     if not reference:
         raise bad_field("reference", "must not be empty")
-    if amount <= 0:
-        raise bad_field("amount", "must be greater than zero")
+    _check_amount(amount)
     try:
         return await _grant_once(rt, actor=actor, organization_id=organization_id, amount=amount, reference=reference)
     except IntegrityError:
@@ -245,8 +253,7 @@ async def transfer_personal_to_org(
     400 naming `organization_id` when the person is not a member. Audited.
     """
     _require_staff(actor)
-    if amount <= 0:
-        raise bad_field("amount", "must be greater than zero")
+    _check_amount(amount)
     now = rt.clock.now()
     request = fingerprint(user_id, organization_id, amount)
     base_key = f"transfer:{idempotency_key}" if idempotency_key else None
