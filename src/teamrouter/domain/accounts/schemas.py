@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, TypeAdapter
 
 from teamrouter.clock import iso_utc as _iso
 from teamrouter.domain.accounts.models import User
+
+# What sign-up accepts as an address; `create_user` (the CLI) checks with the same type.
+Email = Annotated[EmailStr, Field(max_length=320)]
+EMAIL = TypeAdapter(Email)
 
 
 class Strict(BaseModel):
@@ -15,7 +19,7 @@ class Strict(BaseModel):
 
 
 class SignUp(Strict):
-    email: EmailStr = Field(max_length=320)
+    email: Email
     password: str = Field(min_length=1, max_length=1024)
     name: str = Field(default="", max_length=200)
 
@@ -30,7 +34,7 @@ class LogIn(Strict):
 
 
 class ResendVerification(Strict):
-    email: EmailStr = Field(max_length=320)
+    email: Email
 
 
 class SetContext(Strict):

@@ -8,13 +8,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from teamrouter.domain.accounts.mail_limits import take_mail_slot
 from teamrouter.domain.accounts.models import EmailToken, LoginFailure, User, WebSession
 from teamrouter.domain.accounts.passwords import password_problem
-from teamrouter.domain.accounts.schemas import user_public
+from teamrouter.domain.accounts.schemas import EMAIL, user_public
 from teamrouter.domain.actor import Actor
 from teamrouter.domain.audit import service as audit
 from teamrouter.domain.credits.models import CreditAccount
@@ -146,7 +147,11 @@ async def create_user(
     staff: bool = False,
 ) -> User:
     """The CLI's path: same rules as sign-up, optionally pre-verified and staff, no email sent."""
-    email = normalize_email(email)
+    try:
+        # Sign-up's check lives in its request schema; this path has none, so it runs it here.
+        email = normalize_email(EMAIL.validate_python(email))
+    except ValidationError as exc:
+        raise bad_field("email", exc.errors()[0]["msg"]) from exc
     problem = password_problem(password, email=email)
     if problem:
         raise bad_field("password", f"Password {problem}")

@@ -75,6 +75,9 @@ def _clean_name(name: str | None) -> str:
 def _limit_units(limit: Decimal | None) -> int | None:
     if limit is None:
         return None
+    # NaN would raise InvalidOperation in the comparisons below, infinity pass the lower bound.
+    if not limit.is_finite():
+        raise bad_field("limit", "must be a finite number (USD)")
     # Range first: a huge exponent must not reach Decimal arithmetic (it would overflow there).
     if limit < 0:
         raise bad_field("limit", "must be 0 or more (USD)")
