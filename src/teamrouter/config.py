@@ -6,6 +6,7 @@ Precedence: environment variables over the TOML file (named by `TEAMROUTER_CONFI
 
 from __future__ import annotations
 
+import difflib
 import os
 import secrets
 import tomllib
@@ -13,12 +14,20 @@ from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from sqlalchemy.exc import ArgumentError
 
 from teamrouter.errors import ConfigError
+from teamrouter.storage.urls import async_url
 
 PREFIX = "TEAMROUTER_"
+# TEAMROUTER_* variables that are not settings but are read legitimately: the config file's name
+# (read here) and the test suite's own (tests/support/databases.py, tests/integration/gateway; CI
+# sets them, and the servers the tests start inherit them).
+NOT_SETTINGS = frozenset({PREFIX + "CONFIG"})
+TEST_PREFIX = PREFIX + "TEST_"
 # Values people paste from examples; refused as secrets outside dev mode.
 PLACEHOLDER_SECRETS = frozenset({"changeme", "change-me", "secret", "dev", "test", "placeholder", "xxx"})
 MIN_SECRET_LENGTH = 32
@@ -38,7 +47,9 @@ class PaymentsBackend(StrEnum):
 class Settings(BaseModel):
     """Every knob of a deployment. Field names are the variable names without the prefix."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # No inf or nan in any float: an infinite timeout is no timeout, and nan compares false with
+    # everything, so each `gt=0` bound would let both through.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     env: Env = Env.PRODUCTION
     database_url: str = ""  # empty: a SQLite file under var_dir
@@ -77,11 +88,53 @@ class Settings(BaseModel):
     # whose client stopped reading is cut after the second without progress.
     request_read_timeout_seconds: float = Field(default=10.0, gt=0)
     response_write_timeout_seconds: float = Field(default=10.0, gt=0)
+    # On SIGTERM, requests still running (long streams) get this long to finish before they are
+    # cancelled; without a bound one stream could hold a shutdown for the upstream read timeout.
+    shutdown_grace_seconds: int = Field(default=30, ge=0)
 
     @field_validator("public_url")
     @classmethod
-    def _strip_slash(cls, value: str) -> str:
+    def _http_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in {"http", "https"} or not parts.hostname:
+            raise ValueError(f"must be an http:// or https:// URL, e.g. https://router.example.com, not {value!r}")
         return value.rstrip("/")
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        if value:
+            try:
+                async_url(value)
+            except ArgumentError as exc:
+                # The value is not echoed: it may hold a password.
+                raise ValueError("not a database URL: use sqlite:///path or postgresql://user@host/db") from exc
+        return value
+
+    @field_validator("smtp_url")
+    @classmethod
+    def _smtp_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None  # empty: unset
+        parts = urlsplit(value)
+        if parts.scheme not in {"smtp", "smtps"} or not parts.hostname:
+            raise ValueError("must look like smtp://host:port or smtps://user:password@host:465")
+        _port(parts)
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        # Checked whether or not rate limits use it, so a bad URL is found before the day they do.
+        if not value:
+            return None  # empty: unset
+        parts = urlsplit(value)
+        if parts.scheme in {"redis", "rediss"} and parts.hostname:
+            _port(parts)
+            return value
+        if parts.scheme == "unix" and parts.path:
+            return value
+        raise ValueError("must look like redis://host:6379/0, rediss://host:6380/0 or unix:///path/redis.sock")
 
     @property
     def is_dev(self) -> bool:
@@ -129,8 +182,19 @@ class Settings(BaseModel):
         return problems
 
 
+def _port(parts: Any) -> None:
+    try:
+        parts.port  # noqa: B018  # urlsplit checks the port only when it is read
+    except ValueError as exc:
+        raise ValueError(f"has an invalid port: {exc}") from exc
+
+
 def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-    """Read settings from the environment (and the TOML file it names); `overrides` win over both."""
+    """Read settings from the environment (and the TOML file it names); `overrides` win over both.
+
+    An unknown `TEAMROUTER_*` variable is refused: a misspelt one would otherwise be ignored, and
+    the deployment would quietly run on a default (a misspelt database URL: a local SQLite file).
+    """
     environ = os.environ if environ is None else environ
     values: dict[str, Any] = {}
     config_path = environ.get(PREFIX + "CONFIG")
@@ -138,18 +202,32 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         values.update(_read_toml(Path(config_path)))
     known = set(Settings.model_fields)
     for name, value in environ.items():
-        if name.startswith(PREFIX):
-            field = name[len(PREFIX) :].lower()
-            if field in known:
-                values[field] = value
+        if not name.startswith(PREFIX) or name in NOT_SETTINGS or name.startswith(TEST_PREFIX):
+            continue
+        field = name[len(PREFIX) :].lower()
+        if field not in known:
+            raise ConfigError(f"unknown environment variable {name}{_suggestion(name)}")
+        values[field] = value
     values.update(overrides)
     try:
         return Settings.model_validate(values)
     except ValidationError as exc:
         details = "; ".join(
-            f"{PREFIX}{'.'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" for err in exc.errors()
+            f"{PREFIX}{'.'.join(str(p) for p in err['loc']).upper()}: {_message(err['msg'])}" for err in exc.errors()
         )
         raise ConfigError(f"invalid configuration: {details}") from exc
+
+
+def _suggestion(name: str) -> str:
+    # Compared without the prefix every candidate shares, which would make anything look close.
+    names = [field.upper() for field in Settings.model_fields] + [n[len(PREFIX) :] for n in sorted(NOT_SETTINGS)]
+    close = difflib.get_close_matches(name[len(PREFIX) :], names, n=1, cutoff=0.6)
+    return f" (did you mean {PREFIX}{close[0]}?)" if close else " (not a teamrouter setting)"
+
+
+def _message(msg: str) -> str:
+    # pydantic prefixes what a validator raised; the variable's name already says where it came from.
+    return msg.removeprefix("Value error, ")
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -179,13 +257,36 @@ def resolve_secret(settings: Settings) -> Settings:
     if not settings.is_dev:
         raise ConfigError("TEAMROUTER_SECRET_KEY is required outside dev mode")
     path = settings.var_dir / "secret_key"
-    if path.exists():
+    if not path.exists():
+        _create_secret(path)
+    try:
         secret = path.read_text(encoding="utf-8").strip()
-    else:
-        settings.var_dir.mkdir(parents=True, exist_ok=True)
-        secret = secrets.token_urlsafe(48)
-        # Written owner-only: it signs every session of this deployment.
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(secret)
+    except OSError as exc:
+        raise ConfigError(f"cannot read the dev secret key {path}: {exc.strerror or exc}") from exc
+    if not secret:
+        raise ConfigError(f"the dev secret key file {path} is empty; delete it and a new one is generated")
     return settings.model_copy(update={"secret_key": SecretStr(secret)})
+
+
+def _create_secret(path: Path) -> None:
+    """Write a new secret to `path` unless another process gets there first; then keep theirs.
+
+    Several processes sharing ./var start together (dev servers, CLI commands): each writes its
+    candidate to a private file, and a hard link publishes it complete or fails because one exists
+    already, so no process ever reads a half-written secret or replaces one already in use.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        candidate = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        # Written owner-only: it signs every session of this deployment.
+        fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(secrets.token_urlsafe(48))
+            os.link(candidate, path)
+        except FileExistsError:
+            pass  # another process published its secret first: everyone uses that one
+        finally:
+            candidate.unlink(missing_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create the dev secret key {path}: {exc.strerror or exc}") from exc
