@@ -11,6 +11,7 @@ Read-only work (`Database.read()`) starts a deferred transaction and never block
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -82,6 +84,9 @@ class Database:
         self._reader = async_sessionmaker(
             self.engine.execution_options(sqlite_begin="DEFERRED"), expire_on_commit=False
         )
+        # What the last ping found (None: no ping yet), so a database that stays down is logged
+        # once when it goes and once when it is back, not on every probe of every worker.
+        self._answered: bool | None = None
 
     @asynccontextmanager
     async def uow(self) -> AsyncIterator[UnitOfWork]:
@@ -96,17 +101,34 @@ class Database:
         async with self._reader() as session, session.begin():
             yield session
 
-    async def ping(self) -> bool:
+    # The timeout is ours, not the caller's: a probe cancelled from outside could not note that
+    # the database stopped answering (packets vanishing look exactly like that).
+    async def ping(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109
+        """Whether the database answers `SELECT 1` (within `timeout` seconds); logs changes only."""
         try:
-            async with self.engine.connect() as conn:
+            async with asyncio.timeout(timeout), self.engine.connect() as conn:
                 await conn.execute(text("SELECT 1"))
-            return True
-        except Exception:
-            log.warning("database ping failed", exc_info=True)
+        except Exception as exc:
+            if self._answered is not False:
+                log.warning("database unreachable: %s", describe_failure(exc))
+            self._answered = False
             return False
+        if self._answered is False:
+            log.warning("database reachable again")
+        self._answered = True
+        return True
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+def describe_failure(exc: BaseException) -> str:
+    """One line for a log or an operator: the driver's error, never a URL, a password or a statement."""
+    cause: BaseException = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    if isinstance(cause, TimeoutError):
+        return "no answer in time"
+    lines = str(cause).strip().splitlines()
+    return f"{type(cause).__name__}: {lines[0][:300]}" if lines else type(cause).__name__
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:

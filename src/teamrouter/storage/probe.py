@@ -11,9 +11,7 @@ from teamrouter.storage.db import Database
 async def _probe(url: str) -> bool:
     database = Database(url)
     try:
-        return await asyncio.wait_for(database.ping(), timeout=5)
-    except TimeoutError:
-        return False
+        return await database.ping(timeout=5)
     finally:
         await database.dispose()
 

@@ -17,3 +17,11 @@ def async_url(url: str) -> URL:
 
 def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
+
+
+def display_url(url: str) -> str:
+    """The URL with any password masked, for messages and logs."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not parseable: say nothing of it rather than risk echoing a secret
+        return "<unparseable URL>"

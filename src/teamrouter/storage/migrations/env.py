@@ -6,12 +6,15 @@ import asyncio
 from typing import Any
 
 from alembic import context
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from teamrouter.storage.db import Database
 from teamrouter.storage.models import metadata
 
 config = context.config
+# pg_advisory_xact_lock key of "migrating teamrouter's schema" (any constant no other code uses).
+MIGRATION_LOCK = 0x7465616D726F7574  # "teamrout"
 
 
 def _run(connection: Connection) -> None:
@@ -22,6 +25,14 @@ def _run(connection: Connection) -> None:
         compare_type=True,
     )
     with context.begin_transaction():
+        # Instances starting together on a new database would each find no schema and each create
+        # it: all but one then fail (a unique violation on alembic_version or the catalog). Taken
+        # before Alembic reads the current revision and held to the commit, the lock makes them
+        # take turns; the later ones find the schema current and do nothing. SQLite needs no such
+        # thing: every transaction here begins IMMEDIATE (storage/db.py), i.e. holds the write lock
+        # from before the revision is read to its commit.
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
         context.run_migrations()
 
 
