@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import logging
-import sys
+import logging.config
 from collections.abc import Awaitable, Callable
-from typing import Annotated, TypeVar
+from typing import Annotated, NoReturn, TypeVar
 
 import typer
+from sqlalchemy.exc import DBAPIError
 
 from teamrouter.config import Settings, load_settings, resolve_secret
 from teamrouter.errors import NotFound, TeamrouterError
-from teamrouter.money import AmountError, usd_to_units
+from teamrouter.logs import logging_config
 from teamrouter.runtime import Runtime, build_runtime
 from teamrouter.storage import migrate
+from teamrouter.storage.db import describe_failure
 
 T = TypeVar("T")
 
@@ -32,12 +33,34 @@ keys_app = typer.Typer(help="API keys for automation.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 
 
+# Exit statuses: 2 for configuration or input refused before anything ran, 1 for an operation that
+# failed (the database unreachable, a rule of the service).
+
+
+def _fail(message: str, status: int) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(status)
+
+
 def _settings() -> Settings:
     try:
         return load_settings()
     except TeamrouterError as exc:
-        typer.echo(f"error: {exc.message}", err=True)
-        raise typer.Exit(2) from exc
+        _fail(exc.message, 2)
+
+
+def _secret(settings: Settings) -> Settings:
+    try:
+        return resolve_secret(settings)
+    except TeamrouterError as exc:
+        _fail(exc.message, 2)
+
+
+def _migrate(settings: Settings, *, quiet: bool = False) -> None:
+    try:
+        migrate.upgrade(settings.effective_database_url, quiet=quiet)
+    except TeamrouterError as exc:
+        _fail(exc.message, 1)
 
 
 def _run(coro: Awaitable[T]) -> T:
@@ -47,8 +70,9 @@ def _run(coro: Awaitable[T]) -> T:
     try:
         return asyncio.run(main())
     except TeamrouterError as exc:
-        typer.echo(f"error: {exc.message}", err=True)
-        raise typer.Exit(1) from exc
+        _fail(exc.message, 1)
+    except (OSError, DBAPIError) as exc:  # the database went away mid-command
+        _fail(f"database (TEAMROUTER_DATABASE_URL): {describe_failure(exc)}", 1)
 
 
 @app.command()
@@ -62,15 +86,18 @@ def serve(
 
     from teamrouter.server import deadline_protocol
 
+    # Everything that can be checked is checked here, before uvicorn starts: a worker that fails to
+    # start makes uvicorn's supervisor exit 0 (with --workers > 1) after a traceback per worker.
     settings = _settings()
     problems = settings.problems_for_serving()
     if problems:
         for problem in problems:
             typer.echo(f"error: {problem}", err=True)
         raise typer.Exit(2)
-    # Resolved here, before workers fork, so every worker reads the same generated dev secret.
-    resolve_secret(settings)
-    migrate.upgrade(settings.effective_database_url)
+    # Resolved here, before workers start, so every worker reads the same generated dev secret.
+    _secret(settings)
+    _check_catalog(settings)
+    _migrate(settings)
     typer.echo(f"teamrouter listening on http://{host}:{port} ({settings.env.value} mode)", err=True)
     uvicorn.run(
         "teamrouter.asgi:app_from_environment",
@@ -78,7 +105,9 @@ def serve(
         host=host,
         port=port,
         workers=workers,
+        log_config=logging_config(),  # applied in every worker, which inherits none of ours
         log_level="info",
+        timeout_graceful_shutdown=settings.shutdown_grace_seconds,
         access_log=False,  # access logs would carry query strings; the activity feed is the record
         loop="uvloop",
         # Idle keep-alive connections stay open longer than clients keep theirs (httpx and the
@@ -95,11 +124,22 @@ def serve(
     )
 
 
+def _check_catalog(settings: Settings) -> None:
+    """Load the catalog as every worker will (same file, same environment for api_key_env)."""
+    from teamrouter.config import upstream_credentials
+    from teamrouter.gateway.catalog import CatalogError, load_catalog
+
+    try:
+        load_catalog(settings.catalog, env=upstream_credentials())
+    except CatalogError as exc:
+        _fail(f"catalog (TEAMROUTER_CATALOG): {exc}", 2)
+
+
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Apply all migrations (SQLite or PostgreSQL, from TEAMROUTER_DATABASE_URL)."""
     settings = _settings()
-    migrate.upgrade(settings.effective_database_url)
+    _migrate(settings)
     typer.echo("database is up to date")
 
 
@@ -114,8 +154,9 @@ def users_create(
     """Create a person directly (no verification email)."""
     from teamrouter.domain.accounts import service as accounts
 
-    settings = _settings()
-    migrate.upgrade(settings.effective_database_url)
+    settings = _secret(_settings())
+    # Migrates, so the first person can be made before the first start; quietly, as a side matter.
+    _migrate(settings, quiet=True)
 
     async def work() -> str:
         rt = build_runtime(settings)
@@ -133,9 +174,11 @@ def users_create(
 
 def _operate(work: Callable[[Runtime], Awaitable[T]]) -> T:
     """Run one service call as the operator on the host (audited with no acting user)."""
-    settings = _settings()
+    settings = _secret(_settings())
 
     async def run() -> T:
+        # First, so an unreachable or unmigrated database is one line naming the setting.
+        await migrate.require_current(settings.effective_database_url)
         rt = build_runtime(settings)
         try:
             return await work(rt)
@@ -146,15 +189,14 @@ def _operate(work: Callable[[Runtime], Awaitable[T]]) -> T:
 
 
 def _usd(value: str, option: str) -> int:
+    """An amount option, by the HTTP API's rules (positive, exact, at most MAX_AMOUNT_USD)."""
+    from teamrouter.domain.credits.schemas import parse_usd_amount
+
     try:
-        units = usd_to_units(value)
-    except AmountError as exc:
+        return parse_usd_amount(value)
+    except ValueError as exc:
         typer.echo(f"error: {option}: {exc}", err=True)
         raise typer.Exit(2) from exc
-    if units <= 0:
-        typer.echo(f"error: {option}: must be greater than zero", err=True)
-        raise typer.Exit(2)
-    return units
 
 
 async def _user_id(rt: Runtime, email: str) -> str:
@@ -255,9 +297,10 @@ def keys_create(
 
     try:
         limit_usd = Decimal(limit) if limit is not None else None
-    except InvalidOperation as exc:
-        typer.echo("error: --limit must be a number", err=True)
-        raise typer.Exit(2) from exc
+    except InvalidOperation:
+        _fail("--limit: must be a number of US dollars", 2)
+    if limit_usd is not None and not limit_usd.is_finite():
+        _fail("--limit: must be a finite number", 2)
 
     async def work(rt: Runtime) -> str:
         user_id = await _user_id(rt, email)
@@ -280,9 +323,5 @@ def keys_create(
 
 
 def main() -> None:
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    logging.config.dictConfig(logging_config())
     app()
