@@ -78,9 +78,9 @@ class Settings(BaseModel):
     cache_ttl_seconds: float = Field(default=1.0, gt=0)
     key_rate_limit_per_minute: int = Field(default=0, ge=0)  # 0 = unlimited
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    # The shared upstream client's connect timeout; each provider's own timeouts (connect, first
+    # byte, read) are set in the catalog.
     upstream_connect_timeout: float = Field(default=10.0, gt=0)
-    upstream_first_byte_timeout: float = Field(default=60.0, gt=0)
-    upstream_total_timeout: float = Field(default=600.0, gt=0)
     # How often each process looks for holds past their TTL (their requests' processes died).
     hold_sweep_seconds: float = Field(default=30.0, gt=0)
 
