@@ -72,28 +72,31 @@ async def test_existing_address_gets_the_same_answer_and_nothing_changes(client,
     assert "user.sign_up_existing" in actions and "user.sign_up" not in actions
 
 
-async def test_an_unverified_owner_gets_a_working_verification_link_in_the_notice(client, rt, smtp):
-    first = await client.post(f"{API}/auth/signup", json={"email": "slow@oracle.example.com", "password": PASSWORD})
+async def test_a_new_sign_up_takes_over_an_unconfirmed_account_so_nobody_can_pre_register(client, rt, smtp):
+    # Someone signs up first with another person's address (the "attacker"), then its owner does.
+    # Confirming must never hand the owner's address to the attacker's password: the newest
+    # sign-up's password holds, earlier links and sessions end, and the mail is a new sign-up's.
+    address = "slow@oracle.example.com"
+    first = await client.post(f"{API}/auth/signup", json={"email": address, "password": PASSWORD})
     assert first.status_code == 201
-    # Past the per-address interval, as someone who lost the first mail would be.
-    rt.clock = _Later(rt.clock, seconds=120)
-    again = await client.post(
-        f"{API}/auth/signup", json={"email": "slow@oracle.example.com", "password": OTHER_PASSWORD}
-    )
+    early_link = smtp.sink.token_in(smtp.sink.wait_for(address, count=1)[0])
+    early_session = await client.post(f"{API}/auth/login", json={"email": address, "password": PASSWORD})
+    assert early_session.is_success
+    rt.clock = _Later(rt.clock, seconds=120)  # past the per-address mail interval
+    again = await client.post(f"{API}/auth/signup", json={"email": address, "password": OTHER_PASSWORD})
     assert again.status_code == 201 and again.json() == first.json()
     assert await count(rt, User) == 1
 
-    notice = smtp.sink.wait_for("slow@oracle.example.com", count=2)[1]
-    assert "tried to sign up" in notice["Subject"].lower()
-    token = smtp.sink.token_in(notice)
-    r = await client.post(f"{API}/auth/verify-email", json={"token": token})
+    mail = smtp.sink.wait_for(address, count=2)[1]
+    assert "verify" in mail["Subject"].lower()  # the same mail a new sign-up gets
+    r = await client.post(f"{API}/auth/verify-email", json={"token": early_link})
+    assert r.status_code == 400  # the first sign-up's link ended with it
+    assert (await client.get(f"{API}/me")).status_code == 401  # and its session
+    r = await client.post(f"{API}/auth/verify-email", json={"token": smtp.sink.token_in(mail)})
     assert r.status_code == 200 and r.json()["data"]["user"]["email_verified"] is True
-    # The first password still holds; the second sign-up's did not replace it.
-    assert (
-        await client.post(f"{API}/auth/login", json={"email": "slow@oracle.example.com", "password": PASSWORD})
-    ).is_success
-    r = await client.post(f"{API}/auth/login", json={"email": "slow@oracle.example.com", "password": OTHER_PASSWORD})
+    r = await client.post(f"{API}/auth/login", json={"email": address, "password": PASSWORD})
     assert r.status_code == 401
+    assert (await client.post(f"{API}/auth/login", json={"email": address, "password": OTHER_PASSWORD})).is_success
 
 
 async def test_both_paths_hash_the_password_once(client, rt, make_person):

@@ -65,6 +65,9 @@ async def sign_up(rt: Runtime, *, email: str, password: str, name: str = "") -> 
     try:
         async with rt.db.uow() as uow:
             existing = await uow.session.scalar(select(User).where(User.email == email))
+            if existing is not None and existing.email_verified_at is None:
+                await _restart_pending_sign_up(uow, rt, existing, password_hash=password_hash, name=name, now=now)
+                return
             if existing is not None:
                 await _notify_existing_account(uow, rt, existing, now)
                 return
@@ -96,8 +99,40 @@ async def sign_up(rt: Runtime, *, email: str, password: str, name: str = "") -> 
         return
 
 
+async def _restart_pending_sign_up(
+    uow: UnitOfWork, rt: Runtime, user: User, *, password_hash: str, name: str, now: datetime
+) -> None:
+    """A sign-up for an address whose account was never confirmed: the newest sign-up takes it over.
+
+    Anyone can sign up with any address, so an unconfirmed account proves nothing about who chose
+    its password. Were the owner's own sign-up only to mail them a link for it, confirming would
+    hand a verified account to whoever signed up first with their address (pre-registration
+    hijack). So the password becomes the new one, earlier links and sessions end, and the owner
+    gets the same mail a new sign-up gets: whoever confirms does so for the password they chose."""
+    user.password_hash = password_hash
+    user.name = name.strip()
+    user.updated_at = now
+    await uow.session.execute(
+        update(EmailToken)
+        .where(EmailToken.user_id == user.id, EmailToken.purpose == VERIFY_EMAIL, EmailToken.used_at.is_(None))
+        .values(used_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    await revoke_sessions(uow, user_id=user.id, now=now)
+    audit.record(
+        uow,
+        actor=None,
+        clock=rt.clock,
+        action="user.sign_up_again",
+        target_type="user",
+        target_id=user.id,
+    )
+    if await take_mail_slot(uow, secret=rt.secret, email=user.email, now=now):
+        _send_verification(uow, rt, user)
+
+
 async def _notify_existing_account(uow: UnitOfWork, rt: Runtime, user: User, now: datetime) -> None:
-    """Someone signed up with an address that has an account: tell its owner, change nothing."""
+    """Someone signed up with an address whose account is confirmed: tell its owner, change nothing."""
     audit.record(
         uow,
         actor=None,
@@ -108,20 +143,11 @@ async def _notify_existing_account(uow: UnitOfWork, rt: Runtime, user: User, now
     )
     if not await take_mail_slot(uow, secret=rt.secret, email=user.email, now=now):
         return
-    if user.email_verified_at is None:
-        # They may have lost the first mail: this one can finish what they started.
-        link = _verification_link(uow, rt, user)
-        next_step = (
-            "Your address is not confirmed yet. Confirm it by opening this link, then sign in with the\n"
-            f"password you chose when you first signed up:\n\n{link}\n\n"
-            f"The link works once and expires in {rt.settings.email_token_ttl_hours} hours.\n"
-        )
-    else:
-        next_step = (
-            f"If it was you, sign in with your existing password instead ({rt.settings.public_url}).\n"
-            "teamrouter has no self-service password reset: if you have forgotten your password, ask the\n"
-            "people who run this teamrouter deployment to reset it.\n"
-        )
+    next_step = (
+        f"If it was you, sign in with your existing password instead ({rt.settings.public_url}).\n"
+        "teamrouter has no self-service password reset: if you have forgotten your password, ask the\n"
+        "people who run this teamrouter deployment to reset it.\n"
+    )
     body = (
         f"Hello{(' ' + user.name) if user.name else ''},\n\n"
         "Someone, perhaps you, tried to create a new teamrouter account with this email address.\n"
