@@ -295,6 +295,9 @@ def _thinking(body: Mapping[str, Any], max_tokens: int) -> dict[str, Any] | None
     ``enabled``) or OpenAI's ``reasoning_effort``; None when the request asks for none. The budget
     counts toward ``max_tokens`` (and so toward the hold), and Anthropic wants it at least 1,024
     and below ``max_tokens``."""
+    choice = body.get("tool_choice")
+    if choice == "required" or isinstance(choice, Mapping):
+        return None  # Anthropic refuses thinking when a tool call is forced; the tool call wins
     if _continues_tool_calls(body.get("messages")):
         # Mid tool loop Anthropic wants the last assistant turn to begin with its thinking block,
         # signed; OpenAI-shaped messages cannot carry it back, so this turn goes without thinking

@@ -197,6 +197,16 @@ def test_reasoning_is_off_for_a_turn_that_continues_tool_calls() -> None:
     assert sent["thinking"] == {"type": "enabled", "budget_tokens": 3200}  # a new turn thinks again
 
 
+@pytest.mark.parametrize("choice", ["required", {"type": "function", "function": {"name": "f"}}])
+def test_reasoning_is_off_when_a_tool_call_is_forced(choice: object) -> None:
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+    body = {"messages": [{"role": "user", "content": "x"}], "max_tokens": 4000, "reasoning": {"effort": "high"}}
+    sent = json.loads(
+        ADAPTER.build_request(endpoint(), {**body, "tools": tools, "tool_choice": choice}, False).json_body
+    )
+    assert "thinking" not in sent and sent["tool_choice"]["type"] in ("any", "tool")
+
+
 def test_reasoning_needs_room_above_the_minimum_budget() -> None:
     body = {"messages": [{"role": "user", "content": "x"}], "max_tokens": 1000, "reasoning": {"effort": "high"}}
     with pytest.raises(UnsupportedRequestError, match="max_tokens above 1024"):
