@@ -12,6 +12,7 @@ One cache per Runtime, kept in `rt.extras` (no module globals).
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from teamrouter.storage.cache import TTLCache
 
 EXTRAS_KEY = "key_cache"
 KEY_LISTENERS = "key_listeners"
+KEY_LISTENING = "key_cache_listening"  # this runtime's cache listens for key changes
 MEMBERSHIP_LISTENERS = "membership_listeners"
 MAX_ENTRIES = 10_000
 
@@ -120,12 +122,23 @@ def key_cache(rt: Runtime) -> KeyCache:
     if not isinstance(cache, KeyCache):
         cache = KeyCache(rt.settings.cache_ttl_seconds)
         rt.extras[EXTRAS_KEY] = cache
-        # A changed key's listeners run after commit: this cache, and with Redis the publisher that
-        # tells other processes (storage.invalidation), whose messages come back here.
-        rt.extras.setdefault(KEY_LISTENERS, []).append(cache.invalidate)
         # The orgs domain disables a leaver's keys in bulk and calls these after commit.
         rt.extras.setdefault(MEMBERSHIP_LISTENERS, []).append(cache.forget_member)
+    _listen_for_key_changes(rt)
     return cache
+
+
+def _listen_for_key_changes(rt: Runtime) -> None:
+    """A changed key's listeners run after commit: this runtime's cache (whichever it holds then),
+    and with Redis the publisher that tells other processes (storage.invalidation), whose own
+    messages come back through the same list."""
+    if not rt.extras.get(KEY_LISTENING):
+        rt.extras[KEY_LISTENING] = True
+        rt.extras.setdefault(KEY_LISTENERS, []).append(functools.partial(_invalidate_cached, rt))
+
+
+def _invalidate_cached(rt: Runtime, key_hash: str) -> None:
+    key_cache(rt).invalidate(key_hash)
 
 
 def invalidate_after_commit(rt: Runtime, key_hash: str) -> Callable[[], None]:
@@ -133,7 +146,7 @@ def invalidate_after_commit(rt: Runtime, key_hash: str) -> Callable[[], None]:
     Redis, from every other process's)."""
 
     def invalidate() -> None:
-        key_cache(rt)  # registered as a listener on first use
+        _listen_for_key_changes(rt)
         for listener in list(rt.extras.get(KEY_LISTENERS, ())):
             listener(key_hash)
 
