@@ -9,8 +9,8 @@ from tests.support.keys import add_member, enter, key_audit, key_row, make_org, 
 from tests.support.orgs import assert_envelope, sign_in_again
 
 from teamrouter.domain.keys import auth as key_auth
-from teamrouter.domain.keys.cache import MEMBERSHIP_LISTENERS
 from teamrouter.domain.keys.models import ApiKey
+from teamrouter.listeners import MEMBERSHIP_LISTENERS
 
 pytestmark = pytest.mark.usefixtures("database_url")
 

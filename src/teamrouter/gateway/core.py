@@ -48,6 +48,7 @@ from teamrouter.gateway.routing import (
 )
 from teamrouter.gateway.stats import ProviderStats
 from teamrouter.gateway.store.base import GatewayStore, GenerationRecord
+from teamrouter.gateway.streaming import Committed, Emit, StreamOutcome, close_stream, until_output
 from teamrouter.ids import new_generation_id
 from teamrouter.money import to_usd
 from teamrouter.providers.base import (
@@ -55,7 +56,6 @@ from teamrouter.providers.base import (
     ChatRequest,
     Kind,
     ProviderAdapter,
-    StreamParser,
     UnsupportedRequestError,
     UpstreamError,
     UpstreamRequest,
@@ -76,7 +76,6 @@ MESSAGE_LIMIT = 300
 
 KeyResolver = Callable[[str], Awaitable[KeyInfo]]
 PolicyLoader = Callable[[str], Awaitable[OrgPolicy]]
-Emit = Callable[[bytes], Awaitable[None]]
 
 
 @dataclass(slots=True)
@@ -88,76 +87,6 @@ class Prepared:
     created: int  # unix seconds, the `created` of the answer
     referer: str | None
     title: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class _Committed:
-    """An upstream stream that has carried output: the events read so far, and the rest to come."""
-
-    endpoint: Endpoint
-    opened: calls.OpenStream
-    parser: StreamParser
-    head: list[bytes]  # the events read before committing, sent first
-    first_byte: float  # perf_counter when its first bytes arrived
-
-
-async def _until_output(
-    parser: StreamParser,
-    opened: calls.OpenStream,
-    disconnected: asyncio.Future[None],
-    emit: Emit,
-    start: Callable[[], Awaitable[None]],
-) -> list[bytes]:
-    """Read the stream until it carries output (text, reasoning, a tool call) or finishes, and
-    return the events read since the last emit. The preamble before that (content-free events: a
-    role chunk) is sent on as it arrives, after the head, so the client's first byte is as early as
-    the upstream's. An error event, a break or an end (even a `[DONE]`) before any output raises a
-    retryable `UpstreamError`: no output reached the client, so the next endpoint may answer, and
-    nothing is billed. A client gone meanwhile commits this stream as it is (the caller closed the
-    upstream): the prompt was sent, and is billed as for any client that leaves. Usually no extra
-    read: the first bytes carry the first tokens."""
-    events = parser.feed(opened.first)
-    try:
-        while True:
-            if disconnected.done():
-                return events
-            if parser.error is not None and not parser.completion_chars_seen:
-                raise UpstreamError(parser.error.status, parser.error.message, retryable=True)
-            if parser.completion_chars_seen or parser.finish_reason:
-                return events
-            if parser.done:
-                raise UpstreamError(502, "upstream stream ended before any output", retryable=True)
-            await start()
-            if events:
-                await emit(b"".join(events))
-                events = []
-            chunk = await anext(opened.rest, None)
-            if chunk is None:
-                events += parser.close()
-                if parser.error is None and not (parser.completion_chars_seen or parser.finish_reason or parser.done):
-                    raise UpstreamError(502, "upstream stream ended before any output", retryable=True)
-                continue  # decided by the checks above
-            events += parser.feed(chunk)
-    except (aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
-        if disconnected.done():
-            return events  # the caller closed it for the client that left
-        raise UpstreamError(
-            502, f"upstream stream broke before any output: {type(exc).__name__}", retryable=True
-        ) from None
-
-
-def _close_stream(opened: calls.OpenStream, _: object) -> None:
-    if opened.close is not None:
-        opened.close()
-
-
-@dataclass(slots=True)
-class StreamOutcome:
-    """How a stream ended, for billing and the activity row."""
-
-    cancelled: bool = False  # the client went away
-    broken: UpstreamError | None = None  # the upstream failed after the first byte
-    unsettled: ServiceUnavailable | None = None  # the database stayed away: not billed, not complete
 
 
 class Gateway:
@@ -358,7 +287,7 @@ class Gateway:
         `disconnected` is resolved by the front end when the client goes away.
         """
         last: UpstreamError | None = None
-        chosen: _Committed | None = None
+        chosen: Committed | None = None
         tried: Endpoint | None = None
         started = False
 
@@ -388,10 +317,10 @@ class Gateway:
                     )
                     first_byte = time.perf_counter()
                     # The client leaving while the upstream has yet to say anything cancels it.
-                    close_upstream = functools.partial(_close_stream, opened)
+                    close_upstream = functools.partial(close_stream, opened)
                     disconnected.add_done_callback(close_upstream)
                     try:
-                        head = await _until_output(parser, opened, disconnected, emit, start)
+                        head = await until_output(parser, opened, disconnected, emit, start)
                     finally:
                         disconnected.remove_done_callback(close_upstream)
                 except UpstreamError as exc:
@@ -406,7 +335,7 @@ class Gateway:
                     if opened is not None and opened.close is not None:
                         opened.close()  # cancelled, or a bug: never leave the connection to the collector
                     raise
-                chosen = _Committed(endpoint, opened, parser, head, first_byte)
+                chosen = Committed(endpoint, opened, parser, head, first_byte)
                 break
         except BaseException:
             await self._void_quietly(prepared)
@@ -425,7 +354,7 @@ class Gateway:
     async def _pump(
         self,
         prepared: Prepared,
-        committed: _Committed,
+        committed: Committed,
         emit: Emit,
         on_start: Callable[[], Awaitable[None]],
         disconnected: asyncio.Future[None],

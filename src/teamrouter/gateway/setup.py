@@ -21,6 +21,7 @@ from teamrouter.gateway.routing import OrgPolicy
 from teamrouter.gateway.store.base import GatewayStore
 from teamrouter.gateway.store.postgres import PostgresStore
 from teamrouter.gateway.store.sqlite import SqliteStore
+from teamrouter.listeners import ORG_SETTINGS_LISTENERS
 from teamrouter.providers.registry import make_adapters
 from teamrouter.runtime import Runtime
 from teamrouter.storage.cache import TTLCache
@@ -31,7 +32,6 @@ log = logging.getLogger(__name__)
 
 
 CATALOG_KEY = "catalog"
-ORG_SETTINGS_LISTENERS = "org_settings_listeners"
 
 
 def catalog_for(rt: Runtime) -> Catalog:

@@ -25,6 +25,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from teamrouter.ids import new_id
+from teamrouter.listeners import KEY_LISTENERS, MEMBERSHIP_LISTENERS, ORG_SETTINGS_LISTENERS
 from teamrouter.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -32,9 +33,9 @@ log = logging.getLogger(__name__)
 CHANNEL = "teamrouter:invalidate"
 # What changed → the rt.extras list of this process's listeners for it (each takes the ids).
 LISTENERS = {
-    "key": "key_listeners",  # (key hash)
-    "member": "membership_listeners",  # (organization id, user id)
-    "org_settings": "org_settings_listeners",  # (organization id)
+    "key": KEY_LISTENERS,
+    "member": MEMBERSHIP_LISTENERS,
+    "org_settings": ORG_SETTINGS_LISTENERS,
 }
 ARITY = {"key": 1, "member": 2, "org_settings": 1}
 RECONNECT_SECONDS = 1.0

@@ -18,13 +18,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+from teamrouter.listeners import KEY_LISTENERS, MEMBERSHIP_LISTENERS
 from teamrouter.runtime import Runtime
 from teamrouter.storage.cache import TTLCache
 
 EXTRAS_KEY = "key_cache"
-KEY_LISTENERS = "key_listeners"
 KEY_LISTENING = "key_cache_listening"  # this runtime's cache listens for key changes
-MEMBERSHIP_LISTENERS = "membership_listeners"
 MAX_ENTRIES = 10_000
 
 

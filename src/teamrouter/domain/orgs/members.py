@@ -40,6 +40,7 @@ from teamrouter.domain.orgs.policy import context_org_id, load_org
 from teamrouter.domain.orgs.settings import org_settings
 from teamrouter.domain.roles import Role, Scope
 from teamrouter.errors import Conflict, NotFound
+from teamrouter.listeners import MEMBERSHIP_LISTENERS
 from teamrouter.runtime import Runtime
 from teamrouter.storage.db import UnitOfWork
 
@@ -233,9 +234,9 @@ async def _disable_keys(
             before={"disabled": False, "name": row.name, "management": row.management},
             after={"disabled": True, "admin_managed": True, "reason": reason},
         )
-    # Membership-scoped caches (key auth, context) register `rt.extras["membership_listeners"]`:
+    # Membership-scoped caches (key auth, context) register `rt.extras[MEMBERSHIP_LISTENERS]`:
     # callables taking (organization_id, user_id), run after commit.
-    for listener in rt.extras.get("membership_listeners", ()):
+    for listener in rt.extras.get(MEMBERSHIP_LISTENERS, ()):
         uow.on_commit(functools.partial(listener, organization_id, user_id))
 
 

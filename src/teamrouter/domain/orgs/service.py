@@ -29,6 +29,7 @@ from teamrouter.domain.orgs.settings import (
 from teamrouter.domain.roles import Role, Scope
 from teamrouter.errors import BadRequest, Forbidden, bad_field
 from teamrouter.ids import new_id
+from teamrouter.listeners import ORG_SETTINGS_LISTENERS
 from teamrouter.runtime import Runtime
 from teamrouter.storage.db import UnitOfWork
 
@@ -165,9 +166,9 @@ async def _store_settings(
 
 
 def _notify_settings_changed(uow: UnitOfWork, rt: Runtime, organization_id: str) -> None:
-    # Caches of org settings (the gateway's) register `rt.extras["org_settings_listeners"]`: callables
+    # Caches of org settings (the gateway's) register `rt.extras[ORG_SETTINGS_LISTENERS]`: callables
     # taking the org id, run after commit so they never see an uncommitted value.
-    for listener in rt.extras.get("org_settings_listeners", ()):
+    for listener in rt.extras.get(ORG_SETTINGS_LISTENERS, ()):
         uow.on_commit(functools.partial(listener, organization_id))
 
 

@@ -1,0 +1,89 @@
+"""A stream before and after it commits to an upstream: what `Gateway.stream` reads until the first
+output (and falls back from), and what it carries on with. Pure over the parser and the upstream
+stream; the gateway owns billing, settlement and the response."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import aiohttp
+
+from teamrouter.errors import ServiceUnavailable
+from teamrouter.gateway import calls
+from teamrouter.gateway.catalog import Endpoint
+from teamrouter.providers.base import StreamParser, UpstreamError
+
+# Sends whole SSE events (bytes) to the client.
+Emit = Callable[[bytes], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Committed:
+    """An upstream stream that has carried output: the events read so far, and the rest to come."""
+
+    endpoint: Endpoint
+    opened: calls.OpenStream
+    parser: StreamParser
+    head: list[bytes]  # the events read before committing, sent first
+    first_byte: float  # perf_counter when its first bytes arrived
+
+
+async def until_output(
+    parser: StreamParser,
+    opened: calls.OpenStream,
+    disconnected: asyncio.Future[None],
+    emit: Emit,
+    start: Callable[[], Awaitable[None]],
+) -> list[bytes]:
+    """Read the stream until it carries output (text, reasoning, a tool call) or finishes, and
+    return the events read since the last emit. The preamble before that (content-free events: a
+    role chunk) is sent on as it arrives, after the head, so the client's first byte is as early as
+    the upstream's. An error event, a break or an end (even a `[DONE]`) before any output raises a
+    retryable `UpstreamError`: no output reached the client, so the next endpoint may answer, and
+    nothing is billed. A client gone meanwhile commits this stream as it is (the caller closed the
+    upstream): the prompt was sent, and is billed as for any client that leaves. Usually no extra
+    read: the first bytes carry the first tokens."""
+    events = parser.feed(opened.first)
+    try:
+        while True:
+            if disconnected.done():
+                return events
+            if parser.error is not None and not parser.completion_chars_seen:
+                raise UpstreamError(parser.error.status, parser.error.message, retryable=True)
+            if parser.completion_chars_seen or parser.finish_reason:
+                return events
+            if parser.done:
+                raise UpstreamError(502, "upstream stream ended before any output", retryable=True)
+            await start()
+            if events:
+                await emit(b"".join(events))
+                events = []
+            chunk = await anext(opened.rest, None)
+            if chunk is None:
+                events += parser.close()
+                if parser.error is None and not (parser.completion_chars_seen or parser.finish_reason or parser.done):
+                    raise UpstreamError(502, "upstream stream ended before any output", retryable=True)
+                continue  # decided by the checks above
+            events += parser.feed(chunk)
+    except (aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
+        if disconnected.done():
+            return events  # the caller closed it for the client that left
+        raise UpstreamError(
+            502, f"upstream stream broke before any output: {type(exc).__name__}", retryable=True
+        ) from None
+
+
+def close_stream(opened: calls.OpenStream, _: object) -> None:
+    if opened.close is not None:
+        opened.close()
+
+
+@dataclass(slots=True)
+class StreamOutcome:
+    """How a stream ended, for billing and the activity row."""
+
+    cancelled: bool = False  # the client went away
+    broken: UpstreamError | None = None  # the upstream failed after the first byte
+    unsettled: ServiceUnavailable | None = None  # the database stayed away: not billed, not complete
