@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import socket
 import time
 from collections.abc import Iterator
 from decimal import Decimal
@@ -21,6 +19,7 @@ import redis.asyncio as aioredis
 from sqlalchemy import select
 from tests.conftest import PASSWORD
 from tests.support.gateway import funded_person, make_team, start_gateway
+from tests.support.redis import REDIS_URL, redis_answers
 from tests.support.server import ServerProcess
 
 from teamrouter.config import load_settings
@@ -31,21 +30,13 @@ from teamrouter.storage.invalidation import CHANNEL, Invalidations
 
 pytestmark = pytest.mark.db
 
-REDIS_URL = os.environ.get("TEAMROUTER_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 TTL = "300"  # far beyond the test: a stale cache would go on admitting for minutes
 DEADLINE = 2.0  # seconds for a change to reach the other instance (B13: ≤ 1 s; slack for a busy machine)
 
 
-def _redis_answers() -> bool:
-    host, port = REDIS_URL.split("//", 1)[1].split("/", 1)[0].split(":")
-    with socket.socket() as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex((host, int(port))) == 0
-
-
 @pytest.fixture
 def two_instances(db_factory, tmp_path, fake) -> Iterator[tuple[str, ServerProcess, ServerProcess]]:
-    if not _redis_answers():
+    if not redis_answers():
         pytest.skip(f"no Redis at {REDIS_URL}")
     database = db_factory.create()
     env = {"TEAMROUTER_REDIS_URL": REDIS_URL, "TEAMROUTER_CACHE_TTL_SECONDS": TTL}
@@ -132,7 +123,7 @@ async def test_org_settings_and_a_removal_through_one_instance_reach_the_other_a
 async def test_a_bad_message_or_a_failing_listener_never_stops_the_invalidations():
     # One process's listener against the real Redis: messages of another version (or not ours) and
     # a cache listener that raises are logged and skipped; the next invalidation still applies.
-    if not _redis_answers():
+    if not redis_answers():
         pytest.skip(f"no Redis at {REDIS_URL}")
     rt = SimpleNamespace(extras={})
     bus = Invalidations.start(rt, REDIS_URL)  # type: ignore[arg-type]

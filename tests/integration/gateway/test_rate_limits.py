@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import time
 
 import httpx
 import pytest
 from tests.support.gateway import funded_person, start_gateway
+from tests.support.redis import REDIS_URL, redis_answers
 from tests.support.smtp import free_port
 
 from teamrouter.config import load_settings
@@ -20,20 +20,12 @@ from teamrouter.runtime import build_runtime
 
 pytestmark = pytest.mark.db
 
-REDIS_URL = os.environ.get("TEAMROUTER_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 LIMIT = 10
-
-
-def _redis_answers() -> bool:
-    host, port = REDIS_URL.split("//", 1)[1].split("/", 1)[0].split(":")
-    with socket.socket() as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex((host, int(port))) == 0
 
 
 @pytest.fixture
 def redis_url() -> str:
-    if not _redis_answers():
+    if not redis_answers():
         pytest.skip(f"no Redis at {REDIS_URL}")
     return REDIS_URL
 

@@ -155,12 +155,7 @@ async def _notify_existing_account(uow: UnitOfWork, rt: Runtime, user: User, now
         f"{next_step}\n"
         "If it was not you, you can ignore this message: nobody can use your account without your password.\n"
     )
-    to = user.email
-
-    async def send() -> None:
-        await rt.mailer.send(to=to, subject="Someone tried to sign up to teamrouter with your email", body=body)
-
-    uow.on_commit(send)
+    _mail_after_commit(uow, rt, user.email, "Someone tried to sign up to teamrouter with your email", body)
 
 
 async def create_user(
@@ -237,10 +232,14 @@ def _send_verification(uow: UnitOfWork, rt: Runtime, user: User) -> None:
         f"The link works once and expires in {rt.settings.email_token_ttl_hours} hours.\n"
         "If you did not sign up, ignore this message.\n"
     )
-    to = user.email
+    _mail_after_commit(uow, rt, user.email, "Verify your teamrouter email", body)
+
+
+def _mail_after_commit(uow: UnitOfWork, rt: Runtime, to: str, subject: str, body: str) -> None:
+    """Sent once the transaction commits: a rolled-back sign-up mails nobody."""
 
     async def send() -> None:
-        await rt.mailer.send(to=to, subject="Verify your teamrouter email", body=body)
+        await rt.mailer.send(to=to, subject=subject, body=body)
 
     uow.on_commit(send)
 
