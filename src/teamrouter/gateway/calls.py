@@ -95,7 +95,7 @@ async def fetch(
     except Exception as exc:
         raise error_from_exception(exc) from exc
     if status != 200:
-        raise _refused(adapter, endpoint, status, body, retry_after)
+        raise _refused(adapter, status, body, retry_after)
     return status, body
 
 
@@ -121,7 +121,7 @@ async def open_stream(
             if response.status != 200:
                 body = await response.read()
                 response.release()
-                raise _refused(adapter, endpoint, response.status, body, response.headers.get("Retry-After"))
+                raise _refused(adapter, response.status, body, response.headers.get("Retry-After"))
             first = await response.content.readany()
             if not first:
                 raise UpstreamError(502, "upstream closed the stream without data", retryable=True)
@@ -137,9 +137,7 @@ async def open_stream(
     return OpenStream(first=first, rest=_chunks(response), close=response.close)
 
 
-def _refused(
-    adapter: ProviderAdapter, endpoint: Endpoint, status: int, body: bytes, retry_after: str | None
-) -> UpstreamError:
+def _refused(adapter: ProviderAdapter, status: int, body: bytes, retry_after: str | None) -> UpstreamError:
     error = adapter.map_error(status, body)
     if status == 429 and retry_after is not None:
         error.retry_after = retry_after_seconds(retry_after, now=time.time())

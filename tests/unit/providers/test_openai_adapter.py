@@ -7,7 +7,7 @@ import json
 import pytest
 
 from teamrouter.gateway.catalog import Endpoint, parse_catalog
-from teamrouter.providers.base import DONE, UpstreamError, Usage, output_chars, usage_chunk
+from teamrouter.providers.base import DONE, UpstreamError, Usage, for_client, output_chars, usage_chunk
 from teamrouter.providers.openai import OpenAIAdapter
 
 CATALOG = """
@@ -302,3 +302,13 @@ def test_output_chars_of_a_whole_answer_count_what_a_stream_would() -> None:
         ]
     }
     assert output_chars(body) == len("think") + len("f") + len('{"a":1}') + len("hello") + len("g{}") + len("legacy")
+
+
+def test_a_key_at_the_clients_cut_never_leaves_a_prefix() -> None:
+    # A 200 carrying an error object: its text is kept long enough for the gateway's mask by value,
+    # which runs before the client's 300-character cut, so a key straddling that cut is masked whole.
+    body = json.dumps({"error": {"message": "x" * 290 + " plainsecretvalue42 tail"}}).encode()
+    with pytest.raises(UpstreamError) as info:
+        ADAPTER.parse_response(200, body)
+    shown = for_client(info.value.message, secret="plainsecretvalue42")
+    assert "plain" not in shown and len(shown) == 300
