@@ -31,10 +31,7 @@ from teamrouter.web.pages import (
     FormRefused,
     Pages,
     check_form_token,
-    form_secret,
-    form_token,
     read_form,
-    set_form_cookie,
 )
 
 MAX_TOKEN = 200  # as the JSON API's token fields
@@ -66,13 +63,9 @@ def router() -> APIRouter:
     routes = APIRouter(include_in_schema=False)
 
     def verify_page(request: Request, rt: Runtime, *, status: int = 200, **context: Any) -> HTMLResponse:
-        secret, fresh = form_secret(request)
         context.setdefault("token", "")
         context.setdefault("error", None)
-        response = pages.render(request, "verify_email.html", status=status, csrf=form_token(rt, secret), **context)
-        if fresh:
-            set_form_cookie(response, rt, secret)
-        return response
+        return pages.render_with_forms(request, rt, "verify_email.html", form_field="csrf", status=status, **context)
 
     @routes.get("/verify-email", openapi_extra=access(Access.PUBLIC))
     async def verify_email_page(request: Request, rt: RuntimeDep, token: str = "") -> HTMLResponse:
@@ -147,21 +140,18 @@ def router() -> APIRouter:
         error: str | None = None,
         headers: dict[str, str] | None = None,
     ) -> HTMLResponse:
-        secret, fresh = form_secret(request)
-        response = pages.render(
+        return pages.render_with_forms(
             request,
+            rt,
             "invitation.html",
+            form_field="form_csrf",
             status=status,
             headers=headers,
             view={"email": None, "organization": None, "role": None, **view},
             token=token,
             error=error,
-            form_csrf=form_token(rt, secret),
             session_csrf=accounts.csrf_token(rt, session_token) if session_token else "",
         )
-        if fresh:
-            set_form_cookie(response, rt, secret)
-        return response
 
     @routes.get("/invitations/accept", openapi_extra=access(Access.PUBLIC))
     async def invitation_landing(request: Request, rt: RuntimeDep, token: str = "") -> HTMLResponse:

@@ -77,6 +77,26 @@ class Pages:
         html = self._env.get_template(name).render(root=root, **context)
         return HTMLResponse(html, status_code=status, headers={**SECURITY_HEADERS, **(headers or {})})
 
+    def render_with_forms(
+        self,
+        request: Request,
+        rt: Runtime,
+        name: str,
+        *,
+        form_field: str,
+        status: int = 200,
+        headers: dict[str, str] | None = None,
+        **context: Any,
+    ) -> HTMLResponse:
+        """A page whose signed-out forms carry the HMAC of the browser's `tr_form` cookie (in the
+        template variable `form_field`), the cookie set when the browser has none yet."""
+        secret, fresh = form_secret(request)
+        context[form_field] = form_token(rt, secret)
+        response = self.render(request, name, status=status, headers=headers, **context)
+        if fresh:
+            set_form_cookie(response, rt, secret)
+        return response
+
 
 def form_secret(request: Request) -> tuple[str, bool]:
     """The browser's `tr_form` value, or a new one (True: the response must set it)."""
