@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from teamrouter.storage.urls import async_url, is_sqlite
+from teamrouter.storage.wal import use_wal
 
 log = logging.getLogger(__name__)
 
@@ -139,10 +140,10 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         # Take transaction control away from the driver so our BEGIN is the one that runs.
         dbapi_conn.isolation_level = None
         cursor = dbapi_conn.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        use_wal(cursor.execute)
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
         cursor.execute("PRAGMA temp_store=MEMORY")  # statement journals: memory, not temp files
         cursor.close()
 

@@ -23,6 +23,7 @@ from typing import Any
 from teamrouter.errors import ServiceUnavailable, database_unavailable
 from teamrouter.gateway.store import sql
 from teamrouter.gateway.store.base import GenerationRecord, Hold, Refusal, key_refusal, pool_refusal
+from teamrouter.storage.wal import use_wal
 
 log = logging.getLogger(__name__)
 CHECKPOINT_EVERY_SECONDS = 1.0
@@ -136,7 +137,7 @@ class SqliteStore:
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False, timeout=30)
-        conn.execute("PRAGMA journal_mode=WAL")
+        use_wal(conn.execute)
         conn.execute("PRAGMA synchronous=NORMAL")
         # No foreign-key checks here: this connection only writes ids it has just read or updated in
         # the same transaction, and each check is another B-tree lookup on the hot path.

@@ -30,7 +30,8 @@ def _run(connection: Connection) -> None:
         # before Alembic reads the current revision and held to the commit, the lock makes them
         # take turns; the later ones find the schema current and do nothing. SQLite needs no such
         # thing: every transaction here begins IMMEDIATE (storage/db.py), i.e. holds the write lock
-        # from before the revision is read to its commit.
+        # from before the revision is read to its commit (and opening a new file together is
+        # handled where connections switch it to WAL: storage/wal.py).
         if connection.dialect.name == "postgresql":
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
         context.run_migrations()
