@@ -1,7 +1,8 @@
 """The links in emails open real pages: /verify-email and /invitations/accept. Opening one consumes
 nothing; the page's form POST does the work; the pages leak nothing to someone holding only the link,
-refuse forged posts, load nothing from elsewhere, and send no Referer. No browser is installed here,
-so the pages are driven as a browser would drive them: GET the link, read the form, POST it."""
+refuse forged posts, load nothing from elsewhere, and send no Referer. Here the pages are driven over
+HTTP as a browser would drive them (GET the link, read the form, POST it), which reaches the forged
+and edge cases; tests/browser/ follows the main paths in Chromium itself."""
 
 from __future__ import annotations
 
