@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,33 +33,35 @@ def _missing() -> str | None:
     if not Path(CHROMIUM).exists() or shutil.which(CHROMIUM) is None:
         return f"no Chromium at {CHROMIUM} (apt-get install chromium)"
     try:
-        import playwright.sync_api  # noqa: F401
+        import playwright.async_api  # noqa: F401
     except ImportError:
         return "Playwright is not installed (pip install -e '.[dev]')"
     return None
 
 
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Any]:
+@pytest.fixture(scope="package")  # closed once these tests are done, not kept through the suite
+async def browser() -> AsyncIterator[Any]:
+    # The async API: the sync one keeps an event loop running on the main thread, and the
+    # PostgreSQL test-database factory (asyncio.run) cannot start inside it.
     reason = _missing()
     if reason:
         if os.environ.get("TEAMROUTER_TEST_REQUIRE_BROWSER") == "1":
             pytest.fail(f"browser tests required but {reason}")
         pytest.skip(reason)
-    from playwright.sync_api import sync_playwright
+    from playwright.async_api import async_playwright
 
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+    async with async_playwright() as playwright:
+        chromium = await playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         yield chromium
-        chromium.close()
+        await chromium.close()
 
 
 @pytest.fixture
-def page(browser: Any) -> Iterator[Any]:
+async def page(browser: Any) -> AsyncIterator[Any]:
     """A fresh browser context (no cookies) whose console errors and failed loads fail the test:
     a Content-Security-Policy violation shows up there."""
-    context = browser.new_context()
-    tab = context.new_page()
+    context = await browser.new_context()
+    tab = await context.new_page()
     problems: list[str] = []
 
     def on_console(message: Any) -> None:
@@ -77,7 +79,7 @@ def page(browser: Any) -> Iterator[Any]:
     tab.on("requestfailed", lambda request: problems.append(f"{request.url}: {request.failure}"))
     tab.set_default_timeout(10_000)
     yield tab
-    context.close()
+    await context.close()
     assert problems == []
 
 
