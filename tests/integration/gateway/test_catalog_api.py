@@ -1,5 +1,6 @@
-"""The catalog over HTTP (API.md, Inference): GET /models, /models/{author}/{slug}/endpoints and
-/providers in OpenRouter's shapes, read by the official SDKs against a real teamrouter process; an
+"""The catalog over HTTP (API.md, Inference): GET /models, /model/{author}/{slug},
+/models/{author}/{slug}/endpoints and /providers in OpenRouter's shapes (and /models/{author}/{slug}
+in OpenAI's), read by the official SDKs against a real teamrouter process; an
 inference key required (401 without, 403 for a management key), `X-Generation-Id` on each answer."""
 
 from __future__ import annotations
@@ -60,13 +61,41 @@ async def test_models_endpoints_and_providers_in_openrouters_shapes(sdk, gateway
         assert "claude" in {p.slug for p in client.providers.list().data}
 
 
-async def test_an_unknown_model_has_no_endpoints_listing(gateway, gw_rt):
+async def test_one_model_for_the_openrouter_and_openai_sdks(sdk, gateway, gw_rt):
     who = await funded_person(gw_rt, usd="1")
-    r = get(gateway, "/models/nope/nothing/endpoints", who.key)
-    assert r.status_code == 404 and r.json()["error"]["code"] == 404
+    listed = next(m for m in get(gateway, "/models", who.key).json()["data"] if m["id"] == "test/chat")
+
+    # OpenRouter's GET /model/{author}/{slug}: the listing's object, under `data`.
+    r = get(gateway, "/model/test/chat", who.key)
+    assert r.status_code == 200 and r.json() == {"data": listed}
+    with (
+        warnings.catch_warnings(),
+        OpenRouter(api_key=who.key, server_url=f"{gateway.base_url}/api/v1", retry_config=None) as client,
+    ):
+        warnings.simplefilter("ignore", DeprecationWarning)
+        model = client.models.get(author="test", slug="chat").data
+        assert model.id == "test/chat" and model.pricing.prompt == "0.000001"
+
+    # OpenAI's GET /models/{model}, which `models.retrieve` calls with the id's slash unescaped.
+    retrieved = sdk(who.key).models.retrieve("test/chat")
+    assert (retrieved.id, retrieved.object, retrieved.owned_by) == ("test/chat", "model", "test")
+    assert retrieved.created == listed["created"]
 
 
-@pytest.mark.parametrize("path", ["/models", "/models/test/chat/endpoints", "/providers"])
+@pytest.mark.parametrize("path", ["/models/nope/nothing/endpoints", "/model/nope/nothing", "/models/nope/nothing"])
+async def test_an_unknown_model_is_a_404(gateway, gw_rt, path):
+    who = await funded_person(gw_rt, usd="1")
+    r = get(gateway, path, who.key)
+    assert r.status_code == 404 and r.json()["error"] == {
+        "code": 404,
+        "message": "Model nope/nothing not found",
+        "metadata": {"code": "model_not_found"},
+    }
+
+
+@pytest.mark.parametrize(
+    "path", ["/models", "/model/test/chat", "/models/test/chat", "/models/test/chat/endpoints", "/providers"]
+)
 async def test_the_catalog_needs_an_inference_key(gateway, gw_rt, path):
     who = await funded_person(gw_rt, usd="1")
     for key in (None, "sk-tr-v1-nope"):

@@ -1,4 +1,5 @@
-"""The catalog in OpenRouter's shapes: GET /models, /models/{author}/{slug}/endpoints, /providers."""
+"""The catalog in OpenRouter's shapes: GET /models, /model/{author}/{slug}, /models/{author}/{slug}/endpoints,
+/providers; and GET /models/{author}/{slug} in OpenAI's shape (the `openai` SDK's `models.retrieve`)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from teamrouter.api.policy import Access, access
 from teamrouter.errors import NotFound
 from teamrouter.gateway.catalog import Endpoint, Model
 from teamrouter.gateway.setup import catalog_for
+from teamrouter.runtime import Runtime
 
 router = APIRouter(tags=["models"], dependencies=[InferenceKeyDep])
 
@@ -101,12 +103,31 @@ async def list_models(rt: RuntimeDep, offset: Offset = 0, limit: int = Query(500
     return {"data": [_model_public(m) for m in page], "links": {"next": None}, "total_count": len(models)}
 
 
-@router.get("/models/{author}/{slug}/endpoints", openapi_extra=access(Access.INFERENCE_KEY))
-async def list_endpoints(author: str, slug: str, rt: RuntimeDep) -> dict[str, Any]:
-    """One model and the provider endpoints that serve it."""
+def _model(rt: Runtime, author: str, slug: str) -> Model:
     model = catalog_for(rt).model(f"{author}/{slug}")
     if model is None:
         raise NotFound(f"Model {author}/{slug} not found", code="model_not_found")
+    return model
+
+
+@router.get("/model/{author}/{slug}", openapi_extra=access(Access.INFERENCE_KEY))
+async def get_model(author: str, slug: str, rt: RuntimeDep) -> dict[str, Any]:
+    """One model as GET /models lists it (the `openrouter` SDK's `models.get`)."""
+    return {"data": _model_public(_model(rt, author, slug))}
+
+
+@router.get("/models/{author}/{slug}", openapi_extra=access(Access.INFERENCE_KEY))
+async def retrieve_model(author: str, slug: str, rt: RuntimeDep) -> dict[str, Any]:
+    """One model, unwrapped and with OpenAI's `object` and `owned_by` (OpenAI's GET /models/{model},
+    which the `openai` SDK's `models.retrieve("author/slug")` calls), plus OpenRouter's fields."""
+    model = _model(rt, author, slug)
+    return {"object": "model", "owned_by": model.author, **_model_public(model)}
+
+
+@router.get("/models/{author}/{slug}/endpoints", openapi_extra=access(Access.INFERENCE_KEY))
+async def list_endpoints(author: str, slug: str, rt: RuntimeDep) -> dict[str, Any]:
+    """One model and the provider endpoints that serve it."""
+    model = _model(rt, author, slug)
     return {
         "data": {
             "id": model.id,
