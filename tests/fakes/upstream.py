@@ -27,7 +27,10 @@ chunks, with no finish reason and no end-of-stream event), ``stream_error_after_
 event), ``no_usage`` (never report usage), ``overrun`` (ignore ``max_tokens``: report
 ``ceil(max_tokens * overrun)`` completion tokens), ``finish_reason``, ``set_cookie`` (a
 ``Set-Cookie`` header on a whole answer; calls record the ``Cookie`` header each request carried),
-``body_200`` (answer 200 with this body, JSON if it starts with ``{``, else HTML, even to a stream).
+``body_200`` (answer 200 with this body, JSON if it starts with ``{``, else HTML, even to a stream),
+``reasoning`` (the model's reasoning before its reply, split into ``chunks`` pieces like the reply,
+one completion and reasoning token each: a ``thinking`` block on the Anthropic API, else the
+message's or delta's ``reasoning_field``, by default ``reasoning_content``).
 
 Use in process (``async with FakeUpstream() as fake: fake.url``), in a thread for sync code
 (``with FakeUpstreamThread() as fake``), or as a subprocess:
@@ -81,6 +84,8 @@ class Script:
     finish_reason: str | None = None
     set_cookie: str | None = None  # a Set-Cookie header on the answer, as load balancers send
     body_200: str | None = None  # answer 200 with this body (JSON or HTML), streamed request or not
+    reasoning: str | None = None  # thinking before the reply
+    reasoning_field: str = "reasoning_content"  # where the OpenAI API puts it (OpenRouter: "reasoning")
 
     @classmethod
     def from_obj(cls, obj: object) -> Script:
@@ -102,10 +107,17 @@ class Script:
     def pieces(self) -> list[str]:
         if self.content is None:
             return [f"tok{i} " for i in range(self.chunks)]
-        if self.chunks <= 1 or not self.content:
-            return [self.content]
-        size = math.ceil(len(self.content) / self.chunks)
-        return [self.content[i : i + size] for i in range(0, len(self.content), size)]
+        return _split(self.content, self.chunks)
+
+    def reasoning_pieces(self) -> list[str]:
+        return _split(self.reasoning, self.chunks) if self.reasoning else []
+
+
+def _split(text: str, chunks: int) -> list[str]:
+    if chunks <= 1 or not text:
+        return [text]
+    size = math.ceil(len(text) / chunks)
+    return [text[i : i + size] for i in range(0, len(text), size)]
 
 
 @dataclass(frozen=True)
@@ -360,14 +372,15 @@ class FakeUpstream:
     def _usage(script: Script, body: Mapping[str, Any], pieces: list[str], n: int, limit: int | None) -> dict[str, int]:
         given = dict(script.usage or {})
         prompt_chars = sum(len(t) for t in _texts(body))
-        completion = len(pieces) * n
+        reasoning = len(script.reasoning_pieces()) * n
+        completion = len(pieces) * n + reasoning
         if script.overrun is not None:
             completion = math.ceil((limit if limit is not None else len(pieces)) * script.overrun) * n
         return {
             "prompt_tokens": given.get("prompt_tokens", max(1, prompt_chars // 4)),
             "completion_tokens": given.get("completion_tokens", completion),
             "cached_tokens": given.get("cached_tokens", 0),
-            "reasoning_tokens": given.get("reasoning_tokens", 0),
+            "reasoning_tokens": given.get("reasoning_tokens", reasoning),
             "cache_write_tokens": given.get("cache_write_tokens", 0),  # reported by the Anthropic API only
         }
 
@@ -395,11 +408,14 @@ class FakeUpstream:
     ) -> dict[str, Any]:
         text = "".join(pieces)
         chat = api == "openai-chat"
+        message: dict[str, Any] = {"role": "assistant", "content": text}
+        if script.reasoning:
+            message[script.reasoning_field] = script.reasoning
         choices = [
             (
                 {
                     "index": i,
-                    "message": {"role": "assistant", "content": text},
+                    "message": dict(message),
                     "finish_reason": finish,
                     "logprobs": None,
                 }
@@ -428,7 +444,10 @@ class FakeUpstream:
             "type": "message",
             "role": "assistant",
             "model": call.model,
-            "content": [{"type": "text", "text": "".join(pieces)}],
+            "content": [
+                *([{"type": "thinking", "thinking": script.reasoning, "signature": "sig"}] if script.reasoning else []),
+                {"type": "text", "text": "".join(pieces)},
+            ],
             "stop_reason": stop,
             "stop_sequence": None,
         }
@@ -481,6 +500,12 @@ class FakeUpstream:
 
         if chat:
             await response.write(_sse({**base, "choices": [choice(i, None, None, role=True) for i in range(call.n)]}))
+            for thought in script.reasoning_pieces():
+                thinking = [
+                    {"index": i, "delta": {script.reasoning_field: thought}, "finish_reason": None}
+                    for i in range(call.n)
+                ]
+                await response.write(_sse({**base, "choices": thinking}))
         for number, piece in enumerate(pieces):
             if script.reset_after_chunks is not None and number >= script.reset_after_chunks:
                 return await self._reset(request, response)
@@ -529,9 +554,32 @@ class FakeUpstream:
         if not script.no_usage:
             message["usage"] = start_usage
         await response.write(_sse({"type": "message_start", "message": message}, "message_start"))
+        text_index = 0
+        if script.reasoning:
+            text_index = 1
+            await response.write(
+                _sse(
+                    {"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": ""}},
+                    "content_block_start",
+                )
+            )
+            for thought in script.reasoning_pieces():
+                delta = {
+                    "type": "content_block_delta",
+                    "index": 0,
+                    "delta": {"type": "thinking_delta", "thinking": thought},
+                }
+                await response.write(_sse(delta, "content_block_delta"))
+            signature = {
+                "type": "content_block_delta",
+                "index": 0,
+                "delta": {"type": "signature_delta", "signature": "sig"},
+            }
+            await response.write(_sse(signature, "content_block_delta"))
+            await response.write(_sse({"type": "content_block_stop", "index": 0}, "content_block_stop"))
         await response.write(
             _sse(
-                {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+                {"type": "content_block_start", "index": text_index, "content_block": {"type": "text", "text": ""}},
                 "content_block_start",
             )
         )
@@ -550,13 +598,13 @@ class FakeUpstream:
                 await asyncio.sleep(delay)
             delta = {
                 "type": "content_block_delta",
-                "index": 0,
+                "index": text_index,
                 "delta": {"type": "text_delta", "text": piece},
             }
             await response.write(_sse(delta, "content_block_delta"))
         if script.reset_after_chunks is not None:
             return await self._reset(request, response)
-        await response.write(_sse({"type": "content_block_stop", "index": 0}, "content_block_stop"))
+        await response.write(_sse({"type": "content_block_stop", "index": text_index}, "content_block_stop"))
         stop = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"}.get(finish, finish)
         final: dict[str, Any] = {
             "type": "message_delta",

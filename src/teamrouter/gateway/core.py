@@ -231,6 +231,7 @@ class Gateway:
                         kind=prepared.admission.request.kind,
                         response_id=prepared.generation_id,
                         model=endpoint.model_id,
+                        exclude_reasoning=prepared.admission.request.exclude_reasoning,
                     )
                 except UpstreamError as exc:
                     last = _masked(exc, endpoint)
@@ -241,7 +242,7 @@ class Gateway:
                 first_byte = time.perf_counter()
                 usage = parsed.usage or Usage(
                     prepared.admission.prompt_estimate,
-                    estimate_completion_tokens(output_chars(parsed.body)),
+                    estimate_completion_tokens(output_chars(parsed.body) + parsed.withheld_chars),
                     estimated=True,
                 )
                 charged = bill(endpoint, usage=usage, finish_reason=parsed.finish_reason)
@@ -314,6 +315,7 @@ class Gateway:
                         response_id=prepared.generation_id,
                         model=endpoint.model_id,
                         provider=endpoint.provider.name,
+                        exclude_reasoning=prepared.admission.request.exclude_reasoning,
                     )
                     first_byte = time.perf_counter()
                     # The client leaving while the upstream has yet to say anything cancels it.

@@ -11,7 +11,8 @@ is kept, so clients can ask for prompt caching as on OpenRouter. OpenRouter's ``
 the legacy ``functions`` / ``function_call`` form, whose answers would not come back in it.
 
 Response and stream: text becomes ``content``, thinking becomes ``reasoning`` (OpenRouter's
-field), ``tool_use`` becomes ``tool_calls``; stop reasons map end_turn/stop_sequence → stop,
+field; left out when the request excludes reasoning, though still billed as the output it is),
+``tool_use`` becomes ``tool_calls``; stop reasons map end_turn/stop_sequence → stop,
 max_tokens → length, tool_use → tool_calls, refusal → content_filter. Usage is normalized to
 OpenAI semantics: prompt tokens = input + cache reads + cache writes, cached = cache reads.
 """
@@ -142,6 +143,7 @@ class AnthropicAdapter:
         response_id: str | None = None,
         model: str | None = None,
         created: int | None = None,
+        exclude_reasoning: bool = False,
     ) -> ParsedResponse:
         if not 200 <= status < 300:
             raise self.map_error(status, body)
@@ -191,7 +193,7 @@ class AnthropicAdapter:
                 "role": "assistant",
                 "content": content if (content or not tool_calls) else None,
             }
-            if reasoning:
+            if reasoning and not exclude_reasoning:
                 message["reasoning"] = "".join(reasoning)
             if tool_calls:
                 message["tool_calls"] = tool_calls
@@ -205,7 +207,8 @@ class AnthropicAdapter:
             }
         if usage is not None:
             out["usage"] = usage.to_openai()
-        return ParsedResponse(out, usage, finish)
+        withheld = sum(map(len, reasoning)) if exclude_reasoning else 0
+        return ParsedResponse(out, usage, finish, withheld_chars=withheld)
 
     def stream_parser(
         self,
@@ -215,9 +218,15 @@ class AnthropicAdapter:
         model: str | None = None,
         provider: str | None = None,
         created: int | None = None,
+        exclude_reasoning: bool = False,
     ) -> AnthropicStreamParser:
         return AnthropicStreamParser(
-            kind=kind, response_id=response_id, model=model, provider=provider, created=created
+            kind=kind,
+            response_id=response_id,
+            model=model,
+            provider=provider,
+            created=created,
+            exclude_reasoning=exclude_reasoning,
         )
 
     def map_error(self, status: int, body: bytes) -> UpstreamError:
@@ -425,6 +434,7 @@ class AnthropicStreamParser:
         model: str | None = None,
         provider: str | None = None,
         created: int | None = None,
+        exclude_reasoning: bool = False,
     ) -> None:
         self.usage: Usage | None = None
         self.prompt_tokens: int | None = None
@@ -442,6 +452,7 @@ class AnthropicStreamParser:
         self._decoder = SSEDecoder()
         self._prompt = Usage()
         self._tool_index: dict[int, int] = {}  # Anthropic block index -> OpenAI tool index
+        self._exclude_reasoning = exclude_reasoning
 
     def feed(self, data: bytes) -> list[bytes]:
         return self._events(self._decoder.feed(data))
@@ -524,8 +535,9 @@ class AnthropicStreamParser:
                 return self._chunk({"content": text})
             if dtype == "thinking_delta" and self._kind == "chat":
                 text = str(delta.get("thinking", ""))
+                # Counted even when withheld: thinking is billed output, and it commits the stream.
                 self.completion_chars_seen += len(text)
-                return self._chunk({"reasoning": text})
+                return None if self._exclude_reasoning else self._chunk({"reasoning": text})
             if dtype == "input_json_delta" and self._kind == "chat":
                 partial = str(delta.get("partial_json", ""))
                 self.completion_chars_seen += len(partial)

@@ -196,6 +196,9 @@ class ParsedResponse:
     body: dict[str, Any]
     usage: Usage | None
     finish_reason: str | None
+    # Characters of output left out of `body` because the client excluded them (its reasoning):
+    # produced and billed all the same, so an estimate without usage counts them too.
+    withheld_chars: int = 0
 
 
 class StreamParser(Protocol):
@@ -225,7 +228,10 @@ class StreamParser(Protocol):
 
 
 class ProviderAdapter(Protocol):
-    """What the gateway needs from one upstream API. All methods are pure."""
+    """What the gateway needs from one upstream API. All methods are pure.
+
+    ``exclude_reasoning`` (the request's `ChatRequest.exclude_reasoning`) tells the parsers to
+    keep the model's reasoning out of what the client receives; it is still counted as output."""
 
     kind: str
 
@@ -247,6 +253,7 @@ class ProviderAdapter(Protocol):
         kind: Kind = "chat",
         response_id: str | None = None,
         model: str | None = None,
+        exclude_reasoning: bool = False,
     ) -> ParsedResponse: ...
 
     def stream_parser(
@@ -256,6 +263,7 @@ class ProviderAdapter(Protocol):
         response_id: str | None = None,
         model: str | None = None,
         provider: str | None = None,
+        exclude_reasoning: bool = False,
     ) -> StreamParser: ...
 
     def map_error(self, status: int, body: bytes) -> UpstreamError: ...
@@ -441,6 +449,9 @@ class ChatRequest:
     prompt: object = None
     provider: object = None  # the raw `provider` object; gateway.routing validates it
     user: str | None = None
+    # OpenRouter's `reasoning.exclude` (or its legacy `include_reasoning: false`): the model may
+    # reason, but its reasoning is not returned. One rule for every upstream, so decided here.
+    exclude_reasoning: bool = False
 
     @classmethod
     def parse(cls, body: object, *, kind: Kind = "chat", max_messages: int = 10_000, max_n: int = 128) -> ChatRequest:
@@ -497,12 +508,23 @@ class ChatRequest:
             prompt=prompt,
             provider=body.get("provider"),
             user=user,
+            exclude_reasoning=_excludes_reasoning(body),
         )
 
     def prompt_tokens_estimate(self) -> int:
         if self.kind == "chat":
             return estimate_prompt_tokens(self.messages, tools=self.body.get("tools"))
         return estimate_completion_prompt_tokens(self.prompt)
+
+
+def _excludes_reasoning(body: Mapping[str, Any]) -> bool:
+    """Whether the client asked not to see reasoning. OpenRouter documents ``include_reasoning:
+    false`` as ``reasoning: {exclude: true}``; either one hides it (check_parameters has made sure
+    both are booleans)."""
+    reasoning = body.get("reasoning")
+    return body.get("include_reasoning") is False or (
+        isinstance(reasoning, Mapping) and reasoning.get("exclude") is True
+    )
 
 
 def _positive(body: Mapping[str, Any], key: str) -> int | None:

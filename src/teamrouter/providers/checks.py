@@ -41,7 +41,7 @@ INTEGER_RANGES: Mapping[str, tuple[int | None, int | None]] = {
     "seed": (None, None),
     "top_logprobs": (0, 20),
 }
-BOOLEANS = ("logprobs", "parallel_tool_calls")
+BOOLEANS = ("logprobs", "parallel_tool_calls", "include_reasoning")
 OBJECTS = ("response_format", "logit_bias", "stream_options", "reasoning", "prediction")
 LISTS_OF_OBJECTS = ("tools", "functions")
 
@@ -121,6 +121,10 @@ def check_parameters(body: Mapping[str, Any]) -> None:
         value = body.get(name)
         if value is not None and not isinstance(value, Mapping):
             raise RequestError(name, "must be an object")
+    reasoning = body.get("reasoning")
+    if reasoning is not None and reasoning.get("exclude") is not None and not isinstance(reasoning["exclude"], bool):
+        # A string "false" would read as true somewhere: whether reasoning is shown must not be a guess.
+        raise RequestError("reasoning.exclude", "must be a boolean")
     for name in LISTS_OF_OBJECTS:
         value = body.get(name)
         if value is not None and (not isinstance(value, list) or not all(isinstance(v, Mapping) for v in value)):

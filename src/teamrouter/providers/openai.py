@@ -6,6 +6,9 @@ usage arrives in-band. Streams pass through byte for byte as far as possible: ea
 parsed for usage and finish reason, but forwarded as received except that ``id`` and ``model``
 are rewritten to the gateway's (a byte substitution; the JSON is re-encoded only when that
 substitution cannot be done safely or when the event also carries usage, which is stripped).
+When the request excludes reasoning, the reasoning fields an upstream may send (OpenRouter's
+``reasoning`` and ``reasoning_details``, vLLM's and DeepSeek's ``reasoning_content``) are removed
+from messages and deltas; a chunk left with nothing else to say is not forwarded.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from teamrouter.providers.base import (
     dumps,
     error_message,
     loads,
+    output_chars,
     upstream_error,
 )
 
@@ -32,6 +36,8 @@ if TYPE_CHECKING:
 
 # OpenRouter request fields the gateway consumes itself; upstreams reject or misread them.
 GATEWAY_FIELDS = frozenset({"models", "provider", "route", "transforms", "plugins", "usage"})
+# Where OpenAI-compatible upstreams put a model's reasoning, in a message or a stream delta.
+REASONING_FIELDS = ("reasoning", "reasoning_content", "reasoning_details")
 
 
 class OpenAIAdapter:
@@ -88,6 +94,7 @@ class OpenAIAdapter:
         kind: Kind = "chat",
         response_id: str | None = None,
         model: str | None = None,
+        exclude_reasoning: bool = False,
     ) -> ParsedResponse:
         if not 200 <= status < 300:
             raise self.map_error(status, body)
@@ -109,7 +116,12 @@ class OpenAIAdapter:
             if isinstance(choice, Mapping) and choice.get("finish_reason"):
                 finish = str(choice["finish_reason"])
                 break
-        return ParsedResponse(data, Usage.from_openai(data.get("usage")), finish)
+        withheld = 0
+        if exclude_reasoning:
+            shown = output_chars(data)
+            _withhold_reasoning(data["choices"], "message")
+            withheld = shown - output_chars(data)
+        return ParsedResponse(data, Usage.from_openai(data.get("usage")), finish, withheld_chars=withheld)
 
     def stream_parser(
         self,
@@ -118,8 +130,11 @@ class OpenAIAdapter:
         response_id: str | None = None,
         model: str | None = None,
         provider: str | None = None,
+        exclude_reasoning: bool = False,
     ) -> OpenAIStreamParser:
-        return OpenAIStreamParser(response_id=response_id, model=model, provider=provider)
+        return OpenAIStreamParser(
+            response_id=response_id, model=model, provider=provider, exclude_reasoning=exclude_reasoning
+        )
 
     def map_error(self, status: int, body: bytes) -> UpstreamError:
         return upstream_error(status, body)
@@ -130,7 +145,12 @@ class OpenAIStreamParser:
     OpenRouter's chunks do), extracting usage on the fly."""
 
     def __init__(
-        self, *, response_id: str | None = None, model: str | None = None, provider: str | None = None
+        self,
+        *,
+        response_id: str | None = None,
+        model: str | None = None,
+        provider: str | None = None,
+        exclude_reasoning: bool = False,
     ) -> None:
         self.usage: Usage | None = None
         self.prompt_tokens: int | None = None  # OpenAI reports usage only at the end
@@ -148,6 +168,7 @@ class OpenAIStreamParser:
         self._provider_field = b'{"provider":%s,' % dumps(provider) if provider is not None else None
         # key -> (upstream value, byte patterns to replace, replacement); learned from the first chunk.
         self._patterns: dict[str, tuple[str, tuple[bytes, bytes], bytes]] = {}
+        self._exclude_reasoning = exclude_reasoning
 
     def feed(self, data: bytes) -> list[bytes]:
         return self._events(self._decoder.feed(data))
@@ -185,15 +206,21 @@ class OpenAIStreamParser:
         if usage is not None:
             self.usage = usage
         choices = chunk.get("choices")
+        withheld = silent = False
         if isinstance(choices, list):
             for choice in choices:
                 if isinstance(choice, dict):  # parsed JSON: every object is a dict
                     self._count(choice)
+            # After counting: withheld reasoning is still output, billed and committing the stream.
+            if self._exclude_reasoning and _withhold_reasoning(choices, "delta"):
+                withheld, silent = True, _says_nothing(choices)
         if usage is not None:
             if not choices:
                 return None  # the usage-only chunk: the gateway sends its own, with cost
             chunk.pop("usage", None)
             return self._redump(chunk)
+        if withheld:
+            return None if silent else self._redump(chunk)  # silent: it carried reasoning only
         return self._rewrite(payload, chunk)
 
     def _count(self, choice: dict[str, Any]) -> None:
@@ -266,3 +293,22 @@ class OpenAIStreamParser:
                 return None
             out = out.replace(patterns[0] if compact else patterns[1], replacement, 1)
         return out
+
+
+def _withhold_reasoning(choices: list[Any], part: str) -> bool:
+    """Remove the reasoning fields from each choice's ``part`` (its message or delta); whether any
+    was there."""
+    removed = False
+    for choice in choices:
+        holder = choice.get(part) if isinstance(choice, dict) else None
+        if isinstance(holder, dict):
+            for key in REASONING_FIELDS:
+                if key in holder:
+                    del holder[key]
+                    removed = True
+    return removed
+
+
+def _says_nothing(choices: list[Any]) -> bool:
+    """No choice has a delta or a finish reason left (once its reasoning was withheld)."""
+    return not any(isinstance(c, dict) and (c.get("delta") or c.get("finish_reason")) for c in choices)

@@ -291,6 +291,19 @@ def test_parse_response() -> None:
     assert body["usage"]["prompt_tokens"] == 17 and body["usage"]["total_tokens"] == 24
 
 
+def test_excluded_thinking_is_left_out_of_the_answer_but_still_billed() -> None:
+    shown = ADAPTER.parse_response(200, json.dumps(RESPONSE).encode())
+    hidden = ADAPTER.parse_response(200, json.dumps(RESPONSE).encode(), exclude_reasoning=True)
+    assert shown.body["choices"][0]["message"]["reasoning"] == "hmm"  # OpenRouter's field, when not excluded
+    message = hidden.body["choices"][0]["message"]
+    assert "reasoning" not in message and "reasoning_details" not in message
+    assert message == {k: v for k, v in shown.body["choices"][0]["message"].items() if k != "reasoning"}
+    # Anthropic's output_tokens include the thinking: the bill is the same either way, and an
+    # estimate (an answer without usage) counts the withheld characters.
+    assert hidden.usage == shown.usage and hidden.body["usage"] == shown.body["usage"]
+    assert (hidden.withheld_chars, shown.withheld_chars) == (len("hmm"), 0)
+
+
 @pytest.mark.parametrize(
     ("stop", "finish"),
     [
@@ -394,8 +407,16 @@ STREAM = b"".join(
 )
 
 
-def translate(stream: bytes, cut: int | None = None) -> tuple[list[dict[str, object]], object]:
-    parser = ADAPTER.stream_parser(response_id="gen-7", model="anthropic/claude", provider="Anthropic", created=3)
+def translate(
+    stream: bytes, cut: int | None = None, *, exclude_reasoning: bool = False
+) -> tuple[list[dict[str, object]], object]:
+    parser = ADAPTER.stream_parser(
+        response_id="gen-7",
+        model="anthropic/claude",
+        provider="Anthropic",
+        created=3,
+        exclude_reasoning=exclude_reasoning,
+    )
     parts = [stream] if cut is None else [stream[:cut], stream[cut:]]
     out: list[bytes] = []
     for part in parts:
@@ -486,3 +507,69 @@ async def test_round_trip_through_fake_anthropic_server() -> None:
             with pytest.raises(UpstreamError) as info:
                 ADAPTER.parse_response(resp.status, await resp.read())
         assert info.value.status == 529 and info.value.retryable
+
+
+THINKING_STREAM = b"".join(
+    [
+        sse(
+            "message_start",
+            {"type": "message_start", "message": {"id": "msg_2", "model": "claude-x", "usage": {"input_tokens": 20}}},
+        ),
+        sse(
+            "content_block_start",
+            {"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": ""}},
+        ),
+        sse(
+            "content_block_delta",
+            {"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": "Two and "}},
+        ),
+        sse(
+            "content_block_delta",
+            {"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": "two."}},
+        ),
+        sse(
+            "content_block_delta",
+            {"type": "content_block_delta", "index": 0, "delta": {"type": "signature_delta", "signature": "c2ln"}},
+        ),
+        sse("content_block_stop", {"type": "content_block_stop", "index": 0}),
+        sse(
+            "content_block_start",
+            {"type": "content_block_start", "index": 1, "content_block": {"type": "text", "text": ""}},
+        ),
+        sse(
+            "content_block_delta",
+            {"type": "content_block_delta", "index": 1, "delta": {"type": "text_delta", "text": "4"}},
+        ),
+        sse("content_block_stop", {"type": "content_block_stop", "index": 1}),
+        sse(
+            "message_delta",
+            {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 30}},
+        ),
+        sse("message_stop", {"type": "message_stop"}),
+    ]
+)
+
+
+def test_streamed_thinking_is_reasoning_unless_excluded() -> None:
+    shown, shown_parser = translate(THINKING_STREAM)
+    assert [c["choices"][0]["delta"] for c in shown] == [  # type: ignore[index]
+        {"role": "assistant", "content": ""},
+        {"reasoning": "Two and "},
+        {"reasoning": "two."},
+        {"content": "4"},
+        {},
+    ]
+    hidden, parser = translate(THINKING_STREAM, exclude_reasoning=True)
+    assert [c["choices"][0]["delta"] for c in hidden] == [  # type: ignore[index]
+        {"role": "assistant", "content": ""},
+        {"content": "4"},
+        {},
+    ]
+    assert hidden[-1]["choices"][0]["finish_reason"] == "stop"  # type: ignore[index]
+    # Withheld, still output: billed from output_tokens (thinking included), and a stream cut before
+    # them is estimated from every character the model produced, thinking too.
+    assert parser.usage == shown_parser.usage == Usage(20, 30)  # type: ignore[attr-defined]
+    chars = len("Two and two.") + len("4")
+    assert parser.completion_chars_seen == shown_parser.completion_chars_seen == chars  # type: ignore[attr-defined]
+    _, cut = translate(THINKING_STREAM.split(b"event: message_delta")[0], exclude_reasoning=True)
+    assert billable_usage(cut, prompt_estimate=1000) == Usage(20, 4, estimated=True)  # type: ignore[arg-type]

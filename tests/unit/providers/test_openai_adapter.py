@@ -176,8 +176,11 @@ def run(
     response_id: str | None = None,
     model: str | None = None,
     provider: str | None = None,
+    exclude_reasoning: bool = False,
 ) -> tuple[list[bytes], object]:
-    parser = ADAPTER.stream_parser(response_id=response_id, model=model, provider=provider)
+    parser = ADAPTER.stream_parser(
+        response_id=response_id, model=model, provider=provider, exclude_reasoning=exclude_reasoning
+    )
     out: list[bytes] = []
     start = 0
     for cut in [*pieces, len(stream)]:
@@ -312,3 +315,77 @@ def test_a_key_at_the_clients_cut_never_leaves_a_prefix() -> None:
         ADAPTER.parse_response(200, body)
     shown = for_client(info.value.message, secret="plainsecretvalue42")
     assert "plain" not in shown and len(shown) == 300
+
+
+def test_excluded_reasoning_is_left_out_of_a_whole_answer_but_still_billed() -> None:
+    thought = [{"type": "reasoning.text", "text": "Two and two."}]
+    answer = {
+        "id": "x",
+        "choices": [
+            {
+                "index": 0,
+                "message": {
+                    "role": "assistant",
+                    "content": "4",
+                    "reasoning": "Two and two.",
+                    "reasoning_details": thought,
+                },
+                "finish_reason": "stop",
+            },
+            {"index": 1, "message": {"role": "assistant", "content": "four", "reasoning_content": "2+2"}},
+        ],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 20, "completion_tokens_details": {"reasoning_tokens": 15}},
+    }
+    raw = json.dumps(answer).encode()
+    shown = ADAPTER.parse_response(200, raw)
+    assert shown.body["choices"][0]["message"]["reasoning"] == "Two and two."  # passed through as sent
+    hidden = ADAPTER.parse_response(200, raw, exclude_reasoning=True)
+    assert [c["message"] for c in hidden.body["choices"]] == [
+        {"role": "assistant", "content": "4"},
+        {"role": "assistant", "content": "four"},
+    ]
+    # Billed as before: the upstream's usage, reasoning tokens included; an estimate would count
+    # the withheld characters.
+    assert hidden.usage == shown.usage == Usage(5, 20, 15)
+    assert hidden.body["usage"] == answer["usage"]
+    assert (hidden.withheld_chars, shown.withheld_chars) == (len("Two and two.") + len("2+2"), 0)
+
+
+def chunk(delta: dict[str, object], finish: str | None = None) -> bytes:
+    choice = {"index": 0, "delta": delta, "finish_reason": finish}
+    return b"data: " + json.dumps({"id": "c-1", "created": 7, "model": "up", "choices": [choice]}).encode() + b"\n\n"
+
+
+THINKING = b"".join(
+    [
+        chunk({"role": "assistant", "content": "", "reasoning": "Two "}),
+        chunk({"reasoning": "and two.", "reasoning_details": [{"type": "reasoning.text", "text": "and two."}]}),
+        chunk({"reasoning_content": "Hm."}),
+        chunk({"content": "4", "reasoning": None}),
+        chunk({}, "stop"),
+        b'data: {"id":"c-1","choices":[],"usage":{"prompt_tokens":5,"completion_tokens":20,'
+        b'"completion_tokens_details":{"reasoning_tokens":15}}}\n\n',
+        DONE,
+    ]
+)
+
+
+def test_excluded_reasoning_never_leaves_a_stream_but_is_still_billed() -> None:
+    shown, shown_parser = run(THINKING, [], response_id="gen-r", model="a/b")
+    assert [json.loads(e[6:])["choices"][0]["delta"].get("reasoning") for e in shown] == [
+        "Two ",
+        "and two.",
+        None,
+        None,
+        None,
+    ]
+    hidden, parser = run(THINKING, [], response_id="gen-r", model="a/b", exclude_reasoning=True)
+    events = [json.loads(e[6:]) for e in hidden]
+    # Chunks that carried only reasoning are not sent; the others lose their reasoning fields.
+    assert [e["choices"][0]["delta"] for e in events] == [{"role": "assistant", "content": ""}, {"content": "4"}, {}]
+    assert all((e["id"], e["model"]) == ("gen-r", "a/b") for e in events)
+    assert events[-1]["choices"][0]["finish_reason"] == "stop"
+    # Still output: the upstream's usage as sent, and every character counted for an estimate.
+    assert parser.usage == shown_parser.usage == Usage(5, 20, 15)  # type: ignore[attr-defined]
+    assert parser.completion_chars_seen == shown_parser.completion_chars_seen  # type: ignore[attr-defined]
+    assert parser.completion_chars_seen == len("Two and two.Hm.4") + 1  # type: ignore[attr-defined]

@@ -41,6 +41,9 @@ def chat(**fields: object) -> dict[str, object]:
         (chat(stop=5), "stop"),
         (chat(stop=["a", 1]), "stop"),
         (chat(tool_choice=1), "tool_choice"),
+        (chat(include_reasoning="false"), "include_reasoning"),
+        (chat(reasoning={"exclude": "true"}), "reasoning.exclude"),
+        (chat(reasoning={"exclude": 1}), "reasoning.exclude"),
     ],
 )
 def test_bad_chat_bodies_name_the_field(body: dict[str, object], field: str) -> None:
@@ -71,6 +74,25 @@ def test_bad_chat_bodies_name_the_field(body: dict[str, object], field: str) -> 
 )
 def test_good_chat_bodies_pass(body: dict[str, object]) -> None:
     assert ChatRequest.parse(body).messages == body["messages"]
+
+
+@pytest.mark.parametrize(
+    ("fields", "excluded"),
+    [
+        ({}, False),
+        ({"reasoning": {"effort": "high"}}, False),
+        ({"reasoning": {"exclude": False}}, False),
+        ({"reasoning": {"exclude": None}}, False),  # null means absent
+        ({"include_reasoning": True}, False),
+        ({"include_reasoning": None}, False),
+        ({"reasoning": {"exclude": True}}, True),
+        ({"reasoning": {"max_tokens": 2000, "exclude": True}}, True),
+        ({"include_reasoning": False}, True),  # OpenRouter's legacy spelling of the same
+        ({"include_reasoning": False, "reasoning": {"exclude": False}}, True),  # either one hides it
+    ],
+)
+def test_reasoning_can_be_excluded_from_the_answer(fields: dict[str, object], excluded: bool) -> None:
+    assert ChatRequest.parse(chat(**fields)).exclude_reasoning is excluded
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,112 @@
+"""Reasoning through a real teamrouter process to the fake upstreams: shown in OpenRouter's shape by
+default, never returned when the request excludes it (`reasoning.exclude`, or the legacy
+`include_reasoning: false`), and billed the same either way, whole answers and streams alike."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select
+from tests.support.gateway import funded_person, script
+
+from teamrouter.domain.activity.models import Generation
+from teamrouter.domain.credits.models import CreditAccount
+
+pytestmark = pytest.mark.db
+
+REASONING_FIELDS = {"reasoning", "reasoning_content", "reasoning_details"}
+USAGE = {"prompt_tokens": 100, "completion_tokens": 50, "reasoning_tokens": 30}
+THOUGHT = "Two and two make four."
+REPLY = "The answer is 4."
+# What the upstream's reasoning looks like: Anthropic's thinking block (teamrouter names it
+# `reasoning`, as OpenRouter does); an OpenAI-compatible upstream's field, passed on as it is.
+UPSTREAMS = [
+    pytest.param("test/claude", {}, "reasoning", id="anthropic"),
+    pytest.param("test/chat", {"reasoning_field": "reasoning"}, "reasoning", id="openai-reasoning"),
+    pytest.param("test/chat", {}, "reasoning_content", id="openai-reasoning_content"),
+]
+# Both ask Anthropic for thinking (a budget above its 1,024-token minimum fits in max_tokens).
+EXCLUSIONS = [
+    pytest.param({"reasoning": {"exclude": True}}, id="exclude"),
+    pytest.param({"include_reasoning": False, "reasoning_effort": "low"}, id="include_reasoning-false"),
+]
+
+
+@pytest.fixture
+def client(gateway):
+    with httpx.Client(base_url=gateway.base_url, timeout=30) as c:
+        yield c
+
+
+def ask(client: httpx.Client, key: str, body: dict[str, Any], *, stream: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The answer's message (for a stream, its deltas merged: strings joined) and its usage."""
+    r = client.post(
+        "/api/v1/chat/completions", headers={"Authorization": f"Bearer {key}"}, json={**body, "stream": stream}
+    )
+    assert r.status_code == 200, r.text
+    if not stream:
+        answer = r.json()
+        return answer["choices"][0]["message"], answer["usage"]
+    events = [json.loads(line[6:]) for line in r.text.splitlines() if line.startswith("data: {")]
+    merged: dict[str, Any] = {}
+    for event in events:
+        for choice in event["choices"]:
+            for key, value in choice["delta"].items():
+                joined = isinstance(value, str) and isinstance(merged.get(key), str)
+                merged[key] = merged[key] + value if joined else value
+    assert events[-1]["choices"] == []
+    return merged, events[-1]["usage"]
+
+
+async def balance(rt, account_id: str) -> int:
+    async with rt.db.read() as s:
+        return (await s.get_one(CreditAccount, account_id)).balance
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+@pytest.mark.parametrize("exclusion", EXCLUSIONS)
+@pytest.mark.parametrize(("model", "upstream", "field"), UPSTREAMS)
+async def test_excluded_reasoning_is_not_returned_and_is_billed_the_same(
+    client, gw_rt, model, upstream, field, exclusion, stream
+):
+    who = await funded_person(gw_rt, usd="1")
+    content = script(content=REPLY, reasoning=THOUGHT, usage=USAGE, **upstream)
+    asked = {"model": model, "messages": [{"role": "user", "content": content}], "max_tokens": 2000}
+    start = await balance(gw_rt, who.account_id)
+
+    shown, shown_usage = ask(client, who.key, {**asked, "reasoning": {"effort": "low"}}, stream=stream)
+    assert shown[field] == THOUGHT and shown["content"] == REPLY
+    middle = await balance(gw_rt, who.account_id)
+
+    hidden, hidden_usage = ask(client, who.key, {**asked, **exclusion}, stream=stream)
+    assert not REASONING_FIELDS & set(hidden), hidden
+    assert hidden["content"] == REPLY
+    # Reasoning tokens are output tokens, billed whether or not they are returned.
+    assert hidden_usage == shown_usage and hidden_usage["completion_tokens"] == 50
+    assert start - middle == middle - await balance(gw_rt, who.account_id) > 0
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+@pytest.mark.parametrize(("model", "upstream", "field"), UPSTREAMS)
+async def test_withheld_reasoning_counts_in_the_estimate_of_an_answer_without_usage(
+    client, gw_rt, model, upstream, field, stream
+):
+    who = await funded_person(gw_rt, usd="1")
+    content = script(content=REPLY, reasoning=THOUGHT, no_usage=True, **upstream)
+    body = {
+        "model": model,
+        "messages": [{"role": "user", "content": content}],
+        "max_tokens": 2000,
+        "reasoning": {"exclude": True},
+    }
+    hidden, usage = ask(client, who.key, body, stream=stream)
+    assert not REASONING_FIELDS & set(hidden) and hidden["content"] == REPLY
+    # About four characters a token, over everything the model produced: the reply and its reasoning.
+    assert usage["completion_tokens"] == math.ceil(len(REPLY + THOUGHT) / 4)
+    async with gw_rt.db.read() as s:
+        row = await s.scalar(select(Generation).where(Generation.account_id == who.account_id))
+    assert row is not None and row.usage_estimated and row.tokens_completion == usage["completion_tokens"]
