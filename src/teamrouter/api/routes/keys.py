@@ -87,7 +87,8 @@ async def update_key(
     actor: ActorDep,
     rt: RuntimeDep,
 ) -> dict[str, Any]:
-    """Change name, disabled, limit or limit_reset; only the fields sent change."""
+    """Change name, disabled, limit or limit_reset, or hand an admin-managed key back to its creator
+    (`admin_managed: false`, org admins); only the fields sent change."""
     changes = {field: getattr(body, field) for field in body.model_fields_set - SDK_ONLY_FIELDS}
     key = await keys.update_key(rt, actor=actor, key_hash=hash, **changes)
     return {"data": key_public(key, rt.clock.now())}

@@ -55,12 +55,16 @@ class KeyCreate(Strict):
 
 
 class KeyUpdate(Strict):
-    """Only the fields present in the body change; `limit: null` removes the limit."""
+    """Only the fields present in the body change; `limit: null` removes the limit.
+
+    `admin_managed` is teamrouter's own: `false` from an org admin hands the key back to its creator.
+    """
 
     name: str | None = Field(default=None, max_length=NAME_MAX)
     disabled: bool | None = None
     limit: UsdNumber | None = None
     limit_reset: str | None = Field(default=None, max_length=16)
+    admin_managed: bool | None = None
     include_byok_in_limit: bool | None = None
     workspace_id: Literal["default"] | None = None
 

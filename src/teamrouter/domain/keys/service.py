@@ -6,10 +6,12 @@ context and, without `keys:manage_all`, to the keys the actor created; anything 
 The plaintext of a key exists only inside `create_key` and its return value.
 
 *Admin-managed keys*: once an org admin other than the creator sets a key's `disabled`, `limit` or
-`limit_reset` (or the key is disabled at its creator's exit or demotion, see `orgs.members`), the key
-is admin-managed for good. Its creator, unless an admin, may still rename, disable or delete it and
-lower its limit, but may not re-enable it, raise or remove its limit or change `limit_reset` (403):
-otherwise a member could undo the admin's decision and bill the org pool again.
+`limit_reset`, or the key is disabled at its creator's exit or demotion (see `orgs.members`), the
+key is admin-managed. Its creator, unless an
+admin, may still rename, disable or delete it and lower its limit, but may not re-enable it, raise or
+remove its limit or change `limit_reset` (403): otherwise a member could undo the admin's decision and
+bill the org pool again. It stays so until an org admin other than the creator hands it back
+(`admin_managed: false`, see `_check_hand_back`).
 """
 
 from __future__ import annotations
@@ -180,6 +182,25 @@ def _check_admin_managed(actor: Actor, key: ApiKey, changes: dict[str, Any]) -> 
         )
 
 
+def _check_hand_back(actor: Actor, key: ApiKey) -> None:
+    """`admin_managed: false` undoes a take-over, so only who may take over may send it: an org admin
+    other than the key's creator (a session, or a management key acting as one, as for every other
+    admin-only key action). Anyone else is refused, the creator included: a key is not handed back to
+    oneself, and in personal context there is no admin to hand it back from."""
+    if actor.organization_id is None or not actor.can(Scope.KEYS_MANAGE_ALL):
+        raise Forbidden(
+            "admin_managed: only an organization admin can hand a key back to its creator",
+            code="field_forbidden",
+            field="admin_managed",
+        )
+    if key.creator_user_id == actor.user_id:
+        raise Forbidden(
+            "admin_managed: you created this key; another admin of the organization can hand it back to you",
+            code="field_forbidden",
+            field="admin_managed",
+        )
+
+
 async def _load_for_update(uow: UnitOfWork, actor: Actor, key_hash: str) -> ApiKey:
     key = await uow.session.scalar(_visible(actor).where(ApiKey.hash == key_hash).with_for_update())
     if key is None:
@@ -333,8 +354,18 @@ async def update_key(
     disabled: bool | _Unset | None = UNSET,
     limit: Decimal | _Unset | None = UNSET,
     limit_reset: str | _Unset | None = UNSET,
+    admin_managed: bool | _Unset | None = UNSET,
 ) -> ApiKey:
-    """Change the given fields only; `limit=None` removes the limit."""
+    """Change the given fields only; `limit=None` removes the limit; `admin_managed=False` hands an
+    admin-managed key back to its creator (org admins only), and wins over a take-over in the same
+    call: the limit then set is one the creator may change."""
+    hand_back = admin_managed is not UNSET
+    if hand_back and admin_managed is not False:
+        raise bad_field(
+            "admin_managed",
+            "can only be false (hand the key back to its creator); a key becomes admin-managed when an "
+            "admin sets its disabled, limit or limit_reset",
+        )
     changes: dict[str, Any] = {}
     if name is not UNSET:
         changes["name"] = _clean_name(name)
@@ -346,17 +377,21 @@ async def update_key(
         changes["spend_limit"] = _limit_units(limit)
     if limit_reset is not UNSET:
         changes["limit_reset"] = _limit_reset(limit_reset)
-    if not changes:
+    if not changes and not hand_back:
         raise BadRequest("No update fields provided", code="no_update_fields")
 
     now = rt.clock.now()
     async with rt.db.uow() as uow:
         key = await _load_for_update(uow, actor, key_hash)
+        if hand_back:
+            _check_hand_back(actor, key)
         _check_admin_managed(actor, key, changes)
         before = _public_fields(key)
         for field, value in changes.items():
             setattr(key, field, value)
-        if _takes_over(actor, key, changes):
+        if hand_back:
+            key.admin_managed = False
+        elif _takes_over(actor, key, changes):
             key.admin_managed = True
         after = _public_fields(key)
         changed = {k for k in after if after[k] != before[k]}
