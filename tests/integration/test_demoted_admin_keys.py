@@ -74,3 +74,33 @@ async def test_promotion_and_unchanged_roles_disable_nothing(make_person, rt):
     assert (await admin.call("PATCH", path, json={"role": "admin"})).status_code == 200
     async with rt.db.read() as s:
         assert (await s.scalars(select(ApiKey.disabled))).all() == [False]
+
+
+async def test_a_management_key_paused_before_demotion_stays_the_admins_to_revive(make_person, client, rt):
+    admin = await make_person()
+    grace = await make_person()
+    org = await make_org(rt, admin)
+    await add_member(rt, org, grace, role="admin")
+    await enter(admin, org)
+    await enter(grace, org)
+    mgmt, mgmt_plain = await new_key(grace, name="grace ops", management=True)
+    inference, _ = await new_key(grace, name="grace inference")
+    for key in (mgmt, inference):
+        assert (await grace.call("PATCH", f"/keys/{key['hash']}", json={"disabled": True})).status_code == 200
+
+    path = f"/organizations/{org}/members/{grace.id}"
+    assert (await admin.call("PATCH", path, json={"role": "member"})).status_code == 200
+    row = await key_row(rt, mgmt["hash"])
+    assert (row.disabled, row.admin_managed) == (True, True)
+    (event,) = [e for e in await key_audit(rt) if e.target_id == row.id and e.action == "api_key.update"]
+    assert event.actor_user_id == admin.id and event.before == {"admin_managed": False}
+    # Her inference keys are not the demotion's business, paused or not.
+    assert (await key_row(rt, inference["hash"])).admin_managed is False
+
+    await sign_in_again(grace)
+    await enter(grace, org)
+    r = await grace.call("PATCH", f"/keys/{mgmt['hash']}", json={"disabled": False})
+    assert_envelope(r, 403, "admin manages this key's status and limit")
+    assert (await grace.call("PATCH", f"/keys/{inference['hash']}", json={"disabled": False})).status_code == 200
+    assert (await admin.call("PATCH", path, json={"role": "admin"})).status_code == 200
+    assert_envelope(await with_key(client, mgmt_plain, "GET", "/keys"), 401, "disabled")

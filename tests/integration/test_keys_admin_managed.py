@@ -162,3 +162,70 @@ async def test_keys_disabled_at_exit_stay_disabled_when_the_member_returns(make_
     # The admin decides: re-enabled, it works again.
     assert (await admin.call("PATCH", f"/keys/{key['hash']}", json={"disabled": False})).status_code == 200
     assert (await key_auth.inference_key(rt, plain)).key_id == row.id
+
+
+async def test_a_limit_an_admin_sets_when_creating_a_members_key_is_the_admins(make_person, client, rt):
+    admin, member, _ = await org_of(make_person, rt)
+    _, mgmt_plain = await new_key(admin, name="ops", management=True)
+    limited, _ = await new_key(admin, name="for member", creator_user_id=member.id, limit=5, limit_reset="daily")
+    assert limited["admin_managed"] is True
+    r = await with_key(
+        client, mgmt_plain, "POST", "/keys", json={"name": "by key", "creator_user_id": member.id, "limit": 1}
+    )
+    assert r.status_code == 201 and r.json()["data"]["admin_managed"] is True, r.text
+    by_key = r.json()["data"]
+    # The creator cannot lift what the admin set at creation, any more than a later change.
+    assert_admin_managed_refusal(await member.call("PATCH", f"/keys/{limited['hash']}", json={"limit": None}), "limit")
+    assert_admin_managed_refusal(
+        await member.call("PATCH", f"/keys/{limited['hash']}", json={"limit_reset": "monthly"}), "limit_reset"
+    )
+    assert_admin_managed_refusal(await member.call("PATCH", f"/keys/{by_key['hash']}", json={"limit": 2}), "limit")
+    assert (await key_row(rt, limited["hash"])).spend_limit == 5_000_000_000
+    # No limit set: nothing of the admin's to keep; a member's own key or an admin's own neither.
+    unlimited, _ = await new_key(admin, name="unlimited", creator_user_id=member.id)
+    own, _ = await new_key(member, name="own", limit=5)
+    admins, _ = await new_key(admin, name="admin's", limit=5)
+    assert [unlimited["admin_managed"], own["admin_managed"], admins["admin_managed"]] == [False, False, False]
+    assert (await member.call("PATCH", f"/keys/{own['hash']}", json={"limit": None})).status_code == 200
+
+
+@pytest.mark.parametrize("how", ["leaves", "removed"])
+async def test_keys_already_disabled_at_exit_stay_disabled_when_the_member_returns(make_person, rt, how):
+    recording_mailer(rt)
+    admin = await make_person()
+    member = await make_person()
+    org = await make_org(rt, admin)
+    await enter(admin, org)
+    await join(rt, admin, member, org)
+    await enter(member, org)
+    key, plain = await new_key(member, name="paused before leaving")
+    assert (await member.call("PATCH", f"/keys/{key['hash']}", json={"disabled": True})).status_code == 200
+    if how == "leaves":
+        assert (await member.call("POST", f"/organizations/{org}/leave")).status_code == 204
+    else:
+        assert (await admin.call("DELETE", f"/organizations/{org}/members/{member.id}")).status_code == 204
+    row = await key_row(rt, key["hash"])
+    assert (row.disabled, row.admin_managed) == (True, True)
+    (event,) = [e for e in await key_audit(rt) if e.target_id == row.id and e.action == "api_key.update"]
+    assert event.actor_user_id == (member.id if how == "leaves" else admin.id)
+    assert event.before == {"admin_managed": False}
+    assert event.after == {"admin_managed": True, "reason": "creator left the organization"}
+
+    await join(rt, admin, member, org)
+    await enter(member, org)
+    assert_admin_managed_refusal(
+        await member.call("PATCH", f"/keys/{key['hash']}", json={"disabled": False}), "disabled"
+    )
+    with pytest.raises(Unauthorized):
+        await key_auth.inference_key(rt, plain)
+
+    # Where the org keeps a leaver's keys, it makes no decision on them, paused or not.
+    r = await admin.call("PATCH", f"/organizations/{org}/settings", json={"member_exit_keys": "keep"})
+    assert r.status_code == 200, r.text
+    paused, _ = await new_key(member, name="paused, kept")
+    assert (await member.call("PATCH", f"/keys/{paused['hash']}", json={"disabled": True})).status_code == 200
+    if how == "leaves":
+        assert (await member.call("POST", f"/organizations/{org}/leave")).status_code == 204
+    else:
+        assert (await admin.call("DELETE", f"/organizations/{org}/members/{member.id}")).status_code == 204
+    assert (await key_row(rt, paused["hash"])).admin_managed is False

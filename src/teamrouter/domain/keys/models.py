@@ -29,10 +29,10 @@ class ApiKey(Base):
     creator_user_id: Mapped[str] = mapped_column(ForeignKey("user_account.id"), index=True)
     management: Mapped[bool] = mapped_column(default=False)
     disabled: Mapped[bool] = mapped_column(default=False)
-    # Set once an org admin other than the creator sets `disabled`, `limit` or `limit_reset`, or the
-    # system disables the key at its creator's exit or demotion; cleared only by an org admin other than
-    # the creator (`admin_managed: false`, handing it back). Meanwhile its creator, unless an admin, may
-    # rename, disable, delete it or lower its limit, but not undo an admin's decision.
+    # Set once an org admin other than the creator sets `disabled`, `limit` or `limit_reset` (at creation
+    # too), or the key is (or already was) disabled at its creator's exit or demotion; cleared only by an
+    # org admin other than the creator (`admin_managed: false`, handing it back). Meanwhile its creator,
+    # unless an admin, may rename, disable, delete it or lower its limit, but not undo an admin's decision.
     admin_managed: Mapped[bool] = mapped_column(default=False)
     spend_limit: Mapped[int | None] = mapped_column(Money)  # nano-USD; None = no limit
     limit_reset: Mapped[str | None] = mapped_column(String(16))  # daily | weekly | monthly | None (lifetime)

@@ -6,8 +6,8 @@ context and, without `keys:manage_all`, to the keys the actor created; anything 
 The plaintext of a key exists only inside `create_key` and its return value.
 
 *Admin-managed keys*: once an org admin other than the creator sets a key's `disabled`, `limit` or
-`limit_reset`, or the key is disabled at its creator's exit or demotion (see `orgs.members`), the
-key is admin-managed. Its creator, unless an
+`limit_reset` (creating a key for someone else with a limit counts), or the key is disabled at its
+creator's exit or demotion (see `orgs.members`), the key is admin-managed. Its creator, unless an
 admin, may still rename, disable or delete it and lower its limit, but may not re-enable it, raise or
 remove its limit or change `limit_reset` (403): otherwise a member could undo the admin's decision and
 bill the org pool again. It stays so until an org admin other than the creator hands it back
@@ -289,6 +289,9 @@ async def create_key(
             creator_user_id=creator,
             management=management,
             disabled=False,
+            # A limit an admin sets on a key made for someone else is the admin's decision, as it would
+            # be set by a later PATCH (`_takes_over`): its creator may not lift it.
+            admin_managed=creator != actor.user_id and (spend_limit is not None or reset is not None),
             spend_limit=spend_limit,
             limit_reset=reset,
             expires_at=expiry,

@@ -20,7 +20,8 @@ created in the org are disabled unless the org keeps them (`member_exit_keys = "
 management keys are always disabled.
 
 Keys disabled here become admin-managed (`ApiKey.admin_managed`, see `keys.service`): a person who
-comes back as a member cannot re-enable them; an admin can.
+comes back as a member cannot re-enable them; an admin can. So do those of the same keys the person
+had already disabled themselves, or pausing a key before leaving would keep it revivable.
 """
 
 from __future__ import annotations
@@ -122,6 +123,7 @@ async def change_role(
                     organization_id=org.id,
                     user_id=user_id,
                     keys=await _enabled_keys(uow, org.id, user_id, management_only=True),
+                    management_only=True,
                     reason="creator is no longer an admin of the organization",
                 )
         user = await uow.session.get_one(User, user_id)
@@ -181,7 +183,14 @@ async def end_membership(
         after={"disabled_keys": len(keys), "member_exit_keys": exit_keys},
     )
     await _disable_keys(
-        uow, rt, actor=actor, organization_id=org.id, user_id=user_id, keys=keys, reason="creator left the organization"
+        uow,
+        rt,
+        actor=actor,
+        organization_id=org.id,
+        user_id=user_id,
+        keys=keys,
+        management_only=exit_keys == "keep",
+        reason="creator left the organization",
     )
 
 
@@ -208,13 +217,25 @@ async def _disable_keys(
     organization_id: str,
     user_id: str,
     keys: Sequence[Row[str, str, bool]],
+    management_only: bool,
     reason: str,
 ) -> None:
-    """Disable a person's keys (from `_enabled_keys`) as the system, in the caller's transaction.
+    """Disable a person's keys (from `_enabled_keys`, with the same `management_only`) as the system,
+    in the caller's transaction.
 
-    They become admin-managed, so the person cannot re-enable them unless they are an admin; and
-    the membership-scoped caches drop the person's keys after commit, as at an exit."""
+    They become admin-managed, so the person cannot re-enable them unless they are an admin, and so do
+    the keys of the same kind the person had already disabled; the membership-scoped caches drop the
+    person's keys after commit, as at an exit."""
     now = rt.clock.now()
+    await _claim_disabled_keys(
+        uow,
+        rt,
+        actor=actor,
+        organization_id=organization_id,
+        user_id=user_id,
+        management_only=management_only,
+        reason=reason,
+    )
     if keys:
         await uow.session.execute(
             update(ApiKey)
@@ -238,6 +259,49 @@ async def _disable_keys(
     # callables taking (organization_id, user_id), run after commit.
     for listener in rt.extras.get(MEMBERSHIP_LISTENERS, ()):
         uow.on_commit(functools.partial(listener, organization_id, user_id))
+
+
+async def _claim_disabled_keys(
+    uow: UnitOfWork,
+    rt: Runtime,
+    *,
+    actor: Actor,
+    organization_id: str,
+    user_id: str,
+    management_only: bool,
+    reason: str,
+) -> None:
+    """Make admin-managed the live keys a person created in an org and had disabled themselves."""
+    keys = select(ApiKey.id).where(
+        ApiKey.organization_id == organization_id,
+        ApiKey.creator_user_id == user_id,
+        ApiKey.disabled.is_(True),
+        ApiKey.admin_managed.is_(False),
+        ApiKey.deleted_at.is_(None),
+    )
+    if management_only:
+        keys = keys.where(ApiKey.management.is_(True))
+    ids = list((await uow.session.scalars(keys)).all())
+    if not ids:
+        return
+    await uow.session.execute(
+        update(ApiKey)
+        .where(ApiKey.id.in_(ids))
+        .values(admin_managed=True, updated_at=rt.clock.now())
+        .execution_options(synchronize_session=False)
+    )
+    for key_id in ids:
+        audit.record(
+            uow,
+            actor=actor,
+            clock=rt.clock,
+            action="api_key.update",
+            target_type="api_key",
+            target_id=key_id,
+            organization_id=organization_id,
+            before={"admin_managed": False},
+            after={"admin_managed": True, "reason": reason},
+        )
 
 
 async def _membership(uow: UnitOfWork, organization_id: str, user_id: str) -> Membership:
