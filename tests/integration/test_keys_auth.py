@@ -239,6 +239,12 @@ async def test_expiry(make_person, client, rt):
     assert (await ada.call("GET", "/keys")).json()["data"] == []
     listed = (await ada.call("GET", "/keys", params={"include_expired": "true"})).json()["data"]
     assert [k["hash"] for k in listed] == [key["hash"]]
+    # The two filters apply separately: expired and disabled takes both (README's API notes).
+    assert (await ada.call("PATCH", f"/keys/{key['hash']}", json={"disabled": True})).status_code == 200
+    for params in ({"include_expired": "true"}, {"include_disabled": "true"}):
+        assert (await ada.call("GET", "/keys", params=params)).json()["data"] == []
+    both = {"include_expired": "true", "include_disabled": "true"}
+    assert [k["hash"] for k in (await ada.call("GET", "/keys", params=both)).json()["data"]] == [key["hash"]]
 
 
 async def test_inference_key_resolution(make_person, rt):
