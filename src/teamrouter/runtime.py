@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from teamrouter.background import Background
 from teamrouter.clock import Clock, SystemClock
 from teamrouter.config import Settings, resolve_secret
 from teamrouter.domain.accounts.passwords import Passwords
@@ -20,10 +21,13 @@ class Runtime:
     mailer: Mailer
     passwords: Passwords
     secret: bytes
+    # What requests hand off to run after their answer (mail above all: see background).
+    background: Background = field(default_factory=Background)
     # Filled by the parts that need them (gateway, caches) at start-up.
     extras: dict[str, Any] = field(default_factory=dict)
 
     async def close(self) -> None:
+        await self.background.close()  # before the database, which queued work may still need
         await self.db.dispose()
 
 

@@ -10,6 +10,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select, text, update
 from tests.conftest import PASSWORD
+from tests.support.smtp import delivered
 
 from teamrouter.clock import FrozenClock
 from teamrouter.domain.accounts.mail_limits import MIN_INTERVAL
@@ -42,7 +43,7 @@ async def test_full_account_flow_over_real_smtp(client, rt, smtp):
     # Nothing identifying in the answer: an existing address gets the same (test_signup_oracle.py).
     assert r.json() == {"data": {"email": "ada@example.com"}}
 
-    message = smtp.sink.wait_for("ada@example.com")[0]
+    message = (await delivered(rt, smtp, "ada@example.com"))[0]
     assert "verify" in message["Subject"].lower()
     token = smtp.sink.token_in(message)
     assert len(token) >= 22  # ≥128 bits of urlsafe base64
@@ -154,7 +155,7 @@ async def test_duplicate_sign_up_answers_alike_and_creates_nothing(client, rt, s
 async def test_verification_tokens_are_hashed_single_use_and_expire(client, rt, smtp):
     rt.clock = clock = FrozenClock(datetime.now(UTC))
     await client.post(f"{API}/auth/signup", json={"email": "tok@example.com", "password": PASSWORD})
-    token = smtp.sink.token_in(smtp.sink.wait_for("tok@example.com")[0])
+    token = smtp.sink.token_in((await delivered(rt, smtp, "tok@example.com"))[0])
     async with rt.db.read() as s:
         stored = (await s.scalars(select(EmailToken.token_hash))).all()
         dump = " ".join(str(v) for row in (await s.execute(text("SELECT * FROM email_token"))).all() for v in row)
@@ -169,7 +170,7 @@ async def test_verification_tokens_are_hashed_single_use_and_expire(client, rt, 
         await uow.session.execute(update(User).values(email_verified_at=None))
     clock.advance(MIN_INTERVAL)
     await client.post(f"{API}/auth/resend-verification", json={"email": "tok@example.com"})
-    second = smtp.sink.token_in(smtp.sink.wait_for("tok@example.com", count=2)[1])
+    second = smtp.sink.token_in((await delivered(rt, smtp, "tok@example.com", count=2))[1])
     async with rt.db.uow() as uow:
         await uow.session.execute(
             update(EmailToken)

@@ -17,6 +17,7 @@ from sqlalchemy import select, update
 from tests.conftest import PASSWORD
 from tests.support.orgs import invite_token
 from tests.support.server import ServerProcess
+from tests.support.smtp import delivered
 
 from teamrouter.domain.accounts.models import EmailToken, User
 from teamrouter.domain.orgs.models import Invitation, Membership
@@ -92,8 +93,15 @@ async def submit(client: httpx.AsyncClient, page: httpx.Response, action_ends: s
     return await client.post(url, data={**hidden, **fields}, headers={"Origin": "null"})
 
 
-def link_in(smtp: Any, to: str, *, index: int = -1) -> str:
-    body = smtp.sink.wait_for(to)[index].get_payload(decode=True).decode()
+def link_in(smtp: Any, to: str, *, count: int = 1) -> str:
+    """The link in the count-th mail to `to` (from a server process: its own loop sends it)."""
+    body = smtp.sink.wait_for(to, count=count)[count - 1].get_payload(decode=True).decode()
+    return next(word for word in body.split() if "token=" in word)
+
+
+async def mailed_link(rt: Any, smtp: Any, to: str) -> str:
+    """The link in the last mail to `to` from the in-process runtime."""
+    body = (await delivered(rt, smtp, to))[-1].get_payload(decode=True).decode()
     return next(word for word in body.split() if "token=" in word)
 
 
@@ -111,7 +119,7 @@ async def test_verification_link_opens_a_page_whose_button_verifies(client, rt, 
     assert (
         await client.post(f"{API}/auth/signup", json={"email": "ada@links.example.com", "password": PASSWORD})
     ).is_success
-    link = link_in(smtp, "ada@links.example.com")
+    link = await mailed_link(rt, smtp, "ada@links.example.com")
     assert link.startswith("http://testserver/verify-email?token=")
 
     # Opening the link (twice, as a mail scanner then the person would) consumes nothing.
@@ -134,7 +142,7 @@ async def test_verification_link_opens_a_page_whose_button_verifies(client, rt, 
 
 async def test_verification_page_errors_are_clear(client, rt, smtp):
     await client.post(f"{API}/auth/signup", json={"email": "late@links.example.com", "password": PASSWORD})
-    link = link_in(smtp, "late@links.example.com")
+    link = await mailed_link(rt, smtp, "late@links.example.com")
     page = await client.get(link)
     async with rt.db.uow() as uow:
         await uow.session.execute(update(EmailToken).values(expires_at=rt.clock.now() - timedelta(seconds=1)))
@@ -153,7 +161,7 @@ async def test_verification_page_errors_are_clear(client, rt, smtp):
 
 async def test_verification_posts_from_elsewhere_are_refused(client, rt, smtp):
     await client.post(f"{API}/auth/signup", json={"email": "csrf@links.example.com", "password": PASSWORD})
-    link = link_in(smtp, "csrf@links.example.com")
+    link = await mailed_link(rt, smtp, "csrf@links.example.com")
     page = await client.get(link)
     _, fields = Forms(page.text).form("verify-email")
 
@@ -183,7 +191,7 @@ async def test_resend_from_the_page_mails_a_new_link(client, rt, smtp):
     assert sent.status_code == nobody.status_code == 200
     check_page(sent)
     assert sent.text.replace("again@", "") == nobody.text.replace("nobody@", "")
-    assert len(smtp.sink.wait_for("again@links.example.com", count=2)) == 2
+    assert len(await delivered(rt, smtp, "again@links.example.com", count=2)) == 2
 
 
 @pytest.fixture
@@ -195,7 +203,7 @@ async def invited(rt, make_person, smtp):
     org = r.json()["data"]["id"]
     r = await admin.call("POST", f"/organizations/{org}/invitations", json={"email": "bob@links.example.com"})
     assert r.status_code == 201, r.text
-    link = link_in(smtp, "bob@links.example.com")
+    link = await mailed_link(rt, smtp, "bob@links.example.com")
     assert link.startswith("http://testserver/invitations/accept?token=")
     return org, link
 
@@ -382,7 +390,7 @@ def test_the_links_work_against_a_real_server(database_url, tmp_path, smtp):
                 headers={"X-CSRF-Token": csrf},
             )
             assert r.status_code == 201, r.text
-        link = link_in(smtp, "bob.real@links.example.com")
+        link = link_in(smtp, "bob.real@links.example.com", count=2)  # after its verification mail
         tokens.append(link.split("token=")[1])
         with httpx.Client(timeout=10) as bob:
             page = bob.get(link)

@@ -17,6 +17,7 @@ from tests.support.orgs import (
     org_row,
     recording_mailer,
 )
+from tests.support.smtp import delivered
 
 from teamrouter.domain.actor import Actor
 from teamrouter.domain.audit.models import AuditEvent
@@ -100,7 +101,7 @@ async def test_invitation_flow_over_real_smtp(make_person, rt, smtp):
     assert invitation["email"] == bob.email and invitation["role"] == "member"
     assert invitation["status"] == "pending" and "token" not in str(invitation).lower()
 
-    message = smtp.sink.wait_for(bob.email, count=before + 1)[-1]
+    message = (await delivered(rt, smtp, bob.email, count=before + 1))[-1]
     assert "Acme" in message["Subject"]
     body = message.get_payload(decode=True).decode()
     assert "http://testserver/invitations/accept?token=" in body
@@ -201,6 +202,7 @@ async def test_bad_invitations_change_nothing(make_person, rt, body, status, wor
     org = await create_org(admin)
     assert_envelope(await admin.call("POST", f"/organizations/{org}/invitations", json=body), status, *words)
     assert await count(rt, Invitation) == 0
+    await rt.background.idle()
     assert mailer.sent == []
 
 
@@ -226,6 +228,7 @@ async def test_inviting_a_member_or_into_a_full_org_is_a_conflict(make_person, r
     )
     assert error["metadata"]["code"] == "organization_full" and error["metadata"]["member_cap"] == 2
     assert await count(rt, Invitation) == invitations_before
+    await rt.background.idle()
     assert mailer.sent == []
 
 
@@ -237,6 +240,7 @@ async def test_reinviting_replaces_the_pending_invitation(make_person, rt):
     for role in ("member", "admin"):
         r = await admin.call("POST", f"/organizations/{org}/invitations", json={"email": erin.email, "role": role})
         assert r.status_code == 201
+    await rt.background.idle()  # mail leaves after the answer
     first, second = (m["body"] for m in mailer.sent)
     old = first.split("token=")[1].split()[0]
     new = second.split("token=")[1].split()[0]

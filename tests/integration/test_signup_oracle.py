@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 from sqlalchemy import func, select
 from tests.conftest import PASSWORD
+from tests.support.smtp import delivered
 
 from teamrouter.app import create_app
 from teamrouter.domain.accounts import service as accounts
@@ -60,12 +61,12 @@ async def test_existing_address_gets_the_same_answer_and_nothing_changes(client,
     assert login.status_code == 200
 
     # The owner is told, with no link to act on (they are verified); the new address gets its link.
-    notice = smtp.sink.wait_for(owner.email)[-1]
+    notice = (await delivered(rt, smtp, owner.email))[-1]
     assert "tried to sign up" in notice["Subject"].lower()
     text = notice.get_payload(decode=True).decode()
     assert "already has an account" in text and "sign in" in text and "token=" not in text
     assert "Mallory" not in text and OTHER_PASSWORD not in text
-    assert "token=" in smtp.sink.wait_for("new@oracle.example.com")[-1].get_payload(decode=True).decode()
+    assert "token=" in (await delivered(rt, smtp, "new@oracle.example.com"))[-1].get_payload(decode=True).decode()
 
     async with rt.db.read() as s:
         actions = (await s.scalars(select(AuditEvent.action).where(AuditEvent.target_id == owner.id))).all()
@@ -79,7 +80,7 @@ async def test_a_new_sign_up_takes_over_an_unconfirmed_account_so_nobody_can_pre
     address = "slow@oracle.example.com"
     first = await client.post(f"{API}/auth/signup", json={"email": address, "password": PASSWORD})
     assert first.status_code == 201
-    early_link = smtp.sink.token_in(smtp.sink.wait_for(address, count=1)[0])
+    early_link = smtp.sink.token_in((await delivered(rt, smtp, address))[0])
     early_session = await client.post(f"{API}/auth/login", json={"email": address, "password": PASSWORD})
     assert early_session.is_success
     rt.clock = _Later(rt.clock, seconds=120)  # past the per-address mail interval
@@ -87,7 +88,7 @@ async def test_a_new_sign_up_takes_over_an_unconfirmed_account_so_nobody_can_pre
     assert again.status_code == 201 and again.json() == first.json()
     assert await count(rt, User) == 1
 
-    mail = smtp.sink.wait_for(address, count=2)[1]
+    mail = (await delivered(rt, smtp, address, count=2))[1]
     assert "verify" in mail["Subject"].lower()  # the same mail a new sign-up gets
     r = await client.post(f"{API}/auth/verify-email", json={"token": early_link})
     assert r.status_code == 400  # the first sign-up's link ended with it

@@ -74,6 +74,7 @@ async def invite_token(rt: Runtime, *, admin_id: str, org_id: str, email: str, r
             email=email,
             role=Role(role),
         )
+        await rt.background.idle()  # the mail leaves after the service returns
     finally:
         rt.mailer = previous
     return mailer.token_for(email.lower())

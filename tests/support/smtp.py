@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import email
 import re
 import socket
+import threading
 import time
 from dataclasses import dataclass, field
 from email.message import Message
@@ -12,14 +14,37 @@ from typing import Any
 
 from aiosmtpd.controller import Controller
 
+HOLD_AT_MOST = 30.0  # a test that fails with the gate closed must not hang the sink for ever
+
+
+def _open() -> threading.Event:
+    gate = threading.Event()
+    gate.set()
+    return gate
+
 
 @dataclass
 class Sink:
     messages: list[Message] = field(default_factory=list)
+    # Cleared, the sink takes each message but does not answer it until the gate opens: a sender
+    # that waits for its mail waits with it (tests/integration/test_mail_after_answer.py).
+    gate: threading.Event = field(default_factory=_open)
+    arrived: int = 0  # messages received, answered or still held
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.arrived += 1
+        deadline = time.monotonic() + HOLD_AT_MOST
+        while not self.gate.is_set() and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)  # the sink's own loop and thread: other sessions go on
         self.messages.append(email.message_from_bytes(envelope.content))
         return "250 OK"
+
+    def wait_until_arrived(self, count: int, *, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while self.arrived < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{self.arrived} message(s) arrived within {timeout}s, not {count}")
+            time.sleep(0.02)
 
     def wait_for(self, to: str, *, count: int = 1, timeout: float = 10.0) -> list[Message]:
         deadline = time.monotonic() + timeout
@@ -37,6 +62,14 @@ class Sink:
         match = re.search(r"token=([A-Za-z0-9_\-]+)", payload.decode())
         assert match, "no token link in the message"
         return match.group(1)
+
+
+async def delivered(rt: Any, smtp: SmtpServer, to: str, *, count: int = 1) -> list[Message]:
+    """The mails to `to` once an in-process runtime's queued work has run. Mail leaves after the
+    answer (teamrouter.background), and `Sink.wait_for` sleeps: called alone on the event loop
+    that sends the mail, it would wait for nothing."""
+    await rt.background.idle()
+    return smtp.sink.wait_for(to, count=count, timeout=1.0)
 
 
 def free_port() -> int:

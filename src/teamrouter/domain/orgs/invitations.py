@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -129,11 +130,11 @@ def _mail_invitation(uow: UnitOfWork, rt: Runtime, *, to: str, org_name: str, ro
         f"The link works once and expires in {days:g} days.\n"
         "If you did not expect this invitation, ignore this message.\n"
     )
-
-    async def send() -> None:
-        await rt.mailer.send(to=to, subject=f"Invitation to join {org_name} on teamrouter", body=body)
-
-    uow.on_commit(send)
+    subject = f"Invitation to join {org_name} on teamrouter"
+    # After the answer, like every mail (teamrouter.background): the admin never waits for SMTP.
+    rt.background.after_commit(
+        uow, functools.partial(rt.mailer.send, to=to, subject=subject, body=body), what="mail 'Invitation'"
+    )
 
 
 async def list_invitations(rt: Runtime, *, actor: Actor, organization_id: str) -> list[Invitation]:

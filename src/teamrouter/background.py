@@ -1,0 +1,94 @@
+"""Work a request hands off so that its answer does not wait for it: mail, mostly.
+
+A request that waits for the mail server answers later when it sent a mail than when it did not,
+and whether it sent one can say whether an address has an account (resend-verification mails only
+unverified accounts): with a mail server taking a second, its timing was an account oracle
+(TESTPLAN D34). Queued here, the work runs in tasks the runtime owns, at most `CONCURRENCY` at once
+per process (a burst waits its turn instead of opening hundreds of SMTP conversations). `close()`,
+run by the app's lifespan at shutdown, gives what is queued `DRAIN_SECONDS` to finish, so a restart
+does not drop mail that answered requests promised. The queue lives in memory: a process killed
+outright loses what it had not done yet, which a person can ask for again (resend-verification, a
+new invitation).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from teamrouter.storage.db import UnitOfWork
+
+log = logging.getLogger(__name__)
+
+Job = Callable[[], Awaitable[None]]
+
+CONCURRENCY = 4
+MAX_WAITING = 1_000  # a bound on memory when the mail server is down or slower than the requests
+DRAIN_SECONDS = 10.0  # SmtpMailer's own timeout: a mail started at shutdown gets its whole chance
+
+
+@dataclass(frozen=True, slots=True)
+class _Queued:
+    job: Job
+    what: str  # for the log, when it fails: never an address or a token
+
+
+class Background:
+    def __init__(
+        self, *, concurrency: int = CONCURRENCY, max_waiting: int = MAX_WAITING, drain_seconds: float = DRAIN_SECONDS
+    ) -> None:
+        self._drain_seconds = drain_seconds
+        self._waiting: deque[_Queued] = deque()
+        self._concurrency = concurrency
+        self._max_waiting = max_waiting
+        self._active = 0  # workers running; a worker stops when it finds the queue empty
+        self._workers: set[asyncio.Task[None]] = set()
+
+    def after_commit(self, uow: UnitOfWork, job: Job, *, what: str) -> None:
+        """Queue `job` once `uow` commits: a rolled-back change does nothing."""
+        uow.on_commit(lambda: self.put(job, what=what))
+
+    def put(self, job: Job, *, what: str) -> None:
+        """Queue one job; never waits (called on the event loop, in a request or after a commit)."""
+        if len(self._waiting) >= self._max_waiting:
+            log.error("background queue full (%d waiting): dropped %s", len(self._waiting), what)
+            return
+        self._waiting.append(_Queued(job, what))
+        if self._active < self._concurrency:
+            self._active += 1
+            worker = asyncio.get_running_loop().create_task(self._work(), name="background")
+            self._workers.add(worker)
+            worker.add_done_callback(self._workers.discard)
+
+    async def _work(self) -> None:
+        try:
+            while self._waiting:
+                queued = self._waiting.popleft()
+                try:
+                    await queued.job()
+                except Exception:  # one failure must not stop the others
+                    log.exception("background work failed: %s", queued.what)
+        finally:
+            # No await between the empty check and this: `put` never counts a worker that is
+            # about to stop as one that will take its job.
+            self._active -= 1
+
+    async def idle(self) -> None:
+        """Wait until every job queued so far (and any it queued in turn) has run."""
+        while self._workers:
+            await asyncio.wait(set(self._workers))
+
+    async def close(self) -> None:
+        """Let queued work finish for up to `drain_seconds`, then stop it (shutdown)."""
+        try:
+            await asyncio.wait_for(self.idle(), self._drain_seconds)
+        except TimeoutError:
+            unfinished = len(self._waiting) + self._active
+            self._waiting.clear()
+            for worker in list(self._workers):
+                worker.cancel()
+            await asyncio.gather(*self._workers, return_exceptions=True)
+            log.warning("stopped with %d background job(s) unfinished (mail not sent)", unfinished)
