@@ -136,11 +136,16 @@ async def handle_webhook(rt: Runtime, *, payload: bytes, signature: str | None) 
     """Apply one signed Stripe event. Returns what happened (for the 200 body)."""
     event = _verified_event(rt, payload, signature)
     event_type = str(event.get("type", ""))
+    # Stripe counts any answer but a 2xx as a failed delivery, retries it for days and disables an
+    # endpoint that keeps failing: an event this deployment has no use for (the endpoint subscribed
+    # to more types, or a checkout another application of the same account made) is acknowledged.
     if event_type not in COMPLETED_EVENTS | FAILED_EVENTS:
-        raise BadRequest(f"Unhandled Stripe event type {event_type!r}", code="unknown_event_type")
+        return {"received": True, "ignored": True}
     session = (event.get("data") or {}).get("object") or {}
     metadata = session.get("metadata") or {}
     payment_id = metadata.get("payment_id") or session.get("client_reference_id")
+    if not payment_id:
+        return {"received": True, "ignored": True}
     async with rt.db.uow() as uow:
         payment = await uow.session.scalar(
             select(Payment).where(Payment.id == str(payment_id or ""), Payment.backend == "stripe")
