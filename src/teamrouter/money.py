@@ -46,3 +46,11 @@ def to_usd_str(units: int) -> str:
     if "." in text:
         text = text.rstrip("0").rstrip(".")
     return text or "0"
+
+
+def to_usd_text(units: int) -> str:
+    """`$` and the exact amount with at least cents, for messages: $1.50, $0.00578. Rounding to
+    cents made a refusal read "$0.01 available, $0.01 needed" for 0.00578 against 0.006."""
+    text = to_usd_str(abs(units))
+    whole, _, cents = text.partition(".")
+    return f"{'-' if units < 0 else ''}${whole}.{cents.ljust(2, '0')}"

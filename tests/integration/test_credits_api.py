@@ -178,6 +178,12 @@ async def test_staff_transfer_moves_personal_credits_into_the_org(rt, make_perso
     await holds.reserve(rt, account_id=personal, amount=5 * DOLLAR, idempotency_key="h")
     err = assert_envelope(await staff.call("POST", "/staff/credit-transfers", json={**body, "amount": 2}), 402)
     assert err["metadata"]["code"] == "insufficient_credits"
+    assert err["message"] == "Insufficient credits: $1.00 available, $2.00 needed"
+    # Amounts below a cent are said exactly: rounded to cents this read "$0.01 available, $0.01 needed".
+    held = await holds.reserve(rt, account_id=personal, amount=DOLLAR - 5_780_000, idempotency_key="h2")
+    err = assert_envelope(await staff.call("POST", "/staff/credit-transfers", json={**body, "amount": 0.006}), 402)
+    assert err["message"] == "Insufficient credits: $0.00578 available, $0.006 needed"
+    await holds.void(rt, hold_id=held.id)
     assert_envelope(
         await staff.call("POST", "/staff/credit-transfers", json={**body, "user_id": bob.id, "amount": 1}),
         400,

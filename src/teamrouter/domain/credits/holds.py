@@ -57,7 +57,7 @@ from teamrouter.domain.credits.windows import DAILY, MONTHLY, WEEKLY, WindowStar
 from teamrouter.domain.keys.models import ApiKey
 from teamrouter.errors import Conflict, KeyLimitReached, NotFound, PaymentRequired
 from teamrouter.ids import new_id
-from teamrouter.money import to_usd
+from teamrouter.money import to_usd, to_usd_text
 from teamrouter.runtime import Runtime
 from teamrouter.storage.db import UnitOfWork
 
@@ -181,7 +181,7 @@ async def _hold_account(uow: UnitOfWork, account_id: str, amount: int) -> None:
         raise NotFound("Credit account not found", code="account_not_found")
     available = int(row.balance) - int(row.held)
     raise PaymentRequired(
-        f"Insufficient credits: ${to_usd(max(available, 0)):.6f} available, ${to_usd(amount):.6f} needed",
+        f"Insufficient credits: {to_usd_text(max(available, 0))} available, {to_usd_text(amount)} needed",
         available=to_usd(available),
         required=to_usd(amount),
     )
@@ -211,7 +211,7 @@ async def _hold_key(uow: UnitOfWork, key_id: str, amount: int, starts: WindowSta
         raise NotFound("API key not found", code="key_not_found")
     remaining = max(0, int(row.spend_limit or 0) - int(row.held) - int(row.spent))
     raise KeyLimitReached(
-        f"Key limit reached: ${to_usd(remaining):.6f} left in this window, ${to_usd(amount):.6f} needed",
+        f"Key limit reached: {to_usd_text(remaining)} left in this window, {to_usd_text(amount)} needed",
         limit_remaining=to_usd(remaining),
         required=to_usd(amount),
     )

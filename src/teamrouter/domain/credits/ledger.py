@@ -41,7 +41,7 @@ import teamrouter.storage.models  # noqa: F401  (every table mapped, so foreign 
 from teamrouter.domain.credits.models import CreditAccount, LedgerEntry
 from teamrouter.errors import Conflict, NotFound, PaymentRequired
 from teamrouter.ids import new_id
-from teamrouter.money import to_usd
+from teamrouter.money import to_usd, to_usd_text
 from teamrouter.storage.db import UnitOfWork
 
 
@@ -167,7 +167,7 @@ async def _refusal(uow: UnitOfWork, account_id: str, amount: int, guarded: bool)
         return NotFound("Credit account not found", code="account_not_found")
     available = int(row.balance) - int(row.held)
     return PaymentRequired(
-        f"Insufficient credits: ${to_usd(max(available, 0)):.2f} available, ${to_usd(-amount):.2f} needed",
+        f"Insufficient credits: {to_usd_text(max(available, 0))} available, {to_usd_text(-amount)} needed",
         available=to_usd(available),
         required=to_usd(-amount),
     )
