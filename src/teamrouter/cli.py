@@ -258,8 +258,11 @@ def staff_grant_credits(
     from teamrouter.domain.credits.service import grant_credits
 
     units = _usd(amount, "--amount")
-    _operate(lambda rt: grant_credits(rt, actor=None, organization_id=org, amount=units, reference=reference))
-    typer.echo(f"granted ${amount} to {org} (reference {reference})")
+    grant = _operate(lambda rt: grant_credits(rt, actor=None, organization_id=org, amount=units, reference=reference))
+    if grant.created:
+        typer.echo(f"granted ${amount} to {org} (reference {reference})")
+    else:  # an operator re-running the command must not believe the org was credited twice
+        typer.echo(f"already granted: reference {reference} credited ${amount} to {org} before; nothing changed")
 
 
 @staff_app.command("set-member-cap")

@@ -57,9 +57,14 @@ async def test_staff_commands_move_money_once_and_are_audited(cli, rt):
     assert too_much.returncode == 1 and "error:" in too_much.stderr
     assert await balance(rt, org=org.id) == 45 * UNITS_PER_USD // 10
 
-    for _ in range(2):  # the same invoice reference twice credits once
+    # The same invoice reference twice credits once, and the second run says so.
+    said = []
+    for _ in range(2):
         granted = cli("staff", "grant-credits", "--org", org.id, "--amount", "100", "--reference", "INV-7")
         assert granted.returncode == 0, granted.stderr
+        said.append(granted.stdout.strip())
+    assert said[0] == f"granted $100 to {org.id} (reference INV-7)"
+    assert said[1] == f"already granted: reference INV-7 credited $100 to {org.id} before; nothing changed"
     assert await balance(rt, org=org.id) == 1045 * UNITS_PER_USD // 10
     assert cli("staff", "grant-credits", "--org", org.id, "--amount", "-1", "--reference", "X").returncode == 2
 
