@@ -34,8 +34,13 @@ def address_hash(secret: bytes, email: str) -> str:
     return hmac.new(secret, b"mail-throttle:" + email.encode(), hashlib.sha256).hexdigest()
 
 
-async def take_mail_slot(uow: UnitOfWork, *, secret: bytes, email: str, now: datetime) -> bool:
-    """Count one mail to `email` (already normalized) if the limit allows it; False if it does not."""
+async def take_mail_slot(
+    uow: UnitOfWork, *, secret: bytes, email: str, now: datetime, min_interval: timedelta = MIN_INTERVAL
+) -> bool:
+    """Count one mail to `email` (already normalized) if the limit allows it; False if it does not.
+
+    `min_interval` is waived (zero) only for a mail that replaces a link the same request has just
+    ended: the hourly cap still bounds it."""
     key = address_hash(secret, email)
     table: Any = MailThrottle.__table__
     await uow.session.execute(
@@ -49,7 +54,7 @@ async def take_mail_slot(uow: UnitOfWork, *, secret: bytes, email: str, now: dat
         update(MailThrottle)
         .where(
             MailThrottle.address_hash == key,
-            or_(MailThrottle.last_sent_at.is_(None), MailThrottle.last_sent_at <= now - MIN_INTERVAL),
+            or_(MailThrottle.last_sent_at.is_(None), MailThrottle.last_sent_at <= now - min_interval),
             or_(window_over, MailThrottle.sent_in_window < PER_WINDOW),
         )
         .values(
