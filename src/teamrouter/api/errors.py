@@ -41,8 +41,21 @@ def error_response(exc: TeamrouterError) -> JSONResponse:
 
 
 def _field_name(loc: tuple[Any, ...]) -> str:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    # Where a union's members are tried, pydantic adds each member's type to the location
+    # ("filters.FilterObject", "filters.list[FilterItem].0"): names of our classes, not of fields
+    # (which are snake_case), so they are left out.
+    parts = [
+        str(p)
+        for p in loc
+        if p not in ("body", "query", "path", "header") and not (isinstance(p, str) and (p[:1].isupper() or "[" in p))
+    ]
     return ".".join(parts) or "body"
+
+
+def _problem(err: dict[str, Any]) -> str:
+    # A validator's own words arrive as "Value error, must be …": the prefix is pydantic's.
+    msg = str(err.get("msg", "invalid value"))
+    return msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")
 
 
 def describe_validation(errors: list[dict[str, Any]]) -> tuple[str, str]:
@@ -59,9 +72,10 @@ def describe_validation(errors: list[dict[str, Any]]) -> tuple[str, str]:
         elif kind == "missing":
             text = f"{field}: field required"
         else:
-            text = f"{field}: {err.get('msg', 'invalid value')}"
+            text = f"{field}: {_problem(err)}"
         first_field = first_field or field
-        messages.append(text)
+        if text not in messages:  # a union's members often fail alike
+            messages.append(text)
     return "; ".join(messages), first_field
 
 
