@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from unittest.mock import ANY
+
 import pytest
 from tests.support.keys import key_audit, key_count, key_row, new_key
 
@@ -171,3 +173,11 @@ async def test_sdk_optional_fields_are_accepted_and_change_nothing(make_person):
     assert key["limit"] == 2.5 and key["workspace_id"] == "default"
     r = await person.call("PATCH", f"/keys/{key['hash']}", json={"include_byok_in_limit": True, "name": "renamed"})
     assert r.status_code == 200 and r.json()["data"]["name"] == "renamed"
+    # Sent alone (the SDK's `api_keys.update(hash, include_byok_in_limit=True)`): the key as it is,
+    # not a 400 "No update fields provided"; another's key is still not found.
+    r = await person.call("PATCH", f"/keys/{key['hash']}", json={"include_byok_in_limit": True})
+    assert r.status_code == 200 and r.json()["data"] == {**key, "name": "renamed", "updated_at": ANY}
+    stranger = await make_person()
+    r = await stranger.call("PATCH", f"/keys/{key['hash']}", json={"workspace_id": "default"})
+    assert r.status_code == 404
+    assert (await person.call("PATCH", f"/keys/{key['hash']}", json={})).status_code == 400
