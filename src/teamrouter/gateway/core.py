@@ -14,7 +14,6 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import aiohttp
@@ -86,7 +85,6 @@ class Prepared:
     generation_id: str
     started: float  # perf_counter at arrival
     created: int  # unix seconds, the `created` of the answer
-    arrived: datetime  # the generation's `created_at`: when the request came, as OpenRouter's is
     referer: str | None
     title: str | None
 
@@ -185,7 +183,6 @@ class Gateway:
             generation_id=generation_id or new_generation_id(),
             started=started,
             created=int(time.time()),
-            arrived=self.clock.now(),
             referer=referer,
             title=title,
         )
@@ -472,10 +469,7 @@ class Gateway:
         request = prepared.admission.request
         record = GenerationRecord(
             id=prepared.generation_id,
-            # When the request came (the answer's `created` says the same), not when it settled: a
-            # stream that crossed midnight is the day it was asked for in the feed and analytics.
-            # Money moves at settlement (`now` below): ledger entries and the key's windows.
-            created_at=prepared.arrived,
+            created_at=self.clock.now(),
             account_id=key.account_id,
             organization_id=key.organization_id,
             key_id=key.key_id,
@@ -509,7 +503,7 @@ class Gateway:
                 generation_ms=record.generation_time_ms,
             )
         try:
-            await self.store.settle(prepared.admission.hold, record, now=self.clock.now())
+            await self.store.settle(prepared.admission.hold, record, now=record.created_at)
         except Exception:
             # The hold stays open; the sweeper expires it. Logged without request content.
             log.exception("settlement failed for %s", prepared.generation_id)
