@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from teamrouter.mailer import SMTP_TIMEOUT_SECONDS
 from teamrouter.storage.db import UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -27,13 +28,16 @@ Job = Callable[[], Awaitable[None]]
 
 CONCURRENCY = 4
 MAX_WAITING = 1_000  # a bound on memory when the mail server is down or slower than the requests
-DRAIN_SECONDS = 10.0  # SmtpMailer's own timeout: a mail started at shutdown gets its whole chance
+# At shutdown, the whole queue gets this long: a mail already started gets its whole chance (the
+# SMTP client's own timeout); mail still waiting behind it may not.
+DRAIN_SECONDS = SMTP_TIMEOUT_SECONDS
 
 
 @dataclass(frozen=True, slots=True)
 class _Queued:
     job: Job
     what: str  # for the log, when it fails: never an address or a token
+    once: str | None  # while a job with this key waits or runs, another is not queued
 
 
 class Background:
@@ -46,17 +50,25 @@ class Background:
         self._max_waiting = max_waiting
         self._active = 0  # workers running; a worker stops when it finds the queue empty
         self._workers: set[asyncio.Task[None]] = set()
+        self._once: set[str] = set()  # keys of jobs waiting or running
 
     def after_commit(self, uow: UnitOfWork, job: Job, *, what: str) -> None:
         """Queue `job` once `uow` commits: a rolled-back change does nothing."""
         uow.on_commit(lambda: self.put(job, what=what))
 
-    def put(self, job: Job, *, what: str) -> None:
-        """Queue one job; never waits (called on the event loop, in a request or after a commit)."""
+    def put(self, job: Job, *, what: str, once: str | None = None) -> None:
+        """Queue one job; never waits (called on the event loop, in a request or after a commit).
+
+        With `once`, nothing is queued while a job with the same key waits or runs: repeated
+        requests for the same thing (resend to one address) take one place, not one each."""
+        if once is not None and once in self._once:
+            return
         if len(self._waiting) >= self._max_waiting:
             log.error("background queue full (%d waiting): dropped %s", len(self._waiting), what)
             return
-        self._waiting.append(_Queued(job, what))
+        if once is not None:
+            self._once.add(once)
+        self._waiting.append(_Queued(job, what, once))
         if self._active < self._concurrency:
             self._active += 1
             worker = asyncio.get_running_loop().create_task(self._work(), name="background")
@@ -71,6 +83,9 @@ class Background:
                     await queued.job()
                 except Exception:  # one failure must not stop the others
                     log.exception("background work failed: %s", queued.what)
+                finally:
+                    if queued.once is not None:
+                        self._once.discard(queued.once)
         finally:
             # No await between the empty check and this: `put` never counts a worker that is
             # about to stop as one that will take its job.
@@ -88,6 +103,7 @@ class Background:
         except TimeoutError:
             unfinished = len(self._waiting) + self._active
             self._waiting.clear()
+            self._once.clear()
             for worker in list(self._workers):
                 worker.cancel()
             await asyncio.gather(*self._workers, return_exceptions=True)

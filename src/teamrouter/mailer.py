@@ -27,6 +27,10 @@ class Mailer(Protocol):
     async def send(self, *, to: str, subject: str, body: str) -> None: ...
 
 
+# One SMTP conversation's bound (connect, send, quit), so a dead mail server cannot hold mail jobs.
+SMTP_TIMEOUT_SECONDS = 10.0
+
+
 def _message(sender: str, to: str, subject: str, body: str) -> EmailMessage:
     message = EmailMessage()
     message["From"] = sender
@@ -38,7 +42,7 @@ def _message(sender: str, to: str, subject: str, body: str) -> EmailMessage:
 
 
 class SmtpMailer:
-    def __init__(self, url: str, sender: str, *, timeout: float = 10.0) -> None:
+    def __init__(self, url: str, sender: str, *, timeout: float = SMTP_TIMEOUT_SECONDS) -> None:
         parts = urlsplit(url)
         if parts.scheme not in {"smtp", "smtps"} or not parts.hostname:
             raise ValueError(f"TEAMROUTER_SMTP_URL must look like smtp://host:port, not {url!r}")

@@ -99,3 +99,27 @@ async def test_close_waits_for_queued_work_then_gives_up(caplog: pytest.LogCaptu
         await stuck.close()
     assert "1 background job(s) unfinished" in caplog.text
     await stuck.idle()  # nothing left running
+
+
+async def test_a_job_queued_once_takes_one_place_until_it_has_run():
+    background = Background(concurrency=1, max_waiting=4)
+    release = asyncio.Event()
+    runs: list[str] = []
+
+    async def resend(name: str) -> None:
+        await release.wait()
+        runs.append(name)
+
+    # A flood of the same resend takes one place; the queue keeps room for other mail.
+    for _ in range(50):
+        background.put(lambda: resend("a"), what="resend", once="resend:a")
+    background.put(lambda: resend("b"), what="resend", once="resend:b")
+    background.put(lambda: resend("mail"), what="mail")
+    background.put(lambda: resend("mail"), what="mail")
+    release.set()
+    await background.idle()
+    assert sorted(runs) == ["a", "b", "mail", "mail"]
+    # Once it has run, the same key may be queued again.
+    background.put(lambda: resend("a"), what="resend", once="resend:a")
+    await background.idle()
+    assert runs.count("a") == 2

@@ -101,7 +101,7 @@ def router() -> APIRouter:
             return verify_page(request, rt, state="failed", error=REFUSED, status=403)
         email = form.get("email", "").strip()
         if "@" in email and len(email) <= MAX_EMAIL:
-            accounts.resend_verification(rt, email=email)
+            await accounts.resend_verification(rt, email=email)
         return verify_page(request, rt, state="resent")
 
     async def signed_in(request: Request, rt: Runtime) -> tuple[Actor | None, str | None]:

@@ -45,7 +45,7 @@ async def resend_verification(body: ResendVerification, rt: RuntimeDep) -> dict[
 
     The work is queued and done after the answer, which is the same, and as quick, for any address.
     """
-    accounts.resend_verification(rt, email=body.email)
+    await accounts.resend_verification(rt, email=body.email)
     return {"data": {"sent": True}}
 
 

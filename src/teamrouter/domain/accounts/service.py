@@ -20,6 +20,7 @@ from teamrouter.domain.accounts.schemas import EMAIL, user_public
 from teamrouter.domain.actor import Actor
 from teamrouter.domain.audit import service as audit
 from teamrouter.domain.credits.models import CreditAccount
+from teamrouter.domain.mail import mail_after_commit
 from teamrouter.domain.orgs.models import Membership, Organization
 from teamrouter.domain.roles import Role
 from teamrouter.errors import BadRequest, Conflict, NotFound, RateLimited, Unauthorized, bad_field
@@ -159,7 +160,8 @@ async def _notify_existing_account(uow: UnitOfWork, rt: Runtime, user: User, now
         f"{next_step}\n"
         "If it was not you, you can ignore this message: nobody can use your account without your password.\n"
     )
-    _mail_after_commit(uow, rt, user.email, "Someone tried to sign up to teamrouter with your email", body)
+    subject = "Someone tried to sign up to teamrouter with your email"
+    mail_after_commit(uow, rt, to=user.email, subject=subject, body=body, what="mail 'sign-up notice'")
 
 
 async def create_user(
@@ -236,33 +238,29 @@ def _send_verification(uow: UnitOfWork, rt: Runtime, user: User) -> None:
         f"The link works once and expires in {rt.settings.email_token_ttl_hours} hours.\n"
         "If you did not sign up, ignore this message.\n"
     )
-    _mail_after_commit(uow, rt, user.email, "Verify your teamrouter email", body)
-
-
-def _mail_after_commit(uow: UnitOfWork, rt: Runtime, to: str, subject: str, body: str) -> None:
-    """Sent once the transaction commits (a rolled-back sign-up mails nobody), after the answer: a
-    request never waits for the mail server, so whether it mailed does not show in its timing."""
-    rt.background.after_commit(
-        uow, functools.partial(rt.mailer.send, to=to, subject=subject, body=body), what=f"mail {subject!r}"
+    mail_after_commit(
+        uow, rt, to=user.email, subject="Verify your teamrouter email", body=body, what="mail 'verification'"
     )
 
 
-def resend_verification(rt: Runtime, *, email: str) -> None:
-    """Mail a fresh link, after the answer: the caller learns nothing about the address.
+async def resend_verification(rt: Runtime, *, email: str) -> None:
+    """Mail a fresh link to an unverified account, after the answer: the caller learns nothing.
 
-    Whether anything happens depends on the account (only an unverified one is mailed, and only
-    while its mail limit allows: mail_limits), and so does the work: a lookup alone, or writes and a
-    mail. Done in the request, that work showed in the answer's timing (an account oracle); done in
-    the background (teamrouter.background), every request answers the same way in the same time.
+    The request only looks the address up (one indexed read, found or not alike) and, for an
+    unverified account, queues the rest: the mail limit, the token and the mail, whose writes and
+    whose wait for the mail server would otherwise show in the answer's timing (an account oracle).
+    One job per address waits at a time, so a flood of resends for one address cannot fill the
+    queue that real verification and invitation mail shares.
     """
-    rt.background.put(functools.partial(_resend_verification, rt, normalize_email(email)), what="resend-verification")
+    address = normalize_email(email)
+    async with rt.db.read() as session:
+        pending = await session.scalar(select(User.id).where(User.email == address, User.email_verified_at.is_(None)))
+    if pending is not None:
+        job = functools.partial(_resend_verification, rt, address)
+        rt.background.put(job, what="resend-verification", once=f"resend:{address}")
 
 
 async def _resend_verification(rt: Runtime, email: str) -> None:
-    async with rt.db.read() as session:  # most probes name no unverified account: no write for them
-        pending = await session.scalar(select(User.id).where(User.email == email, User.email_verified_at.is_(None)))
-    if pending is None:
-        return
     async with rt.db.uow() as uow:
         user = await uow.session.scalar(select(User).where(User.email == email))
         if user is None or user.email_verified_at is not None:

@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -23,6 +22,7 @@ from teamrouter.domain.accounts.models import User
 from teamrouter.domain.accounts.service import normalize_email
 from teamrouter.domain.actor import Actor
 from teamrouter.domain.audit import service as audit
+from teamrouter.domain.mail import mail_after_commit
 from teamrouter.domain.orgs.models import Invitation, Membership, Organization
 from teamrouter.domain.orgs.policy import load_org
 from teamrouter.domain.orgs.schemas import effective_cap, invitation_status
@@ -131,10 +131,7 @@ def _mail_invitation(uow: UnitOfWork, rt: Runtime, *, to: str, org_name: str, ro
         "If you did not expect this invitation, ignore this message.\n"
     )
     subject = f"Invitation to join {org_name} on teamrouter"
-    # After the answer, like every mail (teamrouter.background): the admin never waits for SMTP.
-    rt.background.after_commit(
-        uow, functools.partial(rt.mailer.send, to=to, subject=subject, body=body), what="mail 'Invitation'"
-    )
+    mail_after_commit(uow, rt, to=to, subject=subject, body=body, what="mail 'invitation'")
 
 
 async def list_invitations(rt: Runtime, *, actor: Actor, organization_id: str) -> list[Invitation]:
