@@ -131,8 +131,8 @@ async def _restart_pending_sign_up(
     )
     # The links just ended were the only ones: were the new one held back by the one-a-minute rule
     # (a second sign-up seconds after the first: a double click, a retry), the owner would be left
-    # with a dead link and no other. The hourly cap still bounds how often anyone can cause this.
-    if await take_mail_slot(uow, secret=rt.secret, email=user.email, now=now, min_interval=timedelta(0)):
+    # with a dead link and no other. The limit lets such a mail through once per interval.
+    if await take_mail_slot(uow, secret=rt.secret, email=user.email, now=now, replacing=True):
         _send_verification(uow, rt, user)
 
 
