@@ -39,3 +39,17 @@ def test_missing_and_unknown_fields_keep_their_words():
         {"type": "extra_forbidden", "loc": ("body", "organization_id"), "msg": "Extra inputs are not permitted"},
     ]
     assert describe_validation(errors) == ("name: field required; organization_id: unknown field", "name")
+
+
+def test_a_field_the_client_sent_is_named_even_if_it_looks_like_a_type():
+    unknown = [{"type": "extra_forbidden", "loc": ("body", "Name"), "msg": "Extra inputs are not permitted"}]
+    assert describe_validation(unknown) == ("Name: unknown field", "Name")
+    # A builtin union member ("str" of `str | list[str]`) is a type, not a field.
+    union = [
+        {"type": "string_type", "loc": ("body", "stop", "str"), "msg": "Input should be a valid string"},
+        {"type": "list_type", "loc": ("body", "stop", "list[str]"), "msg": "Input should be a valid list"},
+    ]
+    assert describe_validation(union) == (
+        "stop: Input should be a valid string; stop: Input should be a valid list",
+        "stop",
+    )

@@ -40,14 +40,24 @@ def error_response(exc: TeamrouterError) -> JSONResponse:
     return JSONResponse(exc.envelope(), status_code=exc.status, headers=headers)
 
 
-def _field_name(loc: tuple[Any, ...]) -> str:
-    # Where a union's members are tried, pydantic adds each member's type to the location
-    # ("filters.FilterObject", "filters.list[FilterItem].0"): names of our classes, not of fields
-    # (which are snake_case), so they are left out.
+# Where a union's members are tried, pydantic adds each member's type to the location
+# ("filters.FilterObject", "filters.list[FilterItem].0", "stop.str"): names of types, not of
+# fields (ours are snake_case), so they are left out, except where the last part is the field the
+# client sent (an unknown or a missing field: "Name" there is theirs).
+_TYPE_TAGS = frozenset({"str", "int", "float", "bool", "bytes", "list", "dict", "none", "decimal", "datetime"})
+_LOCATIONS = frozenset({"body", "query", "path", "header"})
+
+
+def _is_type_tag(part: object) -> bool:
+    return isinstance(part, str) and (part[:1].isupper() or "[" in part or part in _TYPE_TAGS)
+
+
+def _field_name(loc: tuple[Any, ...], kind: str = "") -> str:
+    keep_last = kind in ("extra_forbidden", "missing")
     parts = [
         str(p)
-        for p in loc
-        if p not in ("body", "query", "path", "header") and not (isinstance(p, str) and (p[:1].isupper() or "[" in p))
+        for i, p in enumerate(loc)
+        if p not in _LOCATIONS and (not _is_type_tag(p) or (keep_last and i == len(loc) - 1))
     ]
     return ".".join(parts) or "body"
 
@@ -64,7 +74,7 @@ def describe_validation(errors: list[dict[str, Any]]) -> tuple[str, str]:
     first_field = ""
     for err in errors[:5]:
         kind = err.get("type", "")
-        field = _field_name(tuple(err.get("loc", ())))
+        field = _field_name(tuple(err.get("loc", ())), kind)
         if kind == "json_invalid":
             return "Malformed JSON body", "body"
         if kind == "extra_forbidden":
