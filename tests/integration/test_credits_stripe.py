@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 
 import pytest
@@ -96,7 +97,9 @@ async def test_many_concurrent_deliveries_credit_once(rt, client, make_person, f
     await check_ledger(rt)
 
 
-async def test_bad_webhooks_are_400_unused_ones_200_and_none_changes_anything(rt, client, make_person, fake_stripe):
+async def test_bad_webhooks_are_400_unused_ones_200_and_none_changes_anything(
+    rt, client, make_person, fake_stripe, caplog
+):
     ada = await make_person()
     data = await checkout(ada, 10)
     session = await session_of(rt, data["id"])
@@ -121,9 +124,13 @@ async def test_bad_webhooks_are_400_unused_ones_200_and_none_changes_anything(rt
         fake_stripe.event(session, event_type="customer.created"),
         fake_stripe.event(session, event_type="charge.succeeded"),
         fake_stripe.event(session, metadata={}, client_reference_id=None),
+        fake_stripe.event(session, metadata={"order": "42"}, client_reference_id="order-42"),  # not ours
     ):
-        r = await client.post(HOOK, content=body, headers=hdrs)
+        with caplog.at_level(logging.WARNING, logger="teamrouter.domain.credits.payments.stripe"):
+            r = await client.post(HOOK, content=body, headers=hdrs)
         assert r.status_code == 200 and r.json() == {"received": True, "ignored": True}, r.text
+    # Each is logged (by type and id), so a subscription that never sends a payment event shows.
+    assert caplog.text.count("stripe webhook: ignored") == 4
     unpaid, unpaid_headers = fake_stripe.event(session, payment_status="unpaid")
     assert (await client.post(HOOK, content=unpaid, headers=unpaid_headers)).json()["credited"] is False
     assert await ledger_count(rt) == 0

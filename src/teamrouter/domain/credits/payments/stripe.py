@@ -3,15 +3,18 @@
 The official SDK is used through a per-call `StripeClient` (its own aiohttp session and, in tests,
 `settings.stripe_api_base` as the API address): no module-level `stripe.api_key` or globals.
 
-Webhook rules: a missing or bad signature, an event type we do not handle, or a session we never
-created is a 400 with no ledger change (Stripe shows it in the dashboard and retries, which is what
-we want for a misconfigured endpoint; subscribe the endpoint only to the events below). A completed
+Webhook rules: a missing or bad signature, or a session that names one of our payments but does not
+match it, is a 400 with no ledger change. A signed event we have no use for (another type, or another
+application's checkout, with no payment id of ours) is acknowledged with a 200 and logged: Stripe
+retries anything else for days and then disables the endpoint, stopping real payments with it; the
+log line shows a misconfigured subscription (subscribe to the events below). A completed
 session is credited once however often and however concurrently it is delivered: the payment row
 moves pending -> completed with a guarded UPDATE and the ledger key is `payment:<id>`.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import aiohttp
@@ -32,6 +35,9 @@ from teamrouter.runtime import Runtime
 
 UNITS_PER_CENT = UNITS_PER_USD // 100
 MIN_CENTS = 50  # Stripe's smallest USD charge
+# Our payments' ids (teamrouter.ids.new_id("pay")): what a checkout session of ours names.
+PAYMENT_ID_PREFIX = "pay_"
+log = logging.getLogger(__name__)
 COMPLETED_EVENTS = frozenset({"checkout.session.completed", "checkout.session.async_payment_succeeded"})
 FAILED_EVENTS = frozenset({"checkout.session.expired", "checkout.session.async_payment_failed"})
 STRIPE_TIMEOUT_SECONDS = 30
@@ -140,12 +146,12 @@ async def handle_webhook(rt: Runtime, *, payload: bytes, signature: str | None) 
     # endpoint that keeps failing: an event this deployment has no use for (the endpoint subscribed
     # to more types, or a checkout another application of the same account made) is acknowledged.
     if event_type not in COMPLETED_EVENTS | FAILED_EVENTS:
-        return {"received": True, "ignored": True}
+        return _ignored(event, "an event type teamrouter does not use")
     session = (event.get("data") or {}).get("object") or {}
     metadata = session.get("metadata") or {}
     payment_id = metadata.get("payment_id") or session.get("client_reference_id")
-    if not payment_id:
-        return {"received": True, "ignored": True}
+    if not isinstance(payment_id, str) or not payment_id.startswith(PAYMENT_ID_PREFIX):
+        return _ignored(event, "a checkout session teamrouter did not create")
     async with rt.db.uow() as uow:
         payment = await uow.session.scalar(
             select(Payment).where(Payment.id == str(payment_id or ""), Payment.backend == "stripe")
@@ -177,3 +183,10 @@ async def handle_webhook(rt: Runtime, *, payload: bytes, signature: str | None) 
             memo=f"stripe event {event.get('id')}",
         )
     return {"received": True, "credited": posted is not None}
+
+
+def _ignored(event: dict[str, Any], why: str) -> dict[str, Any]:
+    # Logged, so a subscription that sends only events of no use here (no purchase is ever
+    # credited) shows in the log; ids and the type only.
+    log.warning("stripe webhook: ignored %s (%s, %s)", why, event.get("type"), event.get("id"))
+    return {"received": True, "ignored": True}
