@@ -65,8 +65,9 @@ async def page(browser: Any) -> AsyncIterator[Any]:
     problems: list[str] = []
 
     def on_console(message: Any) -> None:
-        # Chromium logs every 4xx as an error, our own error pages' (by design) and the favicon's
-        # (none is served) included: those are not problems; anything else, a CSP violation first, is.
+        # Chromium logs every failed load as an error, our own 4xx error pages' (by design) and the
+        # favicon's (none is served) included: not problems (5xx are caught from the responses
+        # below); anything else, a CSP violation first, is.
         url = message.location.get("url", "")
         expected = message.text.startswith("Failed to load resource") and (
             url == tab.url or url.endswith("/favicon.ico")
@@ -75,6 +76,10 @@ async def page(browser: Any) -> AsyncIterator[Any]:
             problems.append(f"{url}: {message.text}")
 
     tab.on("console", on_console)
+    # The console excuse above covers our own 4xx pages; a 5xx is never expected.
+    tab.on(
+        "response", lambda response: response.status >= 500 and problems.append(f"{response.url}: {response.status}")
+    )
     tab.on("pageerror", lambda error: problems.append(str(error)))
     tab.on("requestfailed", lambda request: problems.append(f"{request.url}: {request.failure}"))
     tab.set_default_timeout(10_000)

@@ -10,9 +10,11 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.conftest import PASSWORD
 
+pytestmark = pytest.mark.browser
 API = "/api/v1"
 
 

@@ -4,6 +4,7 @@ nothing else."""
 from __future__ import annotations
 
 import sqlite3
+from typing import Any
 
 import pytest
 
@@ -18,10 +19,21 @@ class Refusing:
         self.message = message
         self.calls: list[str] = []
 
-    def __call__(self, statement: str) -> None:
+    def __call__(self, statement: str) -> Any:
+        if statement == "PRAGMA journal_mode":  # the read: a new file is in rollback mode
+            return FakeCursor(("delete",))
         self.calls.append(statement)
         if len(self.calls) <= self.times:
             raise sqlite3.OperationalError(self.message)
+        return FakeCursor(("wal",))
+
+
+class FakeCursor:
+    def __init__(self, row: tuple[str]) -> None:
+        self.row = row
+
+    def fetchone(self) -> tuple[str]:
+        return self.row
 
 
 def test_a_locked_refusal_is_tried_again_until_the_switch_is_made():
@@ -49,5 +61,21 @@ def test_a_real_database_ends_in_wal(tmp_path):
     try:
         use_wal(conn.execute)
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    finally:
+        conn.close()
+
+
+def test_a_database_already_in_wal_is_not_switched_again(tmp_path):
+    conn = sqlite3.connect(tmp_path / "db.sqlite", isolation_level=None)
+    try:
+        use_wal(conn.execute)
+        statements: list[str] = []
+
+        def execute(statement: str) -> Any:
+            statements.append(statement)
+            return conn.execute(statement)
+
+        use_wal(execute)
+        assert statements == ["PRAGMA journal_mode"]  # a read, no lock to wait for
     finally:
         conn.close()

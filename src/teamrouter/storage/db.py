@@ -141,7 +141,8 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         dbapi_conn.isolation_level = None
         cursor = dbapi_conn.cursor()
         cursor.execute("PRAGMA busy_timeout=30000")
-        use_wal(cursor.execute)
+        # The adapted cursor's execute returns nothing; its rows are read from the cursor itself.
+        use_wal(lambda statement: (cursor.execute(statement), cursor)[1])
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA temp_store=MEMORY")  # statement journals: memory, not temp files

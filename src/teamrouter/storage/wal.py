@@ -20,7 +20,13 @@ SWITCH_SECONDS = 30.0
 
 
 def use_wal(execute: Callable[[str], Any], *, seconds: float = SWITCH_SECONDS) -> None:
-    """Run `PRAGMA journal_mode=WAL` through `execute`, retrying while SQLite refuses it as locked."""
+    """Run `PRAGMA journal_mode=WAL` through `execute`, retrying while SQLite refuses it as locked.
+
+    The retries sleep in the caller's thread, which for the ORM's connections is the event loop's:
+    they happen only while a new file is being switched (WAL is persistent, and a file already in it
+    answers at once below), i.e. when instances start together on a new database."""
+    if _mode(execute) == "wal":
+        return
     deadline = time.monotonic() + seconds
     while True:
         try:
@@ -31,3 +37,8 @@ def use_wal(execute: Callable[[str], Any], *, seconds: float = SWITCH_SECONDS) -
                 raise
         # Jittered, so connections that collided do not collide again in step.
         time.sleep(random.uniform(0.005, 0.03))
+
+
+def _mode(execute: Callable[[str], Any]) -> str | None:
+    row = execute("PRAGMA journal_mode").fetchone()
+    return str(row[0]).lower() if row else None
