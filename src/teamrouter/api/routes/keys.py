@@ -90,12 +90,8 @@ async def update_key(
     """Change name, disabled, limit or limit_reset, or hand an admin-managed key back to its creator
     (`admin_managed: false`, org admins); only the fields sent change."""
     changes = {field: getattr(body, field) for field in body.model_fields_set - SDK_ONLY_FIELDS}
-    if not changes and body.model_fields_set:
-        # Only fields the SDK sends that mean nothing here (no BYOK, one workspace): nothing to
-        # change, which is not the caller's mistake (`api_keys.update(include_byok_in_limit=…)`).
-        key = await keys.get_key(rt, actor=actor, key_hash=hash)
-    else:
-        key = await keys.update_key(rt, actor=actor, key_hash=hash, **changes)
+    no_ops = bool(body.model_fields_set & SDK_ONLY_FIELDS)
+    key = await keys.update_key(rt, actor=actor, key_hash=hash, no_op_fields_sent=no_ops, **changes)
     return {"data": key_public(key, rt.clock.now())}
 
 

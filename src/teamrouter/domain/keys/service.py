@@ -358,10 +358,16 @@ async def update_key(
     limit: Decimal | _Unset | None = UNSET,
     limit_reset: str | _Unset | None = UNSET,
     admin_managed: bool | _Unset | None = UNSET,
+    no_op_fields_sent: bool = False,
 ) -> ApiKey:
     """Change the given fields only; `limit=None` removes the limit; `admin_managed=False` hands an
     admin-managed key back to its creator (org admins only), and wins over a take-over in the same
-    call: the limit then set is one the creator may change."""
+    call: the limit then set is one the creator may change.
+
+    `no_op_fields_sent`: the caller sent fields that mean nothing here (the SDK's
+    `include_byok_in_limit`, `workspace_id`: no BYOK, one workspace). Sent alone they are no
+    mistake (`api_keys.update(include_byok_in_limit=…)`): the key is answered as it is, to whoever
+    may see it."""
     hand_back = admin_managed is not UNSET
     if hand_back and admin_managed is not False:
         raise bad_field(
@@ -381,6 +387,8 @@ async def update_key(
     if limit_reset is not UNSET:
         changes["limit_reset"] = _limit_reset(limit_reset)
     if not changes and not hand_back:
+        if no_op_fields_sent:
+            return await get_key(rt, actor=actor, key_hash=key_hash)
         raise BadRequest("No update fields provided", code="no_update_fields")
 
     now = rt.clock.now()

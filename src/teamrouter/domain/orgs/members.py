@@ -122,7 +122,6 @@ async def change_role(
                     actor=actor,
                     organization_id=org.id,
                     user_id=user_id,
-                    keys=await _enabled_keys(uow, org.id, user_id, management_only=True),
                     management_only=True,
                     reason="creator is no longer an admin of the organization",
                 )
@@ -170,7 +169,15 @@ async def end_membership(
         .values(organization_id=None)
         .execution_options(synchronize_session=False)
     )
-    keys = await _enabled_keys(uow, org.id, user_id, management_only=exit_keys == "keep")
+    disabled = await _disable_keys(
+        uow,
+        rt,
+        actor=actor,
+        organization_id=org.id,
+        user_id=user_id,
+        management_only=exit_keys == "keep",
+        reason="creator left the organization",
+    )
     audit.record(
         uow,
         actor=actor,
@@ -180,17 +187,7 @@ async def end_membership(
         target_id=user_id,
         organization_id=org.id,
         before={"role": membership.role},
-        after={"disabled_keys": len(keys), "member_exit_keys": exit_keys},
-    )
-    await _disable_keys(
-        uow,
-        rt,
-        actor=actor,
-        organization_id=org.id,
-        user_id=user_id,
-        keys=keys,
-        management_only=exit_keys == "keep",
-        reason="creator left the organization",
+        after={"disabled_keys": disabled, "member_exit_keys": exit_keys},
     )
 
 
@@ -216,17 +213,17 @@ async def _disable_keys(
     actor: Actor,
     organization_id: str,
     user_id: str,
-    keys: Sequence[Row[str, str, bool]],
     management_only: bool,
     reason: str,
-) -> None:
-    """Disable a person's keys (from `_enabled_keys`, with the same `management_only`) as the system,
-    in the caller's transaction.
+) -> int:
+    """Disable a person's enabled keys in an org (management keys only, if so) as the system, in the
+    caller's transaction; returns how many.
 
     They become admin-managed, so the person cannot re-enable them unless they are an admin, and so do
     the keys of the same kind the person had already disabled; the membership-scoped caches drop the
     person's keys after commit, as at an exit."""
     now = rt.clock.now()
+    keys = await _enabled_keys(uow, organization_id, user_id, management_only=management_only)
     await _claim_disabled_keys(
         uow,
         rt,
@@ -259,6 +256,7 @@ async def _disable_keys(
     # callables taking (organization_id, user_id), run after commit.
     for listener in rt.extras.get(MEMBERSHIP_LISTENERS, ()):
         uow.on_commit(functools.partial(listener, organization_id, user_id))
+    return len(keys)
 
 
 async def _claim_disabled_keys(
