@@ -79,6 +79,7 @@ upstream_model = "fake-chat"
 prompt_price = "0.000001"
 completion_price = "0.000002"
 max_completion_tokens = 1000
+quantization = "fp8"  # fakeb declares none: "unknown"
 [[models.endpoints]]
 provider = "fakeb"
 upstream_model = "fake-chat-backup"
@@ -103,6 +104,7 @@ max_completion_tokens = 100
 id = "test/claude"
 name = "Test Claude"
 context_length = 200000
+distillable = true
 [[models.endpoints]]
 provider = "claude"
 upstream_model = "claude-fake"

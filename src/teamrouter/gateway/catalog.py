@@ -22,6 +22,12 @@ from teamrouter.gateway.pricing import PriceError, Prices, parse_price
 
 ProviderKind = Literal["openai", "anthropic", "demo"]
 PROVIDER_KINDS: tuple[str, ...] = ("openai", "anthropic", "demo")
+# The weight precisions OpenRouter names (the `openrouter` SDK's `Quantization`): what an endpoint
+# may declare and a request's `provider.quantizations` may ask for. "unknown" is an endpoint that
+# declares none.
+QUANTIZATIONS: tuple[str, ...] = (
+    "int4", "int8", "fp4", "mxfp4", "nvfp4", "fp6", "fp8", "mxfp8", "fp16", "bf16", "fp32", "unknown",
+)  # fmt: skip
 DEFAULT_CATALOG = "default_catalog.toml"
 
 
@@ -64,6 +70,7 @@ class Endpoint:
     max_completion_tokens: int
     context_length: int
     position: int  # catalog order, the tie-breaker of every routing sort
+    quantization: str = "unknown"  # one of QUANTIZATIONS
 
     @property
     def provider_slug(self) -> str:
@@ -90,6 +97,9 @@ class Model:
     endpoints: tuple[Endpoint, ...]
     description: str = ""
     created: int = 0
+    # The model's author allows training other models on its outputs (OpenRouter's "distillable");
+    # only the deployment can vouch for that, so a model is not distillable unless the catalog says.
+    distillable: bool = False
 
     @property
     def author(self) -> str:
@@ -163,10 +173,10 @@ _PROVIDER_KEYS = {
     "slug", "name", "kind", "base_url", "api_key_env", "data_collection", "zdr",
     "connect_timeout", "first_byte_timeout", "read_timeout", "headers", "anthropic_version",
 }  # fmt: skip
-_MODEL_KEYS = {"id", "name", "context_length", "description", "created", "endpoints"}
+_MODEL_KEYS = {"id", "name", "context_length", "description", "created", "distillable", "endpoints"}
 _ENDPOINT_KEYS = {
     "provider", "upstream_model", "prompt_price", "completion_price", "request_price",
-    "cached_prompt_price", "cache_write_price", "max_completion_tokens", "context_length",
+    "cached_prompt_price", "cache_write_price", "max_completion_tokens", "context_length", "quantization",
 }  # fmt: skip
 
 
@@ -292,6 +302,9 @@ class _Loader:
         created = raw.get("created", 0)
         if isinstance(created, bool) or not isinstance(created, int) or created < 0:
             raise self.fail(where, "created must be a Unix timestamp (integer)")
+        distillable = raw.get("distillable", False)
+        if not isinstance(distillable, bool):
+            raise self.fail(where, f"distillable must be true or false, got {distillable!r}")
         raw_endpoints = self.table_list(raw.get("endpoints", []), f"{where}: endpoints")
         if not raw_endpoints:
             raise self.fail(where, "has no [[models.endpoints]]")
@@ -315,6 +328,7 @@ class _Loader:
             endpoints=tuple(endpoints),
             description=description,
             created=created,
+            distillable=distillable,
         )
 
     def price(self, raw: dict[str, Any], key: str, where: str, *, required: bool) -> Decimal | None:
@@ -355,6 +369,9 @@ class _Loader:
         max_completion = (
             self.integer(raw, "max_completion_tokens", where) if "max_completion_tokens" in raw else context_length
         )
+        quantization = raw.get("quantization", "unknown")
+        if quantization not in QUANTIZATIONS:
+            raise self.fail(where, f"quantization must be one of {', '.join(QUANTIZATIONS)}, got {quantization!r}")
         return Endpoint(
             id=f"{model_id}@{slug}",
             model_id=model_id,
@@ -364,4 +381,5 @@ class _Loader:
             max_completion_tokens=max_completion,
             context_length=context_length,
             position=position,
+            quantization=quantization,
         )

@@ -82,6 +82,18 @@ async def test_one_model_for_the_openrouter_and_openai_sdks(sdk, gateway, gw_rt)
     assert retrieved.created == listed["created"]
 
 
+async def test_the_endpoints_listing_shows_each_quantization(gateway, gw_rt):
+    who = await funded_person(gw_rt, usd="1")
+    with (
+        warnings.catch_warnings(),
+        OpenRouter(api_key=who.key, server_url=f"{gateway.base_url}/api/v1", retry_config=None) as client,
+    ):
+        warnings.simplefilter("ignore", DeprecationWarning)
+        endpoints = client.endpoints.list(author="test", slug="chat").data.endpoints
+    # The catalog gives Fake AI's endpoint "fp8" and Fake Backup's none.
+    assert [(e.provider_name, e.quantization) for e in endpoints] == [("Fake AI", "fp8"), ("Fake Backup", "unknown")]
+
+
 @pytest.mark.parametrize("path", ["/models/nope/nothing/endpoints", "/model/nope/nothing", "/models/nope/nothing"])
 async def test_an_unknown_model_is_a_404(gateway, gw_rt, path):
     who = await funded_person(gw_rt, usd="1")

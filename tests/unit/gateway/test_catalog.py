@@ -105,6 +105,14 @@ def load_catalog_text(text: str) -> Catalog:
     return parse_catalog(text, env=ENV)
 
 
+def test_quantization_and_distillable_are_optional() -> None:
+    marked = replace("max_completion_tokens = 4096", 'max_completion_tokens = 4096\nquantization = "bf16"')
+    catalog = load_catalog_text(replace("context_length = 1000", "context_length = 1000\ndistillable = true", marked))
+    fast, other = catalog.models()
+    assert [e.quantization for e in fast.endpoints] == ["bf16", "unknown"]
+    assert (fast.distillable, other.distillable) == (False, True)
+
+
 def test_missing_file_is_a_catalog_error(tmp_path: Path) -> None:
     with pytest.raises(CatalogError, match=r"missing\.toml"):
         load_catalog(tmp_path / "missing.toml", env={})
@@ -173,6 +181,21 @@ BAD = [
         "bad max tokens",
         replace("max_completion_tokens = 4096", "max_completion_tokens = -4"),
         "max_completion_tokens",
+    ),
+    (
+        "unknown quantization",
+        replace("max_completion_tokens = 4096", 'max_completion_tokens = 4096\nquantization = "q4_k_m"'),
+        r"model 'acme/fast-chat'.*provider 'acme'.*quantization must be one of int4, .*unknown, got 'q4_k_m'",
+    ),
+    (
+        "quantization not a string",
+        replace("max_completion_tokens = 4096", "max_completion_tokens = 4096\nquantization = 8"),
+        r"provider 'acme'.*quantization must be one of .*got 8",
+    ),
+    (
+        "bad distillable",
+        replace("context_length = 1000", 'context_length = 1000\ndistillable = "yes"'),
+        r"model 'acme/other': distillable must be true or false",
     ),
 ]
 

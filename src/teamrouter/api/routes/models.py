@@ -74,7 +74,7 @@ def _endpoint_public(endpoint: Endpoint, model: Model) -> dict[str, Any]:
         "pricing": endpoint.prices.as_openrouter(),
         "provider_name": provider.name,
         "tag": provider.slug,
-        "quantization": None,
+        "quantization": endpoint.quantization,
         "max_completion_tokens": endpoint.max_completion_tokens,
         "max_prompt_tokens": None,
         "supported_parameters": _PARAMETERS,
