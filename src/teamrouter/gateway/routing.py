@@ -1,30 +1,49 @@
 """Choosing endpoints: which provider endpoints may serve a request, and in what order.
 
 Pure functions over the catalog. The request's ``provider`` object follows OpenRouter's
-provider routing: ``order``, ``only``, ``ignore``, ``allow_fallbacks``, ``sort``
-("price" | "latency" | "throughput"), ``data_collection`` ("allow" | "deny"), ``zdr`` and
-``max_price`` — whose ``prompt`` / ``completion`` are USD per *million* tokens and ``request``
-USD per request, as in OpenRouter's API (catalog prices are per token). ``require_parameters``
-is accepted and ignored (the catalog does not list supported parameters).
+provider routing, field for field as the official `openrouter` SDK sends it:
+
+- ``order``, ``only``, ``ignore``, ``allow_fallbacks``, ``data_collection`` ("allow" | "deny"), ``zdr``;
+- ``sort``: "price" | "latency" | "throughput" | "exacto", or an object ``{by, partition}``;
+  ``partition = "none"`` ranks the endpoints of every requested model together instead of model by
+  model. "exacto" ranks by tool-calling quality on OpenRouter; teamrouter has no such signal, so it
+  ranks as the default does (cheapest first).
+- ``max_price``: ``prompt`` / ``completion`` in USD per *million* tokens and ``request`` USD per
+  request, as in OpenRouter's API (catalog prices are per token); ``image`` and ``audio`` (USD per
+  unit) are validated and always met: the catalog prices images and audio as prompt tokens.
+- ``quantizations``: only endpoints whose catalog ``quantization`` is listed ("unknown" when the
+  catalog says none).
+- ``enforce_distillable_text = true``: only models the catalog marks ``distillable``.
+- ``preferred_max_latency`` / ``preferred_min_throughput``: soft, see gateway.thresholds.
+- ``require_parameters`` is accepted and ignored (the catalog does not list supported parameters).
+- ``options`` (provider-specific request options keyed by provider slug) is validated as an object of
+  objects and not forwarded: merged into an upstream body, a client's options could override what
+  the gateway sets and bills by (``max_tokens``, ``stream``, ``model``).
 
 Organization settings can only tighten what a request may use: ``only`` lists are
 intersected, ``ignore`` lists united, "deny" and ZDR win, ``allow_fallbacks = false`` on either
-side wins. ``order`` and ``sort`` are preferences, so the request's take precedence.
+side wins. ``order`` and ``sort`` are preferences, so the request's take precedence. The request's
+own filters (``quantizations``, distillable) only remove endpoints, and its soft preferences only
+reorder what every filter left.
 
 Provider names in lists match a provider's slug or display name, case-insensitively.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import Literal
+from typing import Any, Literal
 
-from teamrouter.gateway.catalog import Catalog, Endpoint
+from teamrouter.gateway.catalog import QUANTIZATIONS, Catalog, Endpoint
+from teamrouter.gateway.thresholds import PERCENTILES, Cutoffs, preference_tier
 
-Sort = Literal["price", "latency", "throughput"]
-SORTS: tuple[str, ...] = ("price", "latency", "throughput")
+Sort = Literal["price", "latency", "throughput", "exacto"]
+SORTS: tuple[str, ...] = ("price", "latency", "throughput", "exacto")
+Partition = Literal["model", "none"]
+PARTITIONS: tuple[str, ...] = ("model", "none")
 _PER_MILLION = Decimal(10**6)
 
 
@@ -88,6 +107,11 @@ class ProviderPreferences:
     data_collection: Literal["allow", "deny"] | None = None
     zdr: bool | None = None
     max_price: MaxPrice | None = None
+    sort_partition: Partition | None = None  # `sort.partition`; "model" (by model) when absent
+    quantizations: frozenset[str] | None = None
+    enforce_distillable_text: bool | None = None
+    preferred_max_latency: Cutoffs | None = None  # seconds
+    preferred_min_throughput: Cutoffs | None = None  # tokens per second
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,9 +155,10 @@ class OrgPolicy:
 
 _PREF_FIELDS = {
     "order", "only", "ignore", "allow_fallbacks", "sort", "data_collection", "zdr", "max_price",
-    "require_parameters",
+    "require_parameters", "quantizations", "enforce_distillable_text", "preferred_max_latency",
+    "preferred_min_throughput", "options",
 }  # fmt: skip
-_MAX_PRICE_FIELDS = {"prompt", "completion", "request", "image", "audio"}
+_MAX_PRICE_FIELDS = ("prompt", "completion", "request", "image", "audio")
 MAX_LIST = 100  # longer provider lists are surely a mistake; bounded work per request
 
 
@@ -164,6 +189,70 @@ def _money(value: object, field: str) -> Decimal:
     return amount
 
 
+def _sort(value: object, field: str) -> tuple[Sort | None, Partition | None]:
+    """A sort name, or the `openrouter` SDK's ProviderSortConfig ``{by, partition}``."""
+    if not isinstance(value, Mapping):
+        if value not in SORTS:
+            raise InvalidRoutingRequest(field, f"must be one of {', '.join(SORTS)}, or an object {{by, partition}}")
+        return value, None  # type: ignore[return-value]  # checked against SORTS
+    for key in value:
+        if key not in ("by", "partition"):
+            raise InvalidRoutingRequest(f"{field}.{key}", "unknown field")
+    by, partition = value.get("by"), value.get("partition")
+    if by is not None and by not in SORTS:
+        raise InvalidRoutingRequest(f"{field}.by", f"must be one of {', '.join(SORTS)}")
+    if partition is not None and partition not in PARTITIONS:
+        raise InvalidRoutingRequest(f"{field}.partition", 'must be "model" or "none"')
+    return by, partition
+
+
+def _quantizations(value: object, field: str) -> frozenset[str]:
+    if not isinstance(value, list):
+        raise InvalidRoutingRequest(field, "must be a list of quantization levels")
+    if not value:
+        # As for `only`: a filter that allows nothing would read as "no provider available" (503).
+        raise InvalidRoutingRequest(field, "must not be empty: it would allow no endpoint")
+    if len(value) > MAX_LIST:
+        raise InvalidRoutingRequest(field, f"at most {MAX_LIST} entries")
+    for i, level in enumerate(value):
+        if not isinstance(level, str) or level not in QUANTIZATIONS:
+            raise InvalidRoutingRequest(f"{field}[{i}]", f"must be one of {', '.join(QUANTIZATIONS)}")
+    return frozenset(value)
+
+
+def _cutoffs(value: object, field: str) -> Cutoffs:
+    """A number (p50) or an object of percentile cutoffs, each a number or null."""
+    if not isinstance(value, Mapping):
+        return Cutoffs(p50=_measure(value, field))
+    for key in value:
+        if key not in PERCENTILES:
+            raise InvalidRoutingRequest(f"{field}.{key}", f"unknown field (expected {', '.join(PERCENTILES)})")
+    given: dict[str, Any] = {
+        key: _measure(value[key], f"{field}.{key}") for key in PERCENTILES if value.get(key) is not None
+    }
+    return Cutoffs(**given)
+
+
+def _measure(value: object, field: str) -> float:
+    try:
+        number = float(value) if isinstance(value, int | float) and not isinstance(value, bool) else math.nan
+    except OverflowError:  # an int too large for a float
+        number = math.nan
+    if not math.isfinite(number) or number < 0:
+        raise InvalidRoutingRequest(field, "must be a non-negative number")
+    return number
+
+
+def _options(value: object, field: str) -> None:
+    # Validated for shape only, and dropped (see the module docstring); unknown slugs are allowed,
+    # as OpenRouter drops the options of providers that do not serve the request.
+    if not isinstance(value, Mapping):
+        raise InvalidRoutingRequest(field, "must be an object keyed by provider slug")
+    for slug, options in value.items():
+        if not isinstance(options, Mapping):
+            raise InvalidRoutingRequest(f"{field}.{slug}", "must be an object")
+
+
 def parse_provider_preferences(value: object, *, where: str = "provider") -> ProviderPreferences:
     """Strictly validate a request's ``provider`` object (``None`` means no preferences)."""
     if value is None:
@@ -181,9 +270,7 @@ def parse_provider_preferences(value: object, *, where: str = "provider") -> Pro
     allow_fallbacks = _bool(allow, f"{where}.allow_fallbacks") if allow is not None else None
     if get("require_parameters") is not None:
         _bool(get("require_parameters"), f"{where}.require_parameters")
-    sort = get("sort")
-    if sort is not None and sort not in SORTS:
-        raise InvalidRoutingRequest(f"{where}.sort", f"must be one of {', '.join(SORTS)}")
+    sort, partition = _sort(get("sort"), f"{where}.sort") if get("sort") is not None else (None, None)
     data_collection = get("data_collection")
     if data_collection is not None and data_collection not in ("allow", "deny"):
         raise InvalidRoutingRequest(f"{where}.data_collection", 'must be "allow" or "deny"')
@@ -198,10 +285,23 @@ def parse_provider_preferences(value: object, *, where: str = "provider") -> Pro
                 raise InvalidRoutingRequest(f"{where}.max_price.{key}", "unknown field")
         limits = {
             key: _money(raw_max[key], f"{where}.max_price.{key}")
-            for key in ("prompt", "completion", "request")
+            for key in _MAX_PRICE_FIELDS
             if raw_max.get(key) is not None
         }
-        max_price = MaxPrice(**limits)
+        # image and audio ceilings are always met: no endpoint charges per image or audio unit.
+        max_price = MaxPrice(**{k: v for k, v in limits.items() if k in ("prompt", "completion", "request")})
+    raw_levels = get("quantizations")
+    quantizations = _quantizations(raw_levels, f"{where}.quantizations") if raw_levels is not None else None
+    raw_distill = get("enforce_distillable_text")
+    distillable = _bool(raw_distill, f"{where}.enforce_distillable_text") if raw_distill is not None else None
+    raw_latency = get("preferred_max_latency")
+    max_latency = _cutoffs(raw_latency, f"{where}.preferred_max_latency") if raw_latency is not None else None
+    raw_throughput = get("preferred_min_throughput")
+    min_throughput = (
+        _cutoffs(raw_throughput, f"{where}.preferred_min_throughput") if raw_throughput is not None else None
+    )
+    if get("options") is not None:
+        _options(get("options"), f"{where}.options")
     return ProviderPreferences(
         order=order,
         only=only,
@@ -211,6 +311,11 @@ def parse_provider_preferences(value: object, *, where: str = "provider") -> Pro
         data_collection=data_collection,
         zdr=zdr,
         max_price=max_price,
+        sort_partition=partition,
+        quantizations=quantizations,
+        enforce_distillable_text=distillable,
+        preferred_max_latency=max_latency,
+        preferred_min_throughput=min_throughput,
     )
 
 
@@ -292,6 +397,9 @@ def _filters(prefs: ProviderPreferences, org: OrgPolicy) -> list[Filter]:
         if mp.request is not None:
             rlimit = mp.request
             out.append(("provider.max_price.request", lambda e: e.prices.request <= rlimit))
+    if prefs.quantizations is not None:
+        levels = prefs.quantizations
+        out.append(("provider.quantizations", lambda e: e.quantization in levels))
     return out
 
 
@@ -299,7 +407,7 @@ def _denies_collection(endpoint: Endpoint) -> bool:
     return endpoint.provider.data_collection == "deny"
 
 
-def _sorted(endpoints: list[Endpoint], sort: Sort | None, stats: Mapping[str, float] | None) -> list[Endpoint]:
+def _sort_key(sort: Sort | None, stats: Mapping[str, float] | None) -> Callable[[Endpoint], tuple[Any, ...]]:
     def by_price(e: Endpoint) -> tuple[Decimal, int]:
         return (e.prices.sort_key(), e.position)
 
@@ -313,8 +421,8 @@ def _sorted(endpoints: list[Endpoint], sort: Sort | None, stats: Mapping[str, fl
                 return (1, 0.0, *by_price(e))
             return (0, sign * observed, *by_price(e))
 
-        return sorted(endpoints, key=by_stat)
-    return sorted(endpoints, key=by_price)
+        return by_stat
+    return by_price  # also "exacto": no tool-calling quality figures here
 
 
 def route(
@@ -331,6 +439,8 @@ def route(
     ``model`` is tried first, then each of ``models`` (OpenRouter's fallback list; when
     ``model`` is missing the list alone is used). ``stats`` maps ``"latency"`` (ms) or
     ``"throughput"`` (tokens/s) to per-provider observations; without them the sort is by price.
+    Endpoints that meet the request's preferred latency/throughput go first across all models (as
+    on OpenRouter, a fallback model that meets them may be tried before the first model's others).
     """
     prefs = prefs or ProviderPreferences()
     org = org or OrgPolicy()
@@ -351,7 +461,10 @@ def route(
     _check_known(catalog, prefs)
     filters = _filters(prefs, org)
     sort = prefs.sort or org.sort
-    sort_stats = stats.get(sort) if stats is not None and sort is not None else None
+    sort_key = _sort_key(sort, stats.get(sort) if stats is not None and sort is not None else None)
+    tier = preference_tier(
+        max_latency=prefs.preferred_max_latency, min_throughput=prefs.preferred_min_throughput, stats=stats
+    )
     # The request's preferences win over the organization's: its own order, or its sort (an org
     # order would otherwise re-rank a request that asked for the cheapest first).
     order = prefs.order if prefs.order is not None else (None if prefs.sort else org.order)
@@ -360,6 +473,10 @@ def route(
     result: list[Endpoint] = []
     reasons: dict[str, str] = {}
     for name in wanted:
+        served = catalog.model(name)
+        if prefs.enforce_distillable_text and served is not None and not served.distillable:
+            reasons[name] = "provider.enforce_distillable_text = true (the catalog does not mark it distillable)"
+            continue
         candidates = list(catalog.endpoints_for(name))
         for label, keep in filters:
             candidates = [e for e in candidates if keep(e)]
@@ -368,7 +485,7 @@ def route(
                 break
         if not candidates:
             continue
-        ranked = _sorted(candidates, sort, sort_stats)
+        ranked = sorted(candidates, key=sort_key)
         if order:
             listed = sorted(
                 (e for e in ranked if _rank(order, e) is not None),
@@ -383,11 +500,24 @@ def route(
                 ranked = listed
             else:
                 ranked = listed + rest
-        elif not allow_fallbacks:
+        if tier is not None:
+            ranked.sort(key=tier)  # stable: within a tier, the order so far
+        if not order and not allow_fallbacks:
             ranked = ranked[:1]
         result.extend(ranked)
     if not result:
         raise NoEndpointsError(reasons)
+    if prefs.sort_partition == "none":
+        # One ranking for all models' endpoints; an order's listed providers still come first.
+        ordered = order or ()
+
+        def across_models(e: Endpoint) -> tuple[int, tuple[Any, ...]]:
+            rank = _rank(ordered, e)
+            return (len(ordered) if rank is None else rank, sort_key(e))
+
+        result.sort(key=across_models)
+    if tier is not None:
+        result.sort(key=tier)
     return result
 
 

@@ -1,5 +1,6 @@
 """Recent latency and throughput per provider, from this process's own answers: what a request's
-`provider.sort` of "latency" or "throughput" ranks by (OpenRouter ranks by the same two figures).
+`provider.sort` of "latency" or "throughput" ranks by (OpenRouter ranks by the same two figures), and
+what `provider.preferred_max_latency` / `preferred_min_throughput` are held to (gateway.thresholds).
 
 Each figure is an exponentially weighted mean, so a provider that slows down moves down within a
 few answers. A provider with no answers yet has no figure, and routing places it after the measured

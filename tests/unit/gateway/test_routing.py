@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
+import orjson
 import pytest
 
 from teamrouter.gateway.catalog import Catalog, Endpoint, parse_catalog
 from teamrouter.gateway.routing import (
     InvalidRoutingRequest,
+    MaxPrice,
     NoEndpointsError,
     OrgPolicy,
+    ProviderPreferences,
     RouteCache,
     UnknownModelError,
     parse_provider_preferences,
     route,
 )
+from teamrouter.gateway.thresholds import Cutoffs
 
 # Providers: cheap (collects data), mid (deny, no zdr), safe (deny + zdr), pricey (deny + zdr),
-# idle (serves no model).
+# idle (serves no model). x/chat's endpoints: pricey fp16, mid fp8, cheap int4, safe undeclared
+# ("unknown"); only x/backup is distillable.
 CATALOG = """
 [[providers]]
 slug = "idle"
@@ -58,16 +65,19 @@ context_length = 1000
 provider = "pricey"
 prompt_price = "0.000010"
 completion_price = "0.000030"
+quantization = "fp16"
 
 [[models.endpoints]]
 provider = "mid"
 prompt_price = "0.000002"
 completion_price = "0.000004"
+quantization = "fp8"
 
 [[models.endpoints]]
 provider = "cheap"
 prompt_price = "0.000001"
 completion_price = "0.000002"
+quantization = "int4"
 
 [[models.endpoints]]
 provider = "safe"
@@ -78,6 +88,7 @@ request_price = "0.01"
 [[models]]
 id = "x/backup"
 context_length = 1000
+distillable = true
 
 [[models.endpoints]]
 provider = "safe"
@@ -385,3 +396,193 @@ def test_route_cache_answers_as_route_does(catalog: Catalog) -> None:
             cache.route(model="nope/model", models=(), prefs=None, org=None)
         with pytest.raises(NoEndpointsError):
             cache.route(model="x/chat", models=(), prefs=None, org=OrgPolicy(only=("nobody",)))
+
+
+# -- every field the official `openrouter` SDK can send -------------------------------------------
+
+
+def sdk_wire(**fields: object) -> object:
+    """A `provider` object exactly as the `openrouter` SDK puts it on the wire."""
+    from openrouter import components, utils
+
+    return orjson.loads(utils.marshal_json(components.ProviderPreferences(**fields), components.ProviderPreferences))
+
+
+def test_the_sdks_provider_object_is_accepted_whole() -> None:
+    from openrouter import components
+
+    wire = sdk_wire(
+        order=["mid"],
+        only=["mid", "safe"],
+        ignore=["cheap"],
+        allow_fallbacks=True,
+        require_parameters=False,
+        data_collection="deny",
+        zdr=False,
+        enforce_distillable_text=False,
+        quantizations=["fp8", "unknown"],
+        sort=components.ProviderSortConfig(by="latency", partition="none"),
+        preferred_max_latency=components.PercentileLatencyCutoffs(p50=1.5, p90=3),
+        preferred_min_throughput=50,
+        max_price=components.MaxPrice(prompt="5", completion="10", request="0.1", image="0.01", audio="0.02"),
+        options={"fireworks": {"a": 1}, "openai": {"b": {"c": 2}}},
+    )
+    prefs = parse_provider_preferences(wire)
+    assert prefs.quantizations == {"fp8", "unknown"} and prefs.enforce_distillable_text is False
+    assert (prefs.sort, prefs.sort_partition) == ("latency", "none")
+    assert prefs.preferred_max_latency == Cutoffs(p50=1.5, p90=3.0)
+    assert prefs.preferred_min_throughput == Cutoffs(p50=50.0)
+    assert prefs.max_price == MaxPrice(prompt=Decimal(5), completion=Decimal(10), request=Decimal("0.1"))
+    # Explicit nulls (the SDK sends them for nullable fields set to None) mean "not given".
+    nulls = sdk_wire(quantizations=None, preferred_max_latency=None, enforce_distillable_text=None, sort=None)
+    assert parse_provider_preferences(nulls) == ProviderPreferences()
+
+
+def test_quantizations_keep_only_the_listed_levels(catalog: Catalog) -> None:
+    assert go(catalog, {"quantizations": ["fp8", "fp16"]}) == ["mid", "pricey"]
+    # An endpoint the catalog gives no quantization is "unknown".
+    assert go(catalog, {"quantizations": ["unknown", "int4"]}) == ["cheap", "safe"]
+    with pytest.raises(NoEndpointsError) as info:
+        go(catalog, {"quantizations": ["fp4", "bf16"]})
+    assert "All endpoints for model x/chat were excluded by provider.quantizations" in str(info.value)
+    # Other models: the default is "unknown" for all of x/backup's endpoints.
+    assert go(catalog, {"quantizations": ["unknown"]}, model="x/backup") == ["safe"]
+
+
+def test_enforce_distillable_text_keeps_only_models_the_catalog_marks(catalog: Catalog) -> None:
+    assert go(catalog, {"enforce_distillable_text": False}) == ["cheap", "mid", "safe", "pricey"]
+    got = route(
+        catalog,
+        model="x/chat",
+        models=["x/backup"],
+        prefs=parse_provider_preferences({"enforce_distillable_text": True}),
+    )
+    assert names(got) == ["x/backup@safe"]
+    with pytest.raises(NoEndpointsError) as info:
+        go(catalog, {"enforce_distillable_text": True})
+    assert "model x/chat were excluded by provider.enforce_distillable_text = true" in str(info.value)
+
+
+LATENCY_MS = {"cheap": 900.0, "mid": 100.0, "pricey": 300.0}  # safe unmeasured
+THROUGHPUT = {"cheap": 10.0, "mid": 80.0, "safe": 50.0}  # pricey unmeasured
+STATS = {"latency": LATENCY_MS, "throughput": THROUGHPUT}
+
+
+def test_preferred_max_latency_puts_endpoints_that_meet_it_first_and_excludes_none(catalog: Catalog) -> None:
+    # Seconds, p50 for a bare number: mid and pricey meet 0.5 s, safe is unmeasured, cheap misses.
+    assert go(catalog, {"preferred_max_latency": 0.5}, stats=STATS) == ["mid", "pricey", "safe", "cheap"]
+    # Against running means every cutoff given applies, so the tightest (0.2 s) decides.
+    cutoffs = {"preferred_max_latency": {"p50": 1, "p90": 0.2, "p99": None}}
+    assert go(catalog, cutoffs, stats=STATS) == ["mid", "safe", "cheap", "pricey"]
+    # Nothing measured: every endpoint is equally unknown, the order is the usual one.
+    assert go(catalog, {"preferred_max_latency": 0.5}) == ["cheap", "mid", "safe", "pricey"]
+    # Nobody meets it: still every endpoint, cheapest first.
+    assert go(catalog, {"preferred_max_latency": 0.001}, stats=STATS) == ["safe", "cheap", "mid", "pricey"]
+
+
+def test_preferred_min_throughput_and_both_together(catalog: Catalog) -> None:
+    assert go(catalog, {"preferred_min_throughput": 40}, stats=STATS) == ["mid", "safe", "pricey", "cheap"]
+    assert go(catalog, {"preferred_min_throughput": {"p50": 20, "p75": 60}}, stats=STATS) == [
+        "mid",
+        "pricey",
+        "cheap",
+        "safe",
+    ]
+    # Both: mid meets both; pricey meets latency and is unmeasured for throughput; safe is the
+    # reverse; cheap misses both.
+    both = {"preferred_max_latency": 0.5, "preferred_min_throughput": 40}
+    assert go(catalog, both, stats=STATS) == ["mid", "safe", "pricey", "cheap"]
+
+
+def test_preferred_thresholds_may_put_a_fallback_model_first(catalog: Catalog) -> None:
+    # As on OpenRouter: a fallback model's endpoint that meets the threshold goes before the first
+    # model's endpoints that miss it.
+    stats = {"latency": {"mid": 900.0, "cheap": 900.0, "safe": 100.0}}
+    prefs = parse_provider_preferences({"preferred_max_latency": 0.5})
+    got = route(catalog, model="x/tie", models=["x/backup"], prefs=prefs, stats=stats)
+    assert names(got) == ["x/backup@safe", "x/tie@mid", "x/tie@cheap"]
+
+
+def test_preferred_thresholds_never_widen_what_is_allowed(catalog: Catalog) -> None:
+    fast_cheap = {"latency": {"cheap": 50.0, "mid": 900.0, "safe": 900.0, "pricey": 900.0}}
+    prefer = {"preferred_max_latency": 0.1}
+    # With fallbacks off, still one endpoint: the one that meets the preference.
+    assert go(catalog, {**prefer, "allow_fallbacks": False}, stats=fast_cheap) == ["cheap"]
+    # An organization's confinement and privacy settings hold whatever the request prefers.
+    confined = OrgPolicy(order=("safe", "pricey"), allow_fallbacks=False)
+    assert go(catalog, prefer, org=confined, stats=fast_cheap) == ["safe", "pricey"]
+    assert go(catalog, prefer, org=OrgPolicy(data_collection="deny"), stats=fast_cheap) == ["mid", "safe", "pricey"]
+    assert go(catalog, {**prefer, "quantizations": ["fp8", "fp16"]}, stats=fast_cheap) == ["mid", "pricey"]
+
+
+def test_quantizations_and_distillable_only_narrow_an_organizations_choice(catalog: Catalog) -> None:
+    assert go(catalog, {"quantizations": ["fp8", "int4"]}, org=OrgPolicy(ignore=("mid",))) == ["cheap"]
+    with pytest.raises(NoEndpointsError):
+        go(catalog, {"quantizations": ["int4"]}, org=OrgPolicy(data_collection="deny"))
+    assert go(catalog, {"quantizations": ["fp16"]}, org=OrgPolicy(only=("mid", "pricey"))) == ["pricey"]
+
+
+def test_route_cache_applies_thresholds_to_live_figures(catalog: Catalog) -> None:
+    latency: dict[str, float] = {}
+    cache = RouteCache(catalog, stats={"latency": latency, "throughput": {}})
+    prefs = parse_provider_preferences({"preferred_max_latency": 0.5})
+    first = [e.provider.slug for e in cache.route(model="x/chat", models=(), prefs=prefs, org=None)]
+    assert first == ["cheap", "mid", "safe", "pricey"]
+    latency.update(cheap=900.0, pricey=100.0)
+    moved = [e.provider.slug for e in cache.route(model="x/chat", models=(), prefs=prefs, org=None)]
+    assert moved == ["pricey", "mid", "safe", "cheap"]
+
+
+def test_sort_may_be_an_object_with_by_and_partition(catalog: Catalog) -> None:
+    stats = {"latency": {"pricey": 100.0, "mid": 300.0}}
+    assert go(catalog, {"sort": {"by": "latency"}}, stats=stats) == go(catalog, {"sort": "latency"}, stats=stats)
+    assert go(catalog, {"sort": {"by": "price", "partition": "model"}}) == ["cheap", "mid", "safe", "pricey"]
+    # "exacto" ranks by tool-calling quality on OpenRouter; without such figures, as the default.
+    assert go(catalog, {"sort": "exacto"}) == ["cheap", "mid", "safe", "pricey"]
+
+
+def test_partition_none_ranks_every_models_endpoints_together(catalog: Catalog) -> None:
+    # x/backup@safe costs $2 per million reference tokens, less than any x/chat endpoint.
+    grouped = route(catalog, model="x/chat", models=["x/backup"])
+    assert names(grouped)[-1] == "x/backup@safe"
+    prefs = parse_provider_preferences({"sort": {"by": "price", "partition": "none"}})
+    together = route(catalog, model="x/chat", models=["x/backup"], prefs=prefs)
+    assert names(together) == ["x/backup@safe", "x/chat@cheap", "x/chat@mid", "x/chat@safe", "x/chat@pricey"]
+    # An order still comes first, across models too.
+    prefs = parse_provider_preferences({"order": ["pricey"], "sort": {"partition": "none"}})
+    assert names(route(catalog, model="x/chat", models=["x/backup"], prefs=prefs))[:2] == [
+        "x/chat@pricey",
+        "x/backup@safe",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("provider", "field", "words"),
+    [
+        ({"quantizations": "fp8"}, "provider.quantizations", "must be a list"),
+        ({"quantizations": []}, "provider.quantizations", "must not be empty"),
+        ({"quantizations": ["fp8", "fp7"]}, "provider.quantizations[1]", "must be one of int4, int8"),
+        ({"quantizations": ["FP8"]}, "provider.quantizations[0]", "must be one of"),
+        ({"quantizations": [8]}, "provider.quantizations[0]", "must be one of"),
+        ({"enforce_distillable_text": "yes"}, "provider.enforce_distillable_text", "true or false"),
+        ({"preferred_max_latency": "fast"}, "provider.preferred_max_latency", "non-negative number"),
+        ({"preferred_max_latency": -1}, "provider.preferred_max_latency", "non-negative number"),
+        ({"preferred_max_latency": True}, "provider.preferred_max_latency", "non-negative number"),
+        ({"preferred_max_latency": {"p95": 1}}, "provider.preferred_max_latency.p95", "unknown field"),
+        ({"preferred_max_latency": {"p50": "1"}}, "provider.preferred_max_latency.p50", "non-negative number"),
+        ({"preferred_min_throughput": [50]}, "provider.preferred_min_throughput", "non-negative number"),
+        ({"preferred_min_throughput": {"p99": -5}}, "provider.preferred_min_throughput.p99", "non-negative"),
+        ({"options": []}, "provider.options", "object keyed by provider slug"),
+        ({"options": {"openai": 1}}, "provider.options.openai", "must be an object"),
+        ({"sort": {"by": "fastest"}}, "provider.sort.by", "must be one of"),
+        ({"sort": {"partition": "all"}}, "provider.sort.partition", 'must be "model" or "none"'),
+        ({"sort": {"order": "price"}}, "provider.sort.order", "unknown field"),
+        ({"max_price": {"image": "lots"}}, "provider.max_price.image", "must be a number"),
+        ({"max_price": {"audio": -1}}, "provider.max_price.audio", "non-negative"),
+    ],
+)
+def test_new_provider_fields_are_validated_strictly(provider: object, field: str, words: str) -> None:
+    with pytest.raises(InvalidRoutingRequest) as info:
+        parse_provider_preferences(provider)
+    assert info.value.field == field and words in info.value.problem
+    assert str(info.value).startswith(field + ":")
