@@ -30,7 +30,9 @@ event), ``no_usage`` (never report usage), ``overrun`` (ignore ``max_tokens``: r
 ``body_200`` (answer 200 with this body, JSON if it starts with ``{``, else HTML, even to a stream),
 ``reasoning`` (the model's reasoning before its reply, split into ``chunks`` pieces like the reply,
 one completion and reasoning token each: a ``thinking`` block on the Anthropic API, else the
-message's or delta's ``reasoning_field``, by default ``reasoning_content``).
+message's or delta's ``reasoning_field``, by default ``reasoning_content``), ``strict`` (refuse a
+request with a top-level field the real API does not know, with the 400 it answers: OpenAI's chat
+and legacy completions, Anthropic's Messages; see `ACCEPTED`).
 
 Use in process (``async with FakeUpstream() as fake: fake.url``), in a thread for sync code
 (``with FakeUpstreamThread() as fake``), or as a subprocess:
@@ -60,6 +62,26 @@ from aiohttp import web
 MARKER = "FAKE-SCRIPT:"
 HANG_SECONDS = 3600.0  # "hang" ends when the client disconnects (handler cancellation)
 
+# The top-level request fields each real API accepts (openai-python's CompletionCreateParams, the
+# Messages API reference); under a `strict` script anything else is refused as they refuse it.
+ACCEPTED = {
+    "openai-chat": frozenset(
+        """model messages stream stream_options n max_tokens max_completion_tokens temperature top_p stop
+        seed frequency_penalty presence_penalty logit_bias logprobs top_logprobs user tools tool_choice
+        parallel_tool_calls functions function_call response_format reasoning_effort audio modalities
+        prediction metadata store service_tier verbosity web_search_options moderation prompt_cache_key
+        prompt_cache_options prompt_cache_retention safety_identifier""".split()
+    ),
+    "openai-completions": frozenset(
+        """model prompt stream stream_options n max_tokens temperature top_p stop seed frequency_penalty
+        presence_penalty logit_bias logprobs user best_of echo suffix""".split()
+    ),
+    "anthropic": frozenset(
+        """model messages max_tokens system metadata stop_sequences stream temperature top_p top_k tools
+        tool_choice thinking service_tier container mcp_servers context_management""".split()
+    ),
+}
+
 
 class ScriptError(ValueError):
     pass
@@ -86,6 +108,7 @@ class Script:
     body_200: str | None = None  # answer 200 with this body (JSON or HTML), streamed request or not
     reasoning: str | None = None  # thinking before the reply
     reasoning_field: str = "reasoning_content"  # where the OpenAI API puts it (OpenRouter: "reasoning")
+    strict: bool = False  # refuse unknown top-level request fields, as OpenAI and Anthropic do
 
     @classmethod
     def from_obj(cls, obj: object) -> Script:
@@ -171,12 +194,17 @@ def _marker_script(body: Mapping[str, Any]) -> str | None:
 
 
 def _openai_error(status: int, message: str) -> dict[str, Any]:
-    kind = "rate_limit_exceeded" if status == 429 else "server_error"
+    kind = {429: "rate_limit_exceeded", 400: "invalid_request_error"}.get(status, "server_error")
     return {"error": {"message": message, "type": kind, "code": status}}
 
 
 def _anthropic_error(status: int, message: str) -> dict[str, Any]:
-    kinds = {429: "rate_limit_error", 529: "overloaded_error", 401: "authentication_error"}
+    kinds = {
+        429: "rate_limit_error",
+        529: "overloaded_error",
+        401: "authentication_error",
+        400: "invalid_request_error",
+    }
     return {"type": "error", "error": {"type": kinds.get(status, "api_error"), "message": message}}
 
 
@@ -338,6 +366,10 @@ class FakeUpstream:
             return web.json_response(fail(401, "invalid api key"), status=401)
         if anthropic and call.max_tokens is None:
             return web.json_response(fail(400, "max_tokens: field required"), status=400)
+        unknown = sorted(set(body) - ACCEPTED[api]) if script.strict else []
+        if unknown:  # in each API's own words
+            words = "{}: Extra inputs are not permitted" if anthropic else "Unrecognized request argument supplied: {}"
+            return web.json_response(fail(400, words.format(unknown[0])), status=400)
 
         if script.first_byte_delay_ms:
             await asyncio.sleep(script.first_byte_delay_ms / 1000)

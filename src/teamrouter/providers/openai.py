@@ -1,8 +1,9 @@
 """Adapter for any OpenAI-compatible server (OpenAI, vLLM, Ollama, llama.cpp, Together, ...).
 
 Requests pass through with the model replaced by the endpoint's upstream model name, the
-gateway-only fields removed, and ``stream_options.include_usage`` forced on when streaming so
-usage arrives in-band. Streams pass through byte for byte as far as possible: each event is
+gateway-only fields removed (reasoning exclusion among them: ``include_reasoning`` and
+``reasoning.exclude``), and ``stream_options.include_usage`` forced on when streaming so usage
+arrives in-band. Streams pass through byte for byte as far as possible: each event is
 parsed for usage and finish reason, but forwarded as received except that ``id`` and ``model``
 are rewritten to the gateway's (a byte substitution; the JSON is re-encoded only when that
 substitution cannot be done safely or when the event also carries usage, which is stripped).
@@ -34,8 +35,9 @@ from teamrouter.providers.base import (
 if TYPE_CHECKING:
     from teamrouter.gateway.catalog import Endpoint
 
-# OpenRouter request fields the gateway consumes itself; upstreams reject or misread them.
-GATEWAY_FIELDS = frozenset({"models", "provider", "route", "transforms", "plugins", "usage"})
+# OpenRouter request fields the gateway consumes itself; upstreams reject or misread them (OpenAI
+# answers an unknown field with a 400). `include_reasoning` is one: the gateway withholds reasoning.
+GATEWAY_FIELDS = frozenset({"models", "provider", "route", "transforms", "plugins", "usage", "include_reasoning"})
 # Where OpenAI-compatible upstreams put a model's reasoning, in a message or a stream delta.
 REASONING_FIELDS = ("reasoning", "reasoning_content", "reasoning_details")
 
@@ -56,6 +58,15 @@ class OpenAIAdapter:
     ) -> UpstreamRequest:
         out = {k: v for k, v in body.items() if k not in GATEWAY_FIELDS}
         out["model"] = endpoint.upstream_model
+        reasoning = out.get("reasoning")
+        if reasoning is not None and isinstance(reasoning, Mapping) and "exclude" in reasoning:
+            # `exclude` is the gateway's to apply, like `include_reasoning`; the rest (effort,
+            # max_tokens) is for the upstream, and a `reasoning` left empty would ask for nothing.
+            rest = {k: v for k, v in reasoning.items() if k != "exclude"}
+            if rest:
+                out["reasoning"] = rest
+            else:
+                del out["reasoning"]
         # The client may have said max_completion_tokens (newer) or max_tokens; older
         # OpenAI-compatible servers only know max_tokens, which OpenAI itself still accepts.
         # o-series models need max_completion_tokens, so keep the client's spelling.

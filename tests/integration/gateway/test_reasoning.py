@@ -110,3 +110,23 @@ async def test_withheld_reasoning_counts_in_the_estimate_of_an_answer_without_us
     async with gw_rt.db.read() as s:
         row = await s.scalar(select(Generation).where(Generation.account_id == who.account_id))
     assert row is not None and row.usage_estimated and row.tokens_completion == usage["completion_tokens"]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+@pytest.mark.parametrize("exclusion", EXCLUSIONS)
+@pytest.mark.parametrize("model", ["test/chat", "test/claude"])
+async def test_exclusion_never_reaches_an_upstream_that_refuses_unknown_fields(client, gw_rt, model, exclusion, stream):
+    # As api.openai.com and api.anthropic.com do: an unknown top-level field is a 400, not retried.
+    who = await funded_person(gw_rt, usd="1")
+    content = script(content=REPLY, reasoning=THOUGHT, usage=USAGE, strict=True)
+    body = {"model": model, "messages": [{"role": "user", "content": content}], "max_tokens": 2000}
+    hidden, usage = ask(client, who.key, {**body, **exclusion}, stream=stream)
+    assert hidden["content"] == REPLY and not REASONING_FIELDS & set(hidden)
+    assert usage["completion_tokens"] == 50
+    # The strict upstream does refuse what it does not know, through the gateway.
+    r = client.post(
+        "/api/v1/chat/completions",
+        headers={"Authorization": f"Bearer {who.key}"},
+        json={**body, "model": "test/chat", "top_k": 5, "stream": stream},
+    )
+    assert r.status_code == 400 and "Unrecognized request argument supplied: top_k" in r.text

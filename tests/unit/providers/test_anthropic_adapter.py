@@ -182,6 +182,22 @@ def test_reasoning_becomes_extended_thinking(asked: dict[str, object], budget: i
         assert "temperature" not in sent and "top_k" not in sent  # refused upstream with thinking on
 
 
+@pytest.mark.parametrize(
+    ("asked", "thinking"),
+    [
+        ({"reasoning": {"exclude": True}}, True),  # exclude alone asks for thinking, as `enabled` does
+        ({"include_reasoning": False}, False),
+        ({"include_reasoning": False, "reasoning_effort": "low"}, True),
+    ],
+)
+def test_reasoning_exclusion_stays_in_the_gateway(asked: dict[str, object], thinking: bool) -> None:
+    body = {"messages": [{"role": "user", "content": "x"}], "max_tokens": 4000, **asked}
+    sent = json.loads(ADAPTER.build_request(endpoint(), body, False).json_body)
+    # Anthropic refuses fields it does not know: only its own `thinking` may carry the request's wish.
+    assert not {"reasoning", "include_reasoning", "reasoning_effort", "exclude"} & set(sent)
+    assert ("thinking" in sent) is thinking
+
+
 def test_reasoning_is_off_for_a_turn_that_continues_tool_calls() -> None:
     # Anthropic would refuse it: the last assistant turn must begin with its signed thinking block.
     call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}

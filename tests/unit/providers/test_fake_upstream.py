@@ -14,7 +14,9 @@ from typing import Any
 
 import aiohttp
 import pytest
-from tests.fakes.upstream import FakeUpstream, FakeUpstreamThread
+from openai.types import completion_create_params as text
+from openai.types.chat import completion_create_params as chat_params
+from tests.fakes.upstream import ACCEPTED, FakeUpstream, FakeUpstreamThread
 
 from teamrouter.providers.base import UpstreamError, Usage, billable_usage
 from teamrouter.providers.openai import OpenAIAdapter
@@ -255,3 +257,27 @@ def test_subprocess_mode() -> None:
         assert proc.wait(timeout=5) == 0
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+async def test_strict_refuses_fields_the_real_api_does_not_know(
+    fake: FakeUpstream, session: aiohttp.ClientSession
+) -> None:
+    fake.set_script({"strict": True})
+    status, _ = await post(session, fake.base_url + "/chat/completions", chat(temperature=0.5, seed=1))
+    assert status == 200
+    status, raw = await post(session, fake.base_url + "/chat/completions", chat(include_reasoning=False))
+    assert status == 400
+    assert json.loads(raw)["error"]["message"] == "Unrecognized request argument supplied: include_reasoning"
+    anthropic = {"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": "x"}]}
+    status, _ = await post(session, fake.base_url + "/messages", {**anthropic, "thinking": {"type": "disabled"}})
+    assert status == 200
+    status, raw = await post(session, fake.base_url + "/messages", {**anthropic, "reasoning": {"effort": "low"}})
+    assert status == 400 and json.loads(raw)["error"]["message"] == "reasoning: Extra inputs are not permitted"
+    fake.set_script(None)  # not strict: anything goes, as before
+    assert (await post(session, fake.base_url + "/chat/completions", chat(include_reasoning=False)))[0] == 200
+
+
+def test_strict_knows_what_openai_knows() -> None:
+    # The SDK's parameters, less `stream`, which its streaming/non-streaming variants add.
+    assert set(chat_params.CompletionCreateParamsBase.__annotations__) | {"stream"} == ACCEPTED["openai-chat"]
+    assert set(text.CompletionCreateParamsBase.__annotations__) | {"stream"} == ACCEPTED["openai-completions"]

@@ -82,6 +82,28 @@ def test_build_stream_request_forces_usage_and_clamps(endpoints: tuple[Endpoint,
     assert req.headers["Accept"] == "text/event-stream"
 
 
+@pytest.mark.parametrize(
+    ("asked", "sent_reasoning"),
+    [
+        ({"include_reasoning": False}, None),
+        ({"include_reasoning": True}, None),
+        ({"reasoning": {"exclude": True}}, None),
+        ({"reasoning": {"exclude": False}}, None),
+        ({"reasoning": {"effort": "low", "exclude": True}, "include_reasoning": False}, {"effort": "low"}),
+        ({"reasoning": {"max_tokens": 300}}, {"max_tokens": 300}),
+    ],
+)
+def test_reasoning_exclusion_stays_in_the_gateway(
+    endpoints: tuple[Endpoint, ...], asked: dict[str, object], sent_reasoning: object
+) -> None:
+    # OpenAI refuses unknown arguments (a 400): what only the gateway reads never goes upstream.
+    body = {**BODY, **asked}
+    sent = json.loads(ADAPTER.build_request(endpoints[0], body, False).json_body)
+    assert "include_reasoning" not in sent
+    assert sent.get("reasoning") == sent_reasoning
+    assert body == {**BODY, **asked}  # the client's body is not mutated
+
+
 def test_build_keeps_max_completion_tokens_spelling(endpoints: tuple[Endpoint, ...]) -> None:
     body = {"model": "m", "messages": [], "max_completion_tokens": 99}
     sent = json.loads(ADAPTER.build_request(endpoints[0], body, False, max_tokens=10).json_body)
