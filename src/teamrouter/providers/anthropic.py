@@ -11,7 +11,8 @@ is kept, so clients can ask for prompt caching as on OpenRouter. OpenRouter's ``
 the legacy ``functions`` / ``function_call`` form, whose answers would not come back in it.
 
 Response and stream: text becomes ``content``, thinking becomes ``reasoning`` (OpenRouter's
-field; left out when the request excludes reasoning, though still billed as the output it is),
+field; left out when the request excludes reasoning, though still billed as the output it is, and
+streamed as an occasional `keepalive` comment),
 ``tool_use`` becomes ``tool_calls``; stop reasons map end_turn/stop_sequence → stop,
 max_tokens → length, tool_use → tool_calls, refusal → content_filter. Usage is normalized to
 OpenAI semantics: prompt tokens = input + cache reads + cache writes, cached = cache reads.
@@ -34,6 +35,7 @@ from teamrouter.providers.base import (
     Usage,
     dumps,
     error_message,
+    keepalive,
     loads,
     sse_event,
     upstream_error,
@@ -453,6 +455,7 @@ class AnthropicStreamParser:
         self._prompt = Usage()
         self._tool_index: dict[int, int] = {}  # Anthropic block index -> OpenAI tool index
         self._exclude_reasoning = exclude_reasoning
+        self._dropped = 0  # thinking deltas withheld, for `keepalive`
 
     def feed(self, data: bytes) -> list[bytes]:
         return self._events(self._decoder.feed(data))
@@ -537,7 +540,10 @@ class AnthropicStreamParser:
                 text = str(delta.get("thinking", ""))
                 # Counted even when withheld: thinking is billed output, and it commits the stream.
                 self.completion_chars_seen += len(text)
-                return None if self._exclude_reasoning else self._chunk({"reasoning": text})
+                if self._exclude_reasoning:
+                    self._dropped += 1
+                    return keepalive(self._dropped)
+                return self._chunk({"reasoning": text})
             if dtype == "input_json_delta" and self._kind == "chat":
                 partial = str(delta.get("partial_json", ""))
                 self.completion_chars_seen += len(partial)

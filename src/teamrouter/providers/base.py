@@ -5,7 +5,8 @@ into its upstream's format and the answer (whole or streamed) back into OpenAI's
 Streams are parsed incrementally: ``StreamParser.feed`` takes raw upstream bytes as they come
 and returns the OpenAI SSE events to forward, while it tracks usage and the finish reason.
 The upstream's usage chunk and ``[DONE]`` are *not* forwarded: the gateway ends every stream
-itself with one usage chunk carrying ``cost`` (see `usage_chunk`) and `DONE`.
+itself with one usage chunk carrying ``cost`` (see `usage_chunk`) and `DONE`. Reasoning the request
+excludes is not forwarded either; an SSE comment now and then takes its place (`keepalive`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,11 @@ DONE = b"data: [DONE]\n\n"
 MAX_SSE_EVENT_BYTES = 4 * 1024 * 1024
 # Typical English output is ~4 characters per token; used only when usage never arrives.
 CHARS_PER_TOKEN_ESTIMATE = 4
+# An SSE comment (clients skip it: the SSE spec, both official SDKs), sent in place of withheld
+# reasoning: a long hidden thinking phase would otherwise leave the connection silent until a
+# proxy's idle timeout (nginx: 60 s) cut it. OpenRouter keeps its streams alive with such lines too.
+KEEPALIVE = b": PROCESSING\n\n"
+KEEPALIVE_EVERY = 20
 
 
 class UpstreamError(Exception):
@@ -159,6 +165,17 @@ def output_chars(body: Mapping[str, Any]) -> int:
     return total
 
 
+def keepalive(dropped: int) -> bytes | None:
+    """What to send in place of the `dropped`-th (from 1) stream event left empty by withheld
+    reasoning: `KEEPALIVE` for the first and every `KEEPALIVE_EVERY`-th after, else nothing.
+
+    Counted, not timed, as parsers are pure: reasoning streams an event per token or few, many a
+    second, so one comment per 20 is far inside any idle timeout, where one per event would be a
+    write to the client per token, for nothing. The comment is not output: a stream commits to its
+    upstream, and a cut one is billed, on the reasoning itself (counted before it was withheld)."""
+    return KEEPALIVE if (dropped - 1) % KEEPALIVE_EVERY == 0 else None
+
+
 def billable_usage(parser: StreamParser, *, prompt_estimate: int) -> Usage:
     """The usage to settle a stream with: the upstream's when it reported it, else an estimate
     (flagged ``estimated``) from the prompt tokens the upstream announced, or the gateway's own
@@ -219,7 +236,8 @@ class StreamParser(Protocol):
     created: int | None  # the `created` of the stream, for the gateway's final chunk
 
     def feed(self, data: bytes) -> list[bytes]:
-        """Consume raw upstream bytes; return complete ``data: ...\\n\\n`` events to forward."""
+        """Consume raw upstream bytes; return complete ``data: ...\\n\\n`` events to forward (and,
+        in place of withheld reasoning, now and then a `keepalive` comment)."""
         ...
 
     def close(self) -> list[bytes]:

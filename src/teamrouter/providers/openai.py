@@ -9,7 +9,8 @@ are rewritten to the gateway's (a byte substitution; the JSON is re-encoded only
 substitution cannot be done safely or when the event also carries usage, which is stripped).
 When the request excludes reasoning, the reasoning fields an upstream may send (OpenRouter's
 ``reasoning`` and ``reasoning_details``, vLLM's and DeepSeek's ``reasoning_content``) are removed
-from messages and deltas; a chunk left with nothing else to say is not forwarded.
+from messages and deltas; a chunk left with nothing else to say is not forwarded, an occasional
+`keepalive` comment going out in its place.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from teamrouter.providers.base import (
     Usage,
     dumps,
     error_message,
+    keepalive,
     loads,
     output_chars,
     upstream_error,
@@ -180,6 +182,8 @@ class OpenAIStreamParser:
         # key -> (upstream value, byte patterns to replace, replacement); learned from the first chunk.
         self._patterns: dict[str, tuple[str, tuple[bytes, bytes], bytes]] = {}
         self._exclude_reasoning = exclude_reasoning
+        self._dropped = 0  # chunks that carried only withheld reasoning, for `keepalive`
+        self._keepalive: bytes | None = None  # what `_event` left to send in place of the chunk it dropped
 
     def feed(self, data: bytes) -> list[bytes]:
         return self._events(self._decoder.feed(data))
@@ -193,6 +197,9 @@ class OpenAIStreamParser:
             forwarded = self._event(payload)
             if forwarded is not None:
                 out.append(b"data: " + forwarded + b"\n\n")
+            elif self._keepalive is not None:  # a withheld chunk dropped (checked for dropped events only)
+                out.append(self._keepalive)
+                self._keepalive = None
         return out
 
     def _event(self, payload: bytes) -> bytes | None:
@@ -231,7 +238,11 @@ class OpenAIStreamParser:
             chunk.pop("usage", None)
             return self._redump(chunk)
         if withheld:
-            return None if silent else self._redump(chunk)  # silent: it carried reasoning only
+            if silent:  # it carried reasoning only
+                self._dropped += 1
+                self._keepalive = keepalive(self._dropped)
+                return None
+            return self._redump(chunk)
         return self._rewrite(payload, chunk)
 
     def _count(self, choice: dict[str, Any]) -> None:

@@ -6,10 +6,15 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import openai
 import pytest
+from openrouter import components
+from openrouter.utils import eventstreaming
+from openrouter.utils.unmarshal_json_response import unmarshal_json_response
 from sqlalchemy import select
 from tests.support.gateway import funded_person, script
 
@@ -130,3 +135,80 @@ async def test_exclusion_never_reaches_an_upstream_that_refuses_unknown_fields(c
         json={**body, "model": "test/chat", "top_k": 5, "stream": stream},
     )
     assert r.status_code == 400 and "Unrecognized request argument supplied: top_k" in r.text
+
+
+class Recording(httpx.BaseTransport):
+    """The network, keeping every response's bytes as they arrive (what a client was really sent)."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.HTTPTransport()
+        self.received = bytearray()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = self.inner.handle_request(request)
+        stream = response.stream
+        assert isinstance(stream, httpx.SyncByteStream)
+
+        def tee() -> Iterator[bytes]:
+            for part in stream:
+                self.received += part
+                yield part
+
+        return httpx.Response(response.status_code, headers=response.headers, stream=Tee(tee(), stream))
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class Tee(httpx.SyncByteStream):
+    def __init__(self, parts: Iterator[bytes], inner: httpx.SyncByteStream) -> None:
+        self.parts, self.inner = parts, inner
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self.parts
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+@pytest.mark.parametrize(("model", "upstream", "field"), UPSTREAMS)
+async def test_withheld_reasoning_streams_keepalive_comments_that_the_sdks_skip(gateway, gw_rt, model, upstream, field):
+    who = await funded_person(gw_rt, usd="1")
+    # 25 pieces of reasoning, none shown: a comment in place of the 1st and the 21st.
+    content = script(content=REPLY, reasoning="thinking " * 25, chunks=25, usage=USAGE, **upstream)
+    recording = Recording()
+    with openai.OpenAI(
+        base_url=f"{gateway.base_url}/api/v1",
+        api_key=who.key,
+        max_retries=0,
+        http_client=httpx.Client(transport=recording, timeout=30),
+    ) as client:
+        chunks = list(
+            client.chat.completions.create(
+                model=model,
+                messages=[{"role": "user", "content": content}],
+                max_tokens=2000,
+                stream=True,
+                extra_body={"reasoning": {"exclude": True}},
+            )
+        )
+    raw = bytes(recording.received)
+    assert raw.split(b"\n\n").count(b": PROCESSING") == 2  # whole events, as the SSE comment they are
+    # The openai SDK skips the comments: every chunk parses, the reply whole, no reasoning.
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == REPLY
+    assert not any(REASONING_FIELDS & set(c.choices[0].delta.model_extra or {}) for c in chunks if c.choices)
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 50
+    # So does the openrouter SDK's decoder (the one its chat.send streams with), on the same bytes.
+    response = httpx.Response(200, content=raw, headers={"content-type": "text/event-stream"})
+    events = list(
+        eventstreaming.EventStream(
+            response,
+            lambda text: unmarshal_json_response(components.ChatStreamingResponse, response, text).data,
+            sentinel="[DONE]",
+        )
+    )
+    assert len(events) == len(chunks)
+    assert "".join(e.choices[0].delta.content or "" for e in events if e.choices) == REPLY
+    deltas = [e.choices[0].delta for e in events if e.choices]
+    assert not any(REASONING_FIELDS & (d.model_fields_set | set(d.model_extra or {})) for d in deltas)
+    assert events[-1].usage.completion_tokens == 50

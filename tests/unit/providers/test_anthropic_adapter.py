@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import aiohttp
 import pytest
@@ -10,7 +11,14 @@ from tests.fakes.upstream import FakeUpstream
 
 from teamrouter.gateway.catalog import Endpoint, parse_catalog
 from teamrouter.providers.anthropic import AnthropicAdapter, to_anthropic_messages
-from teamrouter.providers.base import UnsupportedRequestError, UpstreamError, Usage, billable_usage
+from teamrouter.providers.base import (
+    KEEPALIVE,
+    KEEPALIVE_EVERY,
+    UnsupportedRequestError,
+    UpstreamError,
+    Usage,
+    billable_usage,
+)
 
 ADAPTER = AnthropicAdapter()
 
@@ -423,9 +431,8 @@ STREAM = b"".join(
 )
 
 
-def translate(
-    stream: bytes, cut: int | None = None, *, exclude_reasoning: bool = False
-) -> tuple[list[dict[str, object]], object]:
+def translate(stream: bytes, cut: int | None = None, *, exclude_reasoning: bool = False) -> tuple[list[Any], object]:
+    """The chunks sent, parsed; a keepalive comment as it is (`KEEPALIVE`)."""
     parser = ADAPTER.stream_parser(
         response_id="gen-7",
         model="anthropic/claude",
@@ -438,8 +445,8 @@ def translate(
     for part in parts:
         out += parser.feed(part)
     out += parser.close()
-    assert all(e.startswith(b"data: ") and e.endswith(b"\n\n") for e in out)
-    return [json.loads(e[6:]) for e in out], parser
+    assert all(e == KEEPALIVE or (e.startswith(b"data: ") and e.endswith(b"\n\n")) for e in out)
+    return [e if e == KEEPALIVE else json.loads(e[6:]) for e in out], parser
 
 
 def test_stream_translation() -> None:
@@ -576,8 +583,11 @@ def test_streamed_thinking_is_reasoning_unless_excluded() -> None:
         {},
     ]
     hidden, parser = translate(THINKING_STREAM, exclude_reasoning=True)
-    assert [c["choices"][0]["delta"] for c in hidden] == [  # type: ignore[index]
+    # A comment in place of the first thinking delta (clients skip it; idle proxies see bytes), none
+    # for the second: one per KEEPALIVE_EVERY.
+    assert [c if c == KEEPALIVE else c["choices"][0]["delta"] for c in hidden] == [
         {"role": "assistant", "content": ""},
+        KEEPALIVE,
         {"content": "4"},
         {},
     ]
@@ -589,3 +599,22 @@ def test_streamed_thinking_is_reasoning_unless_excluded() -> None:
     assert parser.completion_chars_seen == shown_parser.completion_chars_seen == chars  # type: ignore[attr-defined]
     _, cut = translate(THINKING_STREAM.split(b"event: message_delta")[0], exclude_reasoning=True)
     assert billable_usage(cut, prompt_estimate=1000) == Usage(20, 4, estimated=True)  # type: ignore[arg-type]
+
+
+def test_a_long_hidden_thinking_phase_keeps_the_connection_alive() -> None:
+    # 2 x KEEPALIVE_EVERY + 1 thinking deltas: a comment for the first, the 21st and the 41st.
+    deltas = 2 * KEEPALIVE_EVERY + 1
+    thinking = b"".join(
+        sse(
+            "content_block_delta",
+            {"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": "hm "}},
+        )
+        for _ in range(deltas)
+    )
+    start, rest = THINKING_STREAM.split(b"event: content_block_delta", 1)
+    hidden, parser = translate(start + thinking + b"event: content_block_delta" + rest, exclude_reasoning=True)
+    assert hidden.count(KEEPALIVE) == 3 and hidden[1] == KEEPALIVE
+    # Billed on the reasoning it stands for, not on the comments sent.
+    assert parser.completion_chars_seen == 3 * deltas + len("Two and two.4")  # type: ignore[attr-defined]
+    shown, _ = translate(start + thinking + b"event: content_block_delta" + rest)
+    assert KEEPALIVE not in shown  # reasoning that is shown needs no stand-in

@@ -7,7 +7,16 @@ import json
 import pytest
 
 from teamrouter.gateway.catalog import Endpoint, parse_catalog
-from teamrouter.providers.base import DONE, UpstreamError, Usage, for_client, output_chars, usage_chunk
+from teamrouter.providers.base import (
+    DONE,
+    KEEPALIVE,
+    KEEPALIVE_EVERY,
+    UpstreamError,
+    Usage,
+    for_client,
+    output_chars,
+    usage_chunk,
+)
 from teamrouter.providers.openai import OpenAIAdapter
 
 CATALOG = """
@@ -402,8 +411,11 @@ def test_excluded_reasoning_never_leaves_a_stream_but_is_still_billed() -> None:
         None,
     ]
     hidden, parser = run(THINKING, [], response_id="gen-r", model="a/b", exclude_reasoning=True)
-    events = [json.loads(e[6:]) for e in hidden]
-    # Chunks that carried only reasoning are not sent; the others lose their reasoning fields.
+    # Chunks that carried only reasoning are not sent, a comment in place of the first (clients skip
+    # it; idle proxies see bytes), none for the second: one per KEEPALIVE_EVERY. The others lose
+    # their reasoning fields.
+    assert hidden[1] == KEEPALIVE and hidden.count(KEEPALIVE) == 1
+    events = [json.loads(e[6:]) for e in hidden if e != KEEPALIVE]
     assert [e["choices"][0]["delta"] for e in events] == [{"role": "assistant", "content": ""}, {"content": "4"}, {}]
     assert all((e["id"], e["model"]) == ("gen-r", "a/b") for e in events)
     assert events[-1]["choices"][0]["finish_reason"] == "stop"
@@ -411,3 +423,17 @@ def test_excluded_reasoning_never_leaves_a_stream_but_is_still_billed() -> None:
     assert parser.usage == shown_parser.usage == Usage(5, 20, 15)  # type: ignore[attr-defined]
     assert parser.completion_chars_seen == shown_parser.completion_chars_seen  # type: ignore[attr-defined]
     assert parser.completion_chars_seen == len("Two and two.Hm.4") + 1  # type: ignore[attr-defined]
+
+
+def test_a_long_hidden_reasoning_phase_keeps_the_connection_alive() -> None:
+    # 2 x KEEPALIVE_EVERY + 1 chunks of reasoning only: a comment for the first, the 21st and the 41st.
+    count = 2 * KEEPALIVE_EVERY + 1
+    thinking = b"".join(chunk({"reasoning": "hm "}) for _ in range(count))
+    stream = chunk({"role": "assistant", "content": ""}) + thinking + chunk({"content": "4"}) + chunk({}, "stop")
+    hidden, parser = run(stream, [100, 1000], exclude_reasoning=True)  # split anywhere: the same
+    assert [i for i, e in enumerate(hidden) if e == KEEPALIVE] == [1, 2, 3]
+    assert [json.loads(e[6:])["choices"][0]["delta"] for e in hidden[4:]] == [{"content": "4"}, {}]
+    # Billed on the reasoning it stands for, not on the comments sent.
+    assert parser.completion_chars_seen == 3 * count + 1  # type: ignore[attr-defined]
+    shown, _ = run(stream, [])
+    assert KEEPALIVE not in shown and len(shown) == count + 3  # shown reasoning needs no stand-in
