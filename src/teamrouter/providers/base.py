@@ -34,6 +34,13 @@ DONE = b"data: [DONE]\n\n"
 MAX_SSE_EVENT_BYTES = 4 * 1024 * 1024
 # Typical English output is ~4 characters per token; used only when usage never arrives.
 CHARS_PER_TOKEN_ESTIMATE = 4
+# Where OpenAI-shaped answers carry a model's reasoning, in a message or a stream delta: OpenRouter's
+# `reasoning` (text) and `reasoning_details` (structured), vLLM's and DeepSeek's `reasoning_content`
+# (text). What a request that excludes reasoning never gets back, and output all the same.
+REASONING_FIELDS = ("reasoning", "reasoning_content", "reasoning_details")
+# The parts of a message or delta that are output, for an estimate when usage never arrives: text
+# counts its characters, output without text (audio, images, structured reasoning) one, as it is there.
+OUTPUT_FIELDS = ("content", "refusal", *REASONING_FIELDS, "audio", "images")
 # An SSE comment (clients skip it: the SSE spec, both official SDKs), sent in place of withheld
 # reasoning: a long hidden thinking phase would otherwise leave the connection silent until a
 # proxy's idle timeout (nginx: 60 s) cut it. OpenRouter keeps its streams alive with such lines too.
@@ -138,9 +145,9 @@ def estimate_completion_tokens(chars: int) -> int:
 
 
 def output_chars(body: Mapping[str, Any]) -> int:
-    """Characters of output in a whole answer, for an estimate when it carried no usage: text,
-    reasoning and refusals, and the arguments of tool (and legacy function) calls, as a stream's
-    parser counts them."""
+    """Characters of output in a whole answer, for an estimate when it carried no usage: its
+    `OUTPUT_FIELDS` (text, reasoning, refusals), and the names and arguments of tool (and legacy
+    function) calls, as a stream's parser counts them."""
     total = 0
     for choice in body.get("choices") or ():
         if not isinstance(choice, Mapping):
@@ -150,9 +157,10 @@ def output_chars(body: Mapping[str, Any]) -> int:
             text = choice.get("text")  # legacy /completions
             total += len(text) if isinstance(text, str) else 0
             continue
-        for field in ("content", "reasoning", "reasoning_content", "refusal"):
+        for field in OUTPUT_FIELDS:
             value = message.get(field)
-            total += len(value) if isinstance(value, str) else 0
+            if value:
+                total += len(value) if isinstance(value, str) else 1
         calls = message.get("tool_calls")
         functions = (
             [call.get("function") for call in calls if isinstance(call, Mapping)] if isinstance(calls, list) else []

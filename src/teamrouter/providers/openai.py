@@ -7,10 +7,9 @@ arrives in-band. Streams pass through byte for byte as far as possible: each eve
 parsed for usage and finish reason, but forwarded as received except that ``id`` and ``model``
 are rewritten to the gateway's (a byte substitution; the JSON is re-encoded only when that
 substitution cannot be done safely or when the event also carries usage, which is stripped).
-When the request excludes reasoning, the reasoning fields an upstream may send (OpenRouter's
-``reasoning`` and ``reasoning_details``, vLLM's and DeepSeek's ``reasoning_content``) are removed
-from messages and deltas; a chunk left with nothing else to say is not forwarded, an occasional
-`keepalive` comment going out in its place.
+When the request excludes reasoning, the reasoning fields an upstream may send
+(`base.REASONING_FIELDS`) are removed from messages and deltas; a chunk left with nothing else to
+say is not forwarded, an occasional `keepalive` comment going out in its place.
 """
 
 from __future__ import annotations
@@ -20,6 +19,8 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from teamrouter.providers.base import (
+    OUTPUT_FIELDS,
+    REASONING_FIELDS,
     Kind,
     ParsedResponse,
     SSEDecoder,
@@ -40,8 +41,6 @@ if TYPE_CHECKING:
 # OpenRouter request fields the gateway consumes itself; upstreams reject or misread them (OpenAI
 # answers an unknown field with a 400). `include_reasoning` is one: the gateway withholds reasoning.
 GATEWAY_FIELDS = frozenset({"models", "provider", "route", "transforms", "plugins", "usage", "include_reasoning"})
-# Where OpenAI-compatible upstreams put a model's reasoning, in a message or a stream delta.
-REASONING_FIELDS = ("reasoning", "reasoning_content", "reasoning_details")
 
 
 class OpenAIAdapter:
@@ -250,13 +249,10 @@ class OpenAIStreamParser:
             self.finish_reason = str(choice["finish_reason"])
         delta = choice.get("delta")
         if isinstance(delta, dict):
-            for key in ("content", "reasoning", "reasoning_content", "refusal"):
+            for key in OUTPUT_FIELDS:  # as `output_chars` counts a whole answer's
                 value = delta.get(key)
-                if isinstance(value, str):
-                    self.completion_chars_seen += len(value)
-            for key in ("audio", "images", "reasoning_details"):
-                if delta.get(key):  # output without text (counted as one character: it is there)
-                    self.completion_chars_seen += 1
+                if value:
+                    self.completion_chars_seen += len(value) if isinstance(value, str) else 1
             tool_calls = delta.get("tool_calls")
             if isinstance(tool_calls, list):
                 for call in tool_calls:

@@ -11,6 +11,7 @@ from teamrouter.providers.base import (
     DONE,
     KEEPALIVE,
     KEEPALIVE_EVERY,
+    REASONING_FIELDS,
     UpstreamError,
     Usage,
     for_client,
@@ -379,7 +380,8 @@ def test_excluded_reasoning_is_left_out_of_a_whole_answer_but_still_billed() -> 
     # the withheld characters.
     assert hidden.usage == shown.usage == Usage(5, 20, 15)
     assert hidden.body["usage"] == answer["usage"]
-    assert (hidden.withheld_chars, shown.withheld_chars) == (len("Two and two.") + len("2+2"), 0)
+    # (reasoning_details, structured, counts one, as in a stream)
+    assert (hidden.withheld_chars, shown.withheld_chars) == (len("Two and two.") + len("2+2") + 1, 0)
 
 
 def chunk(delta: dict[str, object], finish: str | None = None) -> bytes:
@@ -437,3 +439,18 @@ def test_a_long_hidden_reasoning_phase_keeps_the_connection_alive() -> None:
     assert parser.completion_chars_seen == 3 * count + 1  # type: ignore[attr-defined]
     shown, _ = run(stream, [])
     assert KEEPALIVE not in shown and len(shown) == count + 3  # shown reasoning needs no stand-in
+
+
+@pytest.mark.parametrize("field", REASONING_FIELDS)
+def test_each_reasoning_field_is_withheld_and_counted_alike_whole_and_streamed(field: str) -> None:
+    # One list of reasoning fields: each is withheld, and an estimate counts it the same whether the
+    # answer came whole or streamed (text by its characters, structured reasoning as one).
+    value: object = [{"type": "reasoning.text", "text": "hm"}] if field == "reasoning_details" else "hm"
+    whole = {"id": "x", "choices": [{"index": 0, "message": {"content": "4", field: value}, "finish_reason": "stop"}]}
+    parsed = ADAPTER.parse_response(200, json.dumps(whole).encode(), exclude_reasoning=True)
+    assert parsed.body["choices"][0]["message"] == {"content": "4"}
+    out, parser = run(chunk({field: value}) + chunk({"content": "4"}, "stop") + DONE, [], exclude_reasoning=True)
+    assert out[0] == KEEPALIVE and not any(field.encode() in e for e in out)
+    seen = parser.completion_chars_seen  # type: ignore[attr-defined]
+    assert output_chars(whole) == seen == len("4") + parsed.withheld_chars
+    assert parsed.withheld_chars == (1 if field == "reasoning_details" else len("hm"))
