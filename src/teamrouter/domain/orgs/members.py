@@ -28,8 +28,9 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from typing import Any, TypeVar
 
-from sqlalchemy import Row, delete, func, select, update
+from sqlalchemy import Row, Select, delete, func, select, update
 
 from teamrouter.domain.accounts.models import User, WebSession
 from teamrouter.domain.accounts.service import revoke_sessions
@@ -191,19 +192,25 @@ async def end_membership(
     )
 
 
+_Query = TypeVar("_Query", bound="Select[*tuple[Any, ...]]")
+
+
 async def _enabled_keys(
     uow: UnitOfWork, organization_id: str, user_id: str, *, management_only: bool
 ) -> Sequence[Row[str, str, bool]]:
     """(id, name, management) of the live, enabled keys a person created in an org."""
-    keys = select(ApiKey.id, ApiKey.name, ApiKey.management).where(
-        ApiKey.organization_id == organization_id,
-        ApiKey.creator_user_id == user_id,
-        ApiKey.disabled.is_(False),
-        ApiKey.deleted_at.is_(None),
-    )
-    if management_only:
-        keys = keys.where(ApiKey.management.is_(True))
+    keys = _persons_keys(
+        select(ApiKey.id, ApiKey.name, ApiKey.management), organization_id, user_id, management_only
+    ).where(ApiKey.disabled.is_(False))
     return (await uow.session.execute(keys)).all()
+
+
+def _persons_keys(query: _Query, organization_id: str, user_id: str, management_only: bool) -> _Query:
+    """`query` narrowed to the live keys a person created in an org (management keys only, if so)."""
+    query = query.where(
+        ApiKey.organization_id == organization_id, ApiKey.creator_user_id == user_id, ApiKey.deleted_at.is_(None)
+    )
+    return query.where(ApiKey.management.is_(True)) if management_only else query
 
 
 async def _disable_keys(
@@ -270,15 +277,9 @@ async def _claim_disabled_keys(
     reason: str,
 ) -> None:
     """Make admin-managed the live keys a person created in an org and had disabled themselves."""
-    keys = select(ApiKey.id).where(
-        ApiKey.organization_id == organization_id,
-        ApiKey.creator_user_id == user_id,
-        ApiKey.disabled.is_(True),
-        ApiKey.admin_managed.is_(False),
-        ApiKey.deleted_at.is_(None),
+    keys = _persons_keys(select(ApiKey.id), organization_id, user_id, management_only).where(
+        ApiKey.disabled.is_(True), ApiKey.admin_managed.is_(False)
     )
-    if management_only:
-        keys = keys.where(ApiKey.management.is_(True))
     ids = list((await uow.session.scalars(keys)).all())
     if not ids:
         return
