@@ -30,8 +30,8 @@ from teamrouter.runtime import Runtime
 from teamrouter.web.pages import (
     FormRefused,
     Pages,
-    check_form_token,
     read_form,
+    read_signed_out_form,
 )
 
 MAX_TOKEN = 200  # as the JSON API's token fields
@@ -77,8 +77,7 @@ def router() -> APIRouter:
     @routes.post("/verify-email", openapi_extra=access(Access.PUBLIC))
     async def verify_email(request: Request, rt: RuntimeDep) -> HTMLResponse:
         try:
-            form = await read_form(request, rt)
-            check_form_token(request, rt, form)
+            form = await read_signed_out_form(request, rt)
         except FormRefused:
             return verify_page(request, rt, state="failed", error=REFUSED, status=403)
         token = form.get("token", "")
@@ -95,8 +94,7 @@ def router() -> APIRouter:
     async def resend_verification(request: Request, rt: RuntimeDep) -> HTMLResponse:
         """The JSON API's resend: silent about whether the address has an account, and rate limited."""
         try:
-            form = await read_form(request, rt)
-            check_form_token(request, rt, form)
+            form = await read_signed_out_form(request, rt)
         except FormRefused:
             return verify_page(request, rt, state="failed", error=REFUSED, status=403)
         email = form.get("email", "").strip()
@@ -167,8 +165,7 @@ def router() -> APIRouter:
     async def invitation_sign_in(request: Request, rt: RuntimeDep) -> HTMLResponse:
         """The JSON API's sign-in, from the invitation page; answers with the page for the new session."""
         try:
-            form = await read_form(request, rt)
-            check_form_token(request, rt, form)
+            form = await read_signed_out_form(request, rt)
         except FormRefused:
             view = {"state": "signed_out"}
             return invitation_page(request, rt, view, token="", session_token=None, status=403, error=REFUSED)

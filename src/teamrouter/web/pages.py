@@ -133,6 +133,13 @@ async def read_form(request: Request, rt: Runtime) -> dict[str, str]:
     return dict(pairs)
 
 
+async def read_signed_out_form(request: Request, rt: Runtime) -> dict[str, str]:
+    """A form posted before sign-in: `read_form`'s checks, then its `check_form_token`."""
+    form = await read_form(request, rt)
+    check_form_token(request, rt, form)
+    return form
+
+
 def check_form_token(request: Request, rt: Runtime, form: dict[str, str]) -> None:
     """A pre-sign-in form: its `csrf` field must match this browser's `tr_form` cookie."""
     secret = request.cookies.get(FORM_COOKIE)
