@@ -35,7 +35,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from teamrouter.gateway.catalog import QUANTIZATIONS, Catalog, Endpoint
 from teamrouter.gateway.thresholds import PERCENTILES, Cutoffs, preference_tier
@@ -45,6 +45,7 @@ SORTS: tuple[str, ...] = ("price", "latency", "throughput", "exacto")
 Partition = Literal["model", "none"]
 PARTITIONS: tuple[str, ...] = ("model", "none")
 _PER_MILLION = Decimal(10**6)
+_T = TypeVar("_T")
 
 
 class RoutingError(Exception):
@@ -263,60 +264,44 @@ def parse_provider_preferences(value: object, *, where: str = "provider") -> Pro
         if key not in _PREF_FIELDS:
             raise InvalidRoutingRequest(f"{where}.{key}", "unknown field")
     get = value.get
-    order = _names(get("order"), f"{where}.order") if get("order") is not None else None
-    only = _names(get("only"), f"{where}.only") if get("only") is not None else None
-    ignore = _names(get("ignore"), f"{where}.ignore") if get("ignore") is not None else None
-    allow = get("allow_fallbacks")
-    allow_fallbacks = _bool(allow, f"{where}.allow_fallbacks") if allow is not None else None
-    if get("require_parameters") is not None:
-        _bool(get("require_parameters"), f"{where}.require_parameters")
-    sort, partition = _sort(get("sort"), f"{where}.sort") if get("sort") is not None else (None, None)
+
+    def optional(name: str, parse: Callable[[object, str], _T]) -> _T | None:
+        """Field `name` checked by `parse` (which names it in any error), or None when absent."""
+        raw = get(name)
+        return None if raw is None else parse(raw, f"{where}.{name}")
+
+    optional("require_parameters", _bool)  # accepted, checked and ignored
+    optional("options", _options)  # checked and dropped (module docstring)
+    sort, partition = optional("sort", _sort) or (None, None)
     data_collection = get("data_collection")
     if data_collection is not None and data_collection not in ("allow", "deny"):
         raise InvalidRoutingRequest(f"{where}.data_collection", 'must be "allow" or "deny"')
-    zdr = _bool(get("zdr"), f"{where}.zdr") if get("zdr") is not None else None
-    max_price = None
-    raw_max = get("max_price")
-    if raw_max is not None:
-        if not isinstance(raw_max, Mapping):
-            raise InvalidRoutingRequest(f"{where}.max_price", "must be an object")
-        for key in raw_max:
-            if key not in _MAX_PRICE_FIELDS:
-                raise InvalidRoutingRequest(f"{where}.max_price.{key}", "unknown field")
-        limits = {
-            key: _money(raw_max[key], f"{where}.max_price.{key}")
-            for key in _MAX_PRICE_FIELDS
-            if raw_max.get(key) is not None
-        }
-        # image and audio ceilings are always met: no endpoint charges per image or audio unit.
-        max_price = MaxPrice(**{k: v for k, v in limits.items() if k in ("prompt", "completion", "request")})
-    raw_levels = get("quantizations")
-    quantizations = _quantizations(raw_levels, f"{where}.quantizations") if raw_levels is not None else None
-    raw_distill = get("enforce_distillable_text")
-    distillable = _bool(raw_distill, f"{where}.enforce_distillable_text") if raw_distill is not None else None
-    raw_latency = get("preferred_max_latency")
-    max_latency = _cutoffs(raw_latency, f"{where}.preferred_max_latency") if raw_latency is not None else None
-    raw_throughput = get("preferred_min_throughput")
-    min_throughput = (
-        _cutoffs(raw_throughput, f"{where}.preferred_min_throughput") if raw_throughput is not None else None
-    )
-    if get("options") is not None:
-        _options(get("options"), f"{where}.options")
     return ProviderPreferences(
-        order=order,
-        only=only,
-        ignore=ignore,
-        allow_fallbacks=allow_fallbacks,
+        order=optional("order", _names),
+        only=optional("only", _names),
+        ignore=optional("ignore", _names),
+        allow_fallbacks=optional("allow_fallbacks", _bool),
         sort=sort,
         data_collection=data_collection,
-        zdr=zdr,
-        max_price=max_price,
+        zdr=optional("zdr", _bool),
+        max_price=optional("max_price", _max_price),
         sort_partition=partition,
-        quantizations=quantizations,
-        enforce_distillable_text=distillable,
-        preferred_max_latency=max_latency,
-        preferred_min_throughput=min_throughput,
+        quantizations=optional("quantizations", _quantizations),
+        enforce_distillable_text=optional("enforce_distillable_text", _bool),
+        preferred_max_latency=optional("preferred_max_latency", _cutoffs),
+        preferred_min_throughput=optional("preferred_min_throughput", _cutoffs),
     )
+
+
+def _max_price(value: object, field: str) -> MaxPrice:
+    if not isinstance(value, Mapping):
+        raise InvalidRoutingRequest(field, "must be an object")
+    for key in value:
+        if key not in _MAX_PRICE_FIELDS:
+            raise InvalidRoutingRequest(f"{field}.{key}", "unknown field")
+    limits = {key: _money(value[key], f"{field}.{key}") for key in _MAX_PRICE_FIELDS if value.get(key) is not None}
+    # image and audio ceilings are always met: no endpoint charges per image or audio unit.
+    return MaxPrice(**{k: v for k, v in limits.items() if k in ("prompt", "completion", "request")})
 
 
 def _matcher(names: Sequence[str]) -> Callable[[Endpoint], bool]:

@@ -60,7 +60,7 @@ class OpenAIAdapter:
         out = {k: v for k, v in body.items() if k not in GATEWAY_FIELDS}
         out["model"] = endpoint.upstream_model
         reasoning = out.get("reasoning")
-        if reasoning is not None and isinstance(reasoning, Mapping) and "exclude" in reasoning:
+        if isinstance(reasoning, Mapping) and "exclude" in reasoning:
             # `exclude` is the gateway's to apply, like `include_reasoning`; the rest (effort,
             # max_tokens) is for the upstream, and a `reasoning` left empty would ask for nothing.
             rest = {k: v for k, v in reasoning.items() if k != "exclude"}
