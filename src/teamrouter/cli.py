@@ -110,6 +110,9 @@ def serve(
         timeout_graceful_shutdown=settings.shutdown_grace_seconds,
         access_log=False,  # access logs would carry query strings; the activity feed is the record
         loop="uvloop",
+        # teamrouter reads no client address (no limit or log is keyed by IP), so uvicorn's
+        # X-Forwarded-For middleware would only be one more layer on every request.
+        proxy_headers=False,
         # Idle keep-alive connections stay open longer than clients keep theirs (httpx and the
         # OpenAI SDK: 5 s, uvicorn's default too), so the client always closes first. Otherwise a
         # request sent just as the server closes an idle connection is lost to the client as a

@@ -19,6 +19,7 @@ from tests.support.gateway import funded_person
 
 from teamrouter.domain.activity.models import UsageRollup
 from teamrouter.domain.credits.models import CreditAccount, LedgerEntry
+from teamrouter.domain.credits.models import Hold as HoldRow
 from teamrouter.domain.keys.models import ApiKey
 from teamrouter.errors import ServiceUnavailable
 from teamrouter.gateway.setup import open_store
@@ -315,14 +316,14 @@ async def _reserved(rt, store, count: int):
 
 
 def _count_bulk_batches(store) -> list[int]:
-    """The size of every batch the bulk path completed: SQLite's `_apply_bulk`, PostgreSQL's
+    """The size of every batch the bulk path completed: SQLite's `_settle_bulk`, PostgreSQL's
     `_settle_together` (several settlements in one statement; those it handed to the one-by-one
     path, which also succeed, are not counted)."""
     done: list[int] = []
-    name = "_apply_bulk" if hasattr(store, "_apply_bulk") else "_settle_together"
+    name = "_settle_bulk" if hasattr(store, "_settle_bulk") else "_settle_together"
     bulk = getattr(store, name)
 
-    if name == "_apply_bulk":
+    if name == "_settle_bulk":
 
         def counting(batch):
             results = bulk(batch)
@@ -499,6 +500,62 @@ async def test_a_batch_of_settlements_locks_every_key_before_any_pool(rt, store)
     finally:
         await blocker.close()
         await probe.close()
+    await check_ledger(rt)
+
+
+def _count_bulk_reservations(store) -> list[int]:
+    """SQLite: the size of every batch of reservations admitted whole by one UPDATE per pool and
+    per key (`_reserve_bulk` returned their results rather than handing them back one by one)."""
+    done: list[int] = []
+    bulk = store._reserve_bulk
+
+    def counting(reserves):
+        results = bulk(reserves)
+        if results is not None:
+            done.append(len(reserves))
+        return results
+
+    store._reserve_bulk = counting
+    return done
+
+
+@pytest.mark.parametrize(
+    ("usd", "limit", "admitted", "reason"),
+    [("1", None, 20, None), ("0.10", None, 10, "insufficient_credits"), ("1", "0.05", 5, "key_limit_reached")],
+)
+async def test_a_batch_of_reservations_admits_in_bulk_exactly_what_one_by_one_would(
+    rt, store, usd, limit, admitted, reason
+):
+    # 21 one-cent reservations over two people: one has a single hold (it fits either way), the
+    # other 20, of which the pool or the key limit may refuse some. A batch that fits whole is
+    # admitted by one UPDATE per pool and per key; one that does not is decided one by one, so the
+    # refusals are the same either way and leave no trace, and the other person is not held up.
+    if not rt.db.is_sqlite:
+        pytest.skip("PostgreSQL reserves in one statement per request")
+    who = await funded_person(rt, usd=usd, limit=limit)
+    other = await funded_person(rt, usd="1")
+    now = datetime.now(UTC)
+    first = Hold(id=new_id("hold"), account_id=who.account_id, key_id=who.key_id, amount=CENT)
+    holds = [Hold(id=new_id("hold"), account_id=who.account_id, key_id=who.key_id, amount=CENT) for _ in range(19)]
+    theirs = Hold(id=new_id("hold"), account_id=other.account_id, key_id=other.key_id, amount=CENT)
+    assert await store.reserve(first, now=now, expires_at=now + timedelta(minutes=15)) is None  # inline
+    bulk = _count_bulk_reservations(store)
+    outcomes = await asyncio.gather(
+        *(store.reserve(h, now=now, expires_at=now + timedelta(minutes=15)) for h in [*holds, theirs])
+    )
+    assert outcomes[-1] is None
+    mine = outcomes[:-1]
+    assert sum(o is None for o in mine) == admitted - 1
+    assert all(o.reason == reason and o.available == 0 for o in mine if o is not None)
+    assert bulk == ([20] if reason is None else [])
+    async with rt.db.read() as s:
+        account = await s.get_one(CreditAccount, who.account_id)
+        key = await s.get_one(ApiKey, who.key_id)
+        held = await s.scalar(select(func.count()).select_from(HoldRow).where(HoldRow.account_id == who.account_id))
+    assert account.held == admitted * CENT and key.held == admitted * CENT and held == admitted
+    for hold, outcome in zip([first, *holds, theirs], [None, *outcomes], strict=True):
+        if outcome is None:
+            assert await store.void(hold, now=now)
     await check_ledger(rt)
 
 

@@ -317,23 +317,30 @@ class SqliteStore:
             self._conn.execute("ROLLBACK")  # a refused reservation leaves no trace
         return [(op, value, None)]
 
-    # -- the bulk path: many settlements in a few statements -------------------------------------
+    # -- the bulk path: a batch in a few statements ------------------------------------------------
 
-    def _apply_bulk(self, batch: list[_Op]) -> list[tuple[_Op, Any, BaseException | None]]:
-        """Settlements first (they only release), then voids and reservations one by one. The whole
-        batch commits atomically, so this order is as valid as the queue's; it lets a reservation
-        see the money its batch released."""
-        settles = [op for op in batch if op.kind == SETTLE]
+    def _apply_many(self, batch: list[_Op]) -> list[tuple[_Op, Any, BaseException | None]]:
+        """Settlements first (they only release), then voids, then reservations. The whole batch
+        commits atomically, so this order is as valid as the queue's; it lets a reservation see the
+        money its batch released. Settlements and reservations go in bulk when there are several."""
+        settles: list[_Op] = []
+        voids: list[_Op] = []
+        reserves: list[_Op] = []
+        for op in batch:
+            (settles if op.kind == SETTLE else reserves if op.kind == RESERVE else voids).append(op)
+        results = self._settle_bulk(settles) if len(settles) > 1 else self._apply_each(settles)
+        results += self._apply_each(voids)
+        reserved = self._reserve_bulk(reserves) if len(reserves) > 1 else None
+        return results + (reserved if reserved is not None else self._apply_each(reserves))
+
+    def _settle_bulk(self, settles: list[_Op]) -> list[tuple[_Op, Any, BaseException | None]]:
+        """One executemany per insert, one UPDATE per account and per key with the batch's sums, one
+        upsert per rollup row."""
         conn = self._conn
         post = _S["POST_HOLD"]
         if conn.executemany(post.text, [post.args(op.params) for op in settles]).rowcount != len(settles):
             raise _Fallback  # some hold was not open (expired, raced, repeated): go one by one
-        accounts: dict[str, list[_Op]] = {}
-        keys: dict[tuple[Any, ...], list[_Op]] = {}
-        for op in settles:
-            p = op.params
-            accounts.setdefault(p["account_id"], []).append(op)
-            keys.setdefault((p["key_id"], p["day"], p["week"], p["month"]), []).append(op)
+        accounts, keys = _by_pool_and_key(settles)
         rollups = sql.sum_rollups(op.rollup for op in settles if op.rollup is not None)
         for ops in accounts.values():
             balance = self._value("SETTLE_POOL", _summed(ops))
@@ -347,8 +354,28 @@ class SqliteStore:
             statement = _S[name]
             conn.executemany(statement.text, [statement.args(row) for row in rows])
         conn.executemany(_S["INSERT_GENERATION"].text, [op.generation for op in settles if op.generation])
-        results: list[tuple[_Op, Any, BaseException | None]] = [(op, True, None) for op in settles]
-        return results + self._apply_each([op for op in batch if op.kind != SETTLE])
+        return [(op, True, None) for op in settles]
+
+    def _reserve_bulk(self, reserves: list[_Op]) -> list[tuple[_Op, Any, BaseException | None]] | None:
+        """Several reservations as one guarded UPDATE per pool and per key with their summed
+        amounts, and one executemany of the hold rows. The sum fits exactly when each would fit
+        one after the other (amounts are positive), so this admits what the one-by-one path would.
+        When a sum does not fit, some reservation must be refused: nothing is kept (None) and the
+        caller decides each one by one."""
+        conn = self._conn
+        pools, keys = _by_pool_and_key(reserves)
+        conn.execute("SAVEPOINT bulk")
+        fits = all(self._run("RESERVE_POOL", _summed_amount(ops)).rowcount == 1 for ops in pools.values()) and all(
+            self._run("RESERVE_KEY", _summed_amount(ops)).rowcount == 1 for ops in keys.values()
+        )
+        if not fits:
+            conn.execute("ROLLBACK TO bulk")
+            conn.execute("RELEASE bulk")
+            return None
+        insert = _S["INSERT_HOLD"]
+        conn.executemany(insert.text, [insert.args(op.params) for op in reserves])
+        conn.execute("RELEASE bulk")
+        return [(op, None, None) for op in reserves]
 
     # -- group commit ----------------------------------------------------------------------------
 
@@ -378,8 +405,11 @@ class SqliteStore:
         self._start_writer()
         self._queue.put_nowait(op)
         self._wake.set()
-        # Shielded: a cancelled request must not cancel the shared writer's bookkeeping.
-        return await asyncio.shield(op.future)
+        # Not shielded (a shield is another future and two callbacks per operation): a request
+        # cancelled meanwhile cancels only its own future, which the writer then leaves alone (it
+        # checks `done()` before reporting); the operation itself is still applied, as it may
+        # already be. A cancelled reservation's hold is left to the sweeper either way.
+        return await op.future
 
     def _start_writer(self) -> None:
         if self._writer is None:
@@ -447,19 +477,17 @@ class SqliteStore:
         conn = self._conn
         try:
             await self._begin()
-            if sum(op.kind == SETTLE for op in batch) > 1:
+            if len(batch) == 1:
+                results = self._apply_alone(batch[0])
+            else:
                 try:
-                    results = self._apply_bulk(batch)
+                    results = self._apply_many(batch)
                 except Exception as exc:
                     if not isinstance(exc, _Fallback):
-                        log.warning("bulk settlement failed; replaying the batch one by one", exc_info=True)
+                        log.warning("bulk path failed; replaying the batch one by one", exc_info=True)
                     conn.execute("ROLLBACK")
                     await self._begin()  # the replay recomputes every balance_after it writes
                     results = self._apply_each(batch)
-            elif len(batch) == 1:
-                results = self._apply_alone(batch[0])
-            else:
-                results = self._apply_each(batch)
             if conn.in_transaction:  # a lone refused or failed operation already rolled back
                 conn.execute("COMMIT")
         except BaseException as exc:
@@ -496,6 +524,28 @@ class SqliteStore:
             self._background.close()
         self._checkpoint()
         self._conn.close()
+
+
+def _by_pool_and_key(ops: list[_Op]) -> tuple[dict[str, list[_Op]], dict[tuple[Any, ...], list[_Op]]]:
+    """A batch's operations by pool (account id) and by key and spend windows (one set of windows
+    per UPDATE: a batch may straddle midnight UTC), each group in queue order."""
+    pools: dict[str, list[_Op]] = {}
+    keys: dict[tuple[Any, ...], list[_Op]] = {}
+    for op in ops:
+        p = op.params
+        pools.setdefault(p["account_id"], []).append(op)
+        keys.setdefault((p["key_id"], p["day"], p["week"], p["month"]), []).append(op)
+    return pools, keys
+
+
+def _summed_amount(ops: list[_Op]) -> dict[str, Any]:
+    """The reservations of one pool or key in a batch as one: their amounts summed, the latest time."""
+    if len(ops) == 1:
+        return ops[0].params
+    total = dict(ops[-1].params)
+    total["amount"] = sum(op.params["amount"] for op in ops)
+    total["now"] = max(op.params["now"] for op in ops)
+    return total
 
 
 def _summed(ops: list[_Op]) -> dict[str, Any]:
