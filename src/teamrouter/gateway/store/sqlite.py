@@ -9,6 +9,7 @@ stall the loop for milliseconds; they are turned off here and run off the loop (
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import operator
@@ -122,7 +123,9 @@ class SqliteStore:
     def __init__(self, path: str) -> None:
         self._path = path
         self._conn = self._connect()
-        self._queue: asyncio.Queue[_Op] = asyncio.Queue()
+        # A plain deque: the writer is woken by `_wake`, so asyncio.Queue's own waiter bookkeeping
+        # (on every put and get) would be paid for nothing.
+        self._queue: collections.deque[_Op] = collections.deque()
         self._writer: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()  # queued work, or a checkpoint that is due
         # The connection is in a transaction or checkpointing, or the writer is gathering a batch;
@@ -385,7 +388,7 @@ class SqliteStore:
     async def _submit(self, op: _Op, *, alone: bool) -> Any:
         if self._closed:
             raise ServiceUnavailable("Store is shutting down")
-        if alone and not self._busy and self._queue.empty():
+        if alone and not self._busy and not self._queue:
             # No other request of this process holds money (always so at concurrency 1): commit
             # right here, without the two event-loop hops to the writer task and back. With others
             # in flight the writer batches instead — inline commits would each pay a whole COMMIT.
@@ -403,7 +406,7 @@ class SqliteStore:
                 self._wake.set()
             return op.future.result()
         self._start_writer()
-        self._queue.put_nowait(op)
+        self._queue.append(op)
         self._wake.set()
         # Not shielded (a shield is another future and two callbacks per operation): a request
         # cancelled meanwhile cancels only its own future, which the writer then leaves alone (it
@@ -417,7 +420,7 @@ class SqliteStore:
 
     def _done_with_connection(self) -> None:
         self._busy = False
-        if not self._queue.empty():
+        if self._queue:
             self._wake.set()  # operations queued while the connection was in use
 
     def _checkpoint_due(self) -> bool:
@@ -446,18 +449,17 @@ class SqliteStore:
         the previous COMMIT, and at moderate concurrency most batches were of one operation. Stops
         at the first pass that brings nothing new, so work arriving alone waits one pass."""
         for _ in range(GATHER_PASSES):
-            queued = self._queue.qsize()
+            queued = len(self._queue)
             if queued == 0 or queued >= MAX_BATCH:
                 return
             await asyncio.sleep(0)
-            if self._queue.qsize() == queued:
+            if len(self._queue) == queued:
                 return
 
     async def _drain(self) -> None:
-        while not self._queue.empty():
-            batch = [self._queue.get_nowait()]
-            while len(batch) < MAX_BATCH and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
+        queue = self._queue
+        while queue:
+            batch = [queue.popleft() for _ in range(min(len(queue), MAX_BATCH))]
             await self._commit_batch(batch)
 
     async def _checkpoint_if_due(self) -> None:
@@ -516,8 +518,8 @@ class SqliteStore:
         if self._passive is not None:
             with contextlib.suppress(Exception):
                 await self._passive
-        while not self._queue.empty():  # queued when the writer stopped: nobody will write these
-            future = self._queue.get_nowait().future
+        while self._queue:  # queued when the writer stopped: nobody will write these
+            future = self._queue.popleft().future
             if not future.done():
                 future.set_exception(ServiceUnavailable("Store is shutting down"))
         if self._background is not None:
