@@ -29,6 +29,7 @@ from tests.support.gateway import FakeUpstreamProcess, funded_person, start_gate
 from tests.support.smtp import free_port
 
 from bench.loadgen import Result, run
+from bench.store_floor import postgres_floor
 from teamrouter.config import load_settings
 from teamrouter.runtime import build_runtime
 from teamrouter.storage import migrate
@@ -145,6 +146,19 @@ def _merge(results: list[Result]) -> Result:
     )
 
 
+async def _postgres_floor(url: str) -> str:
+    rt = build_runtime(
+        load_settings(
+            {}, env="dev", database_url=url, var_dir=tempfile.mkdtemp(prefix="bench-floor-"), secret_key="b" * 48
+        )
+    )
+    try:
+        who = await funded_person(rt, usd="100")
+    finally:
+        await rt.close()
+    return await postgres_floor(url, who)
+
+
 async def _admin(url: str, statement: str) -> None:
     conn = await asyncpg.connect(url)
     try:
@@ -182,6 +196,7 @@ async def main() -> None:
                 try:
                     url = make_url(admin).set(database=name).render_as_string(hide_password=False)
                     rows += await bench_backend("postgres", url, fake, args.seconds, args.rounds)
+                    print(f"\n{await _postgres_floor(url)}", flush=True)
                 finally:
                     await _admin(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
