@@ -32,13 +32,14 @@ event), ``no_usage`` (never report usage), ``overrun`` (ignore ``max_tokens``: r
 one completion and reasoning token each: a ``thinking`` block on the Anthropic API, else the
 message's or delta's ``reasoning_field``, by default ``reasoning_content``), ``strict`` (refuse a
 request with a top-level field the real API does not know, with the 400 it answers: OpenAI's chat
-and legacy completions, Anthropic's Messages; see `ACCEPTED`).
+and legacy completions, Anthropic's Messages; see `ACCEPTED`; and a ``reasoning_effort`` OpenAI does
+not know).
 
 Use in process (``async with FakeUpstream() as fake: fake.url``), in a thread for sync code
 (``with FakeUpstreamThread() as fake``), or as a subprocess:
 ``python -m tests.fakes.upstream --port 0`` prints ``READY http://127.0.0.1:<port>`` when
-listening. Calls record metadata only (api, model, max_tokens, stream, ...), never prompts, in
-a bounded deque.
+listening. Calls record metadata only (api, model, max_tokens, stream, the reasoning asked for, ...),
+never prompts, in a bounded deque.
 """
 
 from __future__ import annotations
@@ -81,6 +82,10 @@ ACCEPTED = {
         tool_choice thinking service_tier container mcp_servers context_management""".split()
     ),
 }
+
+
+# What OpenAI's chat API takes as `reasoning_effort` (openai-python's `ReasoningEffort`).
+REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
 
 
 class ScriptError(ValueError):
@@ -156,6 +161,11 @@ class Call:
     anthropic_version: str | None
     script: dict[str, Any] | None
     cookie: str | None = None  # the Cookie header the request carried
+    # How the request asked for reasoning, as sent: OpenAI's `reasoning_effort`, Anthropic's
+    # `thinking`, and an OpenRouter `reasoning` object (which neither real API takes).
+    reasoning_effort: object = None
+    thinking: object = None
+    reasoning: object = None
     at: float = field(default_factory=time.time)
 
     def as_dict(self) -> dict[str, Any]:
@@ -360,6 +370,9 @@ class FakeUpstream:
             anthropic_version=request.headers.get("anthropic-version"),
             script=recorded,
             cookie=request.headers.get("Cookie"),
+            reasoning_effort=body.get("reasoning_effort"),
+            thinking=body.get("thinking"),
+            reasoning=body.get("reasoning"),
         )
         self.calls.append(call)
         if self.api_key is not None and auth != self.api_key:
@@ -370,6 +383,10 @@ class FakeUpstream:
         if unknown:  # in each API's own words
             words = "{}: Extra inputs are not permitted" if anthropic else "Unrecognized request argument supplied: {}"
             return web.json_response(fail(400, words.format(unknown[0])), status=400)
+        effort = body.get("reasoning_effort")
+        if script.strict and api == "openai-chat" and effort is not None and effort not in REASONING_EFFORTS:
+            words = f"Invalid value: '{effort}'. Supported values are: {', '.join(REASONING_EFFORTS)}."
+            return web.json_response(fail(400, words), status=400)
 
         if script.first_byte_delay_ms:
             await asyncio.sleep(script.first_byte_delay_ms / 1000)

@@ -7,8 +7,9 @@ required there); ``stop`` becomes ``stop_sequences``; OpenAI temperatures above 
 to Anthropic's maximum of 1. ``cache_control`` on text and image parts (system ones included)
 is kept, so clients can ask for prompt caching as on OpenRouter. OpenRouter's ``reasoning``
 (``max_tokens``, ``effort`` or ``enabled``) and OpenAI's ``reasoning_effort`` become extended
-``thinking`` with a token budget. Unsupported (another endpoint may serve them): ``n > 1``, and
-the legacy ``functions`` / ``function_call`` form, whose answers would not come back in it.
+``thinking`` with a token budget (`reasoning.requested`, read as the OpenAI adapter reads it).
+Unsupported (another endpoint may serve them): ``n > 1``, and the legacy ``functions`` /
+``function_call`` form, whose answers would not come back in it.
 
 Response and stream: text becomes ``content``, thinking becomes ``reasoning`` (OpenRouter's
 field; left out when the request excludes reasoning, though still billed as the output it is, and
@@ -40,6 +41,7 @@ from teamrouter.providers.base import (
     sse_event,
     upstream_error,
 )
+from teamrouter.providers.reasoning import DEFAULT_EFFORT, ReasoningAsk, budget_for_effort, requested
 
 if TYPE_CHECKING:
     from teamrouter.gateway.catalog import Endpoint
@@ -54,8 +56,6 @@ STOP_REASONS = {
 }
 # 529 is Anthropic's "overloaded": like 503, worth another endpoint.
 _PASSTHROUGH = ("temperature", "top_p", "top_k")
-# OpenRouter's share of max_tokens that a reasoning `effort` spends on thinking.
-EFFORT_SHARE = {"minimal": 0.1, "low": 0.2, "medium": 0.5, "high": 0.8}
 MIN_THINKING_TOKENS = 1024  # Anthropic's smallest thinking budget
 
 
@@ -302,10 +302,10 @@ def _continues_tool_calls(messages: object) -> bool:
 
 
 def _thinking(body: Mapping[str, Any], max_tokens: int) -> dict[str, Any] | None:
-    """Extended thinking from OpenRouter's ``reasoning`` object (``max_tokens``, ``effort`` or
-    ``enabled``) or OpenAI's ``reasoning_effort``; None when the request asks for none. The budget
-    counts toward ``max_tokens`` (and so toward the hold), and Anthropic wants it at least 1,024
-    and below ``max_tokens``."""
+    """Extended thinking from what the request asks (`reasoning.requested`: OpenRouter's ``reasoning``
+    object or OpenAI's ``reasoning_effort``, which wins); None when it asks for none. An effort
+    spends OpenRouter's share of ``max_tokens``. The budget counts toward ``max_tokens`` (and so
+    toward the hold), and Anthropic wants it at least 1,024 and below ``max_tokens``."""
     choice = body.get("tool_choice")
     if choice == "required" or isinstance(choice, Mapping):
         return None  # Anthropic refuses thinking when a tool call is forced; the tool call wins
@@ -314,22 +314,17 @@ def _thinking(body: Mapping[str, Any], max_tokens: int) -> dict[str, Any] | None
         # signed; OpenAI-shaped messages cannot carry it back, so this turn goes without thinking
         # (turning it on here would be refused outright).
         return None
+    ask = requested(body)
     reasoning = body.get("reasoning")
-    effort = body.get("reasoning_effort")
-    tokens: int | None = None
-    if isinstance(reasoning, Mapping):
-        if reasoning.get("enabled") is False or reasoning.get("effort") == "none":
-            return None
-        if isinstance(reasoning.get("max_tokens"), int) and not isinstance(reasoning["max_tokens"], bool):
-            tokens = reasoning["max_tokens"]
-        elif reasoning.get("effort") is not None:
-            effort = reasoning["effort"]
-        elif reasoning.get("enabled") is True or reasoning.get("exclude") is not None:
-            effort = "medium"
+    if ask is None and isinstance(reasoning, Mapping) and reasoning.get("exclude") is not None:
+        # Anthropic thinks only when asked: a client that says what to do with the reasoning expects
+        # some (OpenRouter's reading), where an OpenAI reasoning model would reason unasked.
+        ask = ReasoningAsk(effort=DEFAULT_EFFORT)
+    if ask is None:
+        return None
+    tokens = budget_for_effort(ask.effort, max_tokens) if ask.effort is not None else ask.max_tokens
     if tokens is None:
-        if effort not in EFFORT_SHARE:
-            return None
-        tokens = int(max_tokens * EFFORT_SHARE[str(effort)])
+        return None  # effort "none", or `enabled: false`
     budget = min(max(tokens, MIN_THINKING_TOKENS), max_tokens - 1)
     if budget < MIN_THINKING_TOKENS:
         raise UnsupportedRequestError(

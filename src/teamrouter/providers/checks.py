@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from teamrouter.providers.reasoning import EFFORTS
+
 
 class RequestError(ValueError):
     """The client's request body is malformed; ``field`` names the offending field (HTTP 400)."""
@@ -121,10 +123,7 @@ def check_parameters(body: Mapping[str, Any]) -> None:
         value = body.get(name)
         if value is not None and not isinstance(value, Mapping):
             raise RequestError(name, "must be an object")
-    reasoning = body.get("reasoning")
-    if reasoning is not None and reasoning.get("exclude") is not None and not isinstance(reasoning["exclude"], bool):
-        # A string "false" would read as true somewhere: whether reasoning is shown must not be a guess.
-        raise RequestError("reasoning.exclude", "must be a boolean")
+    _check_reasoning(body)
     for name in LISTS_OF_OBJECTS:
         value = body.get(name)
         if value is not None and (not isinstance(value, list) or not all(isinstance(v, Mapping) for v in value)):
@@ -136,6 +135,31 @@ def check_parameters(body: Mapping[str, Any]) -> None:
     tool_choice = body.get("tool_choice")
     if tool_choice is not None and not isinstance(tool_choice, str | Mapping):
         raise RequestError("tool_choice", "must be a string or an object")
+
+
+def _check_reasoning(body: Mapping[str, Any]) -> None:
+    """OpenRouter's `reasoning` object and OpenAI's `reasoning_effort`, which every adapter
+    translates (`reasoning.requested`): a value it would have to guess at is refused here."""
+    reasoning = body.get("reasoning")
+    if reasoning is not None:
+        for name in ("exclude", "enabled"):
+            # A string "false" would read as true somewhere: whether reasoning is on or shown must
+            # not be a guess.
+            if reasoning.get(name) is not None and not isinstance(reasoning[name], bool):
+                raise RequestError(f"reasoning.{name}", "must be a boolean")
+        _check_effort("reasoning.effort", reasoning.get("effort"))
+        tokens = reasoning.get("max_tokens")
+        if tokens is not None and (not _is_int(tokens) or tokens < 1):
+            raise RequestError("reasoning.max_tokens", "must be a positive integer")
+        if tokens is not None and reasoning.get("effort") is not None:
+            # OpenRouter's rule: one or the other. Which would win differs by upstream, so neither does.
+            raise RequestError("reasoning", "takes effort or max_tokens, not both")
+    _check_effort("reasoning_effort", body.get("reasoning_effort"))
+
+
+def _check_effort(name: str, value: object) -> None:
+    if value is not None and (not isinstance(value, str) or value not in EFFORTS):
+        raise RequestError(name, f"must be one of {', '.join(EFFORTS)}")
 
 
 def _is_number(value: object) -> bool:

@@ -3,7 +3,9 @@
 Requests pass through with the model replaced by the endpoint's upstream model name, the
 gateway-only fields removed (reasoning exclusion among them: ``include_reasoning`` and
 ``reasoning.exclude``), and ``stream_options.include_usage`` forced on when streaming so usage
-arrives in-band. Streams pass through byte for byte as far as possible: each event is
+arrives in-band. OpenRouter's ``reasoning`` object is not OpenAI's (api.openai.com refuses it): a chat
+request's becomes ``reasoning_effort`` (`reasoning.requested`; a token budget becomes the nearest
+effort), and the object itself never goes upstream. Streams pass through byte for byte as far as possible: each event is
 parsed for usage and finish reason, but forwarded as received except that ``id`` and ``model``
 are rewritten to the gateway's (a byte substitution; the JSON is re-encoded only when that
 substitution cannot be done safely or when the event also carries usage, which is stripped).
@@ -34,13 +36,17 @@ from teamrouter.providers.base import (
     output_chars,
     upstream_error,
 )
+from teamrouter.providers.reasoning import effort_for_budget, requested
 
 if TYPE_CHECKING:
     from teamrouter.gateway.catalog import Endpoint
 
 # OpenRouter request fields the gateway consumes itself; upstreams reject or misread them (OpenAI
-# answers an unknown field with a 400). `include_reasoning` is one: the gateway withholds reasoning.
-GATEWAY_FIELDS = frozenset({"models", "provider", "route", "transforms", "plugins", "usage", "include_reasoning"})
+# answers an unknown field with a 400). `include_reasoning` is one: the gateway withholds reasoning;
+# `reasoning` another: it is translated into `reasoning_effort`.
+GATEWAY_FIELDS = frozenset(
+    {"models", "provider", "route", "transforms", "plugins", "usage", "include_reasoning", "reasoning"}
+)
 
 
 class OpenAIAdapter:
@@ -59,15 +65,6 @@ class OpenAIAdapter:
     ) -> UpstreamRequest:
         out = {k: v for k, v in body.items() if k not in GATEWAY_FIELDS}
         out["model"] = endpoint.upstream_model
-        reasoning = out.get("reasoning")
-        if isinstance(reasoning, Mapping) and "exclude" in reasoning:
-            # `exclude` is the gateway's to apply, like `include_reasoning`; the rest (effort,
-            # max_tokens) is for the upstream, and a `reasoning` left empty would ask for nothing.
-            rest = {k: v for k, v in reasoning.items() if k != "exclude"}
-            if rest:
-                out["reasoning"] = rest
-            else:
-                del out["reasoning"]
         # The client may have said max_completion_tokens (newer) or max_tokens; older
         # OpenAI-compatible servers only know max_tokens, which OpenAI itself still accepts.
         # o-series models need max_completion_tokens, so keep the client's spelling.
@@ -78,6 +75,13 @@ class OpenAIAdapter:
             key = "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"
             out.pop("max_tokens", None)
             out[key] = budget
+        if kind == "chat" and (ask := requested(body)) is not None:
+            # OpenAI has no reasoning budget, only efforts: a budget becomes the effort that spends
+            # about as much of max_tokens (OpenRouter's rule). `exclude` alone asks for nothing here,
+            # unlike on Anthropic: reasoning models reason unasked, and others refuse the field.
+            # (The legacy /completions API knows no `reasoning_effort`: nothing is added there.)
+            cap = budget if budget is not None else endpoint.max_completion_tokens
+            out["reasoning_effort"] = ask.effort or effort_for_budget(ask.max_tokens or 0, cap)
         if stream:
             out["stream"] = True
             options = body.get("stream_options")

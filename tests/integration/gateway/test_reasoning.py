@@ -1,4 +1,5 @@
-"""Reasoning through a real teamrouter process to the fake upstreams: shown in OpenRouter's shape by
+"""Reasoning through a real teamrouter process to the fake upstreams: asked of each upstream in its
+own terms (OpenAI's `reasoning_effort`, Anthropic's `thinking`), shown in OpenRouter's shape by
 default, never returned when the request excludes it (`reasoning.exclude`, or the legacy
 `include_reasoning: false`), and billed the same either way, whole answers and streams alike."""
 
@@ -20,6 +21,7 @@ from tests.support.gateway import funded_person, script
 
 from teamrouter.domain.activity.models import Generation
 from teamrouter.domain.credits.models import CreditAccount
+from teamrouter.ids import new_id
 
 pytestmark = pytest.mark.db
 
@@ -212,3 +214,89 @@ async def test_withheld_reasoning_streams_keepalive_comments_that_the_sdks_skip(
     deltas = [e.choices[0].delta for e in events if e.choices]
     assert not any(REASONING_FIELDS & (d.model_fields_set | set(d.model_extra or {})) for d in deltas)
     assert events[-1].usage.completion_tokens == 50
+
+
+# What the upstream is asked, per model, when the client asks with max_tokens 4000 (test/chat's
+# endpoint caps it at 1,000; test/claude's at 4,096): OpenAI's `reasoning_effort`, Anthropic's
+# thinking budget (OpenRouter's share of max_tokens, at least 1,024).
+TRANSLATIONS = [
+    pytest.param({"reasoning": {"effort": "high"}}, "high", 3200, id="effort"),
+    pytest.param({"reasoning": {"max_tokens": 500}}, "medium", 1024, id="max_tokens"),  # half of 1,000
+    pytest.param({"reasoning_effort": "low", "reasoning": {"effort": "high"}}, "low", 1024, id="reasoning_effort-wins"),
+    pytest.param({"reasoning": {"enabled": True}}, "medium", 2000, id="enabled"),
+    pytest.param({"reasoning": {"enabled": False}}, "none", None, id="disabled"),
+    pytest.param({"reasoning": {"effort": "xhigh", "exclude": True}}, "xhigh", 3800, id="effort-excluded"),
+]
+
+
+def sent_upstream(fake, tag: str) -> dict[str, Any]:
+    """The fake upstream's record of the one call whose scripted reply is `tag`."""
+    calls = [c for c in fake.calls() if (c["script"] or {}).get("content") == tag]
+    assert len(calls) == 1, calls
+    return calls[0]
+
+
+@pytest.mark.parametrize("via", ["openai-sdk", "http-stream"])
+@pytest.mark.parametrize("model", ["test/chat", "test/claude"])
+@pytest.mark.parametrize(("asked", "effort", "budget"), TRANSLATIONS)
+async def test_reasoning_reaches_a_strict_upstream_in_its_own_terms(
+    client, sdk, fake, gw_rt, model, asked, effort, budget, via
+):
+    # The strict fake refuses what api.openai.com and api.anthropic.com refuse: OpenRouter's
+    # `reasoning` object (either API) and an effort OpenAI does not know. Every ask gets through.
+    who = await funded_person(gw_rt, usd="1")
+    tag = f"{REPLY} {new_id('t')}"
+    content = script(content=tag, reasoning=THOUGHT, usage=USAGE, strict=True)
+    messages = [{"role": "user", "content": content}]
+    if via == "openai-sdk":
+        options = dict(asked)
+        effort_kwarg = options.pop("reasoning_effort", openai.omit)
+        answer = sdk(who.key).chat.completions.create(
+            model=model, messages=messages, max_tokens=4000, reasoning_effort=effort_kwarg, extra_body=options
+        )
+        message = answer.choices[0].message
+        shown = {"content": message.content, **(message.model_extra or {})}
+    else:
+        shown, _ = ask(
+            client, who.key, {"model": model, "messages": messages, "max_tokens": 4000, **asked}, stream=True
+        )
+    excluded = asked.get("reasoning", {}).get("exclude", False)
+    assert shown["content"] == tag
+    assert bool(REASONING_FIELDS & {k for k, v in shown.items() if v}) is not excluded
+    call = sent_upstream(fake, tag)
+    assert call["reasoning"] is None  # OpenRouter's object reaches neither API
+    if model == "test/chat":
+        assert (call["reasoning_effort"], call["thinking"]) == (effort, None)
+    else:
+        thinking = None if budget is None else {"type": "enabled", "budget_tokens": budget}
+        assert (call["reasoning_effort"], call["thinking"]) == (None, thinking)
+
+
+@pytest.mark.parametrize(
+    ("asked", "field"),
+    [
+        ({"reasoning": {"effort": "extreme"}}, "reasoning.effort"),
+        ({"reasoning": {"max_tokens": "lots"}}, "reasoning.max_tokens"),
+        ({"reasoning": {"enabled": "yes"}}, "reasoning.enabled"),
+        ({"reasoning": {"effort": "low", "max_tokens": 500}}, "reasoning"),
+        ({"reasoning_effort": "ultra"}, "reasoning_effort"),
+    ],
+)
+async def test_a_bad_reasoning_ask_is_a_400_naming_the_field_before_any_upstream_call(
+    client, sdk, fake, gw_rt, asked, field
+):
+    who = await funded_person(gw_rt, usd="1")
+    tag = f"{REPLY} {new_id('t')}"
+    messages = [{"role": "user", "content": script(content=tag, strict=True)}]
+    with pytest.raises(openai.BadRequestError) as raised:
+        sdk(who.key).chat.completions.create(model="test/chat", messages=messages, extra_body=asked)
+    error = raised.value.response.json()["error"]
+    assert error["code"] == 400 and error["message"].startswith(f"{field}: ")
+    assert error["metadata"] == {"code": "invalid_field", "field": field}
+    r = client.post(
+        "/api/v1/chat/completions",
+        headers={"Authorization": f"Bearer {who.key}"},
+        json={"model": "test/claude", "messages": messages, **asked},
+    )
+    assert r.status_code == 400 and r.json()["error"]["metadata"]["field"] == field
+    assert not [c for c in fake.calls() if (c["script"] or {}).get("content") == tag]

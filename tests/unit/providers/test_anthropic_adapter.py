@@ -175,6 +175,11 @@ def test_cache_control_on_parts_reaches_anthropic() -> None:
         ({"reasoning": {"effort": "high"}}, 3200),  # OpenRouter's 80% of max_tokens
         ({"reasoning": {"enabled": True}}, 2000),
         ({"reasoning_effort": "low"}, 1024),
+        ({"reasoning": {"effort": "xhigh"}}, 3800),  # 95%
+        # OpenAI's own field wins over OpenRouter's object, as on the OpenAI adapter.
+        ({"reasoning_effort": "high", "reasoning": {"effort": "low"}}, 3200),
+        ({"reasoning_effort": "none", "reasoning": {"max_tokens": 2000}}, None),
+        ({"reasoning": {"enabled": False, "effort": "high"}}, None),
         ({"reasoning": {"effort": "none"}}, None),
         ({"reasoning": {"enabled": False, "max_tokens": 2000}}, None),
         ({}, None),

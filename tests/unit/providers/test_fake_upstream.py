@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import time
+import typing
 import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,8 +16,9 @@ from typing import Any
 import aiohttp
 import pytest
 from openai.types import completion_create_params as text
+from openai.types import shared
 from openai.types.chat import completion_create_params as chat_params
-from tests.fakes.upstream import ACCEPTED, FakeUpstream, FakeUpstreamThread
+from tests.fakes.upstream import ACCEPTED, REASONING_EFFORTS, FakeUpstream, FakeUpstreamThread
 
 from teamrouter.providers.base import UpstreamError, Usage, billable_usage
 from teamrouter.providers.openai import OpenAIAdapter
@@ -273,11 +275,20 @@ async def test_strict_refuses_fields_the_real_api_does_not_know(
     assert status == 200
     status, raw = await post(session, fake.base_url + "/messages", {**anthropic, "reasoning": {"effort": "low"}})
     assert status == 400 and json.loads(raw)["error"]["message"] == "reasoning: Extra inputs are not permitted"
+    status, raw = await post(session, fake.base_url + "/chat/completions", chat(reasoning_effort="extreme"))
+    assert status == 400 and json.loads(raw)["error"]["message"].startswith("Invalid value: 'extreme'.")
     fake.set_script(None)  # not strict: anything goes, as before
     assert (await post(session, fake.base_url + "/chat/completions", chat(include_reasoning=False)))[0] == 200
+    # Calls record how reasoning was asked for (what the gateway sent), never the prompt.
+    await post(session, fake.base_url + "/chat/completions", chat(reasoning_effort="low"))
+    await post(session, fake.base_url + "/messages", {**anthropic, "thinking": {"type": "disabled"}})
+    recorded = [(c.reasoning_effort, c.thinking, c.reasoning) for c in fake.calls]
+    assert recorded[-2:] == [("low", None, None), (None, {"type": "disabled"}, None)]
 
 
 def test_strict_knows_what_openai_knows() -> None:
     # The SDK's parameters, less `stream`, which its streaming/non-streaming variants add.
     assert set(chat_params.CompletionCreateParamsBase.__annotations__) | {"stream"} == ACCEPTED["openai-chat"]
     assert set(text.CompletionCreateParamsBase.__annotations__) | {"stream"} == ACCEPTED["openai-completions"]
+    efforts = typing.get_args(typing.get_args(shared.ReasoningEffort)[0])  # Optional[Literal[...]]
+    assert set(efforts) == set(REASONING_EFFORTS)

@@ -93,25 +93,69 @@ def test_build_stream_request_forces_usage_and_clamps(endpoints: tuple[Endpoint,
 
 
 @pytest.mark.parametrize(
-    ("asked", "sent_reasoning"),
+    ("asked", "effort"),
     [
         ({"include_reasoning": False}, None),
         ({"include_reasoning": True}, None),
+        # `exclude` alone asks for nothing: reasoning models reason unasked, others refuse the field.
         ({"reasoning": {"exclude": True}}, None),
         ({"reasoning": {"exclude": False}}, None),
-        ({"reasoning": {"effort": "low", "exclude": True}, "include_reasoning": False}, {"effort": "low"}),
-        ({"reasoning": {"max_tokens": 300}}, {"max_tokens": 300}),
+        ({"reasoning": {"effort": "low", "exclude": True}, "include_reasoning": False}, "low"),
+        ({"reasoning": {"effort": "xhigh"}}, "xhigh"),  # a named effort goes as named
+        ({"reasoning": {"effort": "none"}}, "none"),
+        ({"reasoning": {"enabled": False, "effort": "high"}}, "none"),  # off is off
+        ({"reasoning": {"enabled": True}}, "medium"),  # OpenRouter's default effort
+        ({"reasoning": {"enabled": True, "effort": "low"}}, "low"),
+        # OpenAI's own field wins over OpenRouter's object.
+        ({"reasoning_effort": "high", "reasoning": {"effort": "low"}}, "high"),
+        ({"reasoning_effort": "minimal", "reasoning": {"max_tokens": 40}}, "minimal"),
+        ({"reasoning_effort": None, "reasoning": {"effort": "low"}}, "low"),  # null means absent
+        ({"reasoning_effort": "low"}, "low"),
+        # A budget becomes the effort whose share of max_tokens (50 here) is nearest: 20%, 50%, 80%.
+        ({"reasoning": {"max_tokens": 1}}, "low"),
+        ({"reasoning": {"max_tokens": 17}}, "low"),
+        ({"reasoning": {"max_tokens": 18}}, "medium"),
+        ({"reasoning": {"max_tokens": 32}}, "medium"),
+        ({"reasoning": {"max_tokens": 33}}, "high"),
+        ({"reasoning": {"max_tokens": 300}}, "high"),
     ],
 )
-def test_reasoning_exclusion_stays_in_the_gateway(
-    endpoints: tuple[Endpoint, ...], asked: dict[str, object], sent_reasoning: object
+def test_reasoning_becomes_reasoning_effort(
+    endpoints: tuple[Endpoint, ...], asked: dict[str, object], effort: str | None
 ) -> None:
-    # OpenAI refuses unknown arguments (a 400): what only the gateway reads never goes upstream.
+    # api.openai.com refuses a `reasoning` object and `include_reasoning` (a 400): what only the
+    # gateway reads never goes upstream, and OpenRouter's object goes as OpenAI's `reasoning_effort`.
     body = {**BODY, **asked}
     sent = json.loads(ADAPTER.build_request(endpoints[0], body, False).json_body)
-    assert "include_reasoning" not in sent
-    assert sent.get("reasoning") == sent_reasoning
+    assert "include_reasoning" not in sent and "reasoning" not in sent
+    assert sent.get("reasoning_effort") == effort
     assert body == {**BODY, **asked}  # the client's body is not mutated
+
+
+def test_a_reasoning_budget_is_measured_against_the_max_tokens_sent(endpoints: tuple[Endpoint, ...]) -> None:
+    body = {**BODY, "reasoning": {"max_tokens": 400}}
+    # The gateway's budget for this endpoint, not the client's number, is what the upstream spends.
+    assert json.loads(ADAPTER.build_request(endpoints[0], body, False, max_tokens=500).json_body) == {
+        "model": "chat-v2",
+        "messages": [{"role": "user", "content": "hi"}],
+        "temperature": 0.3,
+        "max_tokens": 500,
+        "reasoning_effort": "high",
+    }
+    assert (
+        json.loads(ADAPTER.build_request(endpoints[0], body, False, max_tokens=2000).json_body)["reasoning_effort"]
+        == "low"
+    )
+    # No max_tokens anywhere: the endpoint's cap (here its context length, 1,000).
+    unbounded = {"model": "acme/chat", "messages": BODY["messages"], "reasoning": {"max_tokens": 500}}
+    assert json.loads(ADAPTER.build_request(endpoints[0], unbounded, False).json_body)["reasoning_effort"] == "medium"
+
+
+def test_legacy_completions_get_no_reasoning_effort(endpoints: tuple[Endpoint, ...]) -> None:
+    # OpenAI's /completions knows no reasoning_effort; the object is dropped all the same.
+    body = {"model": "acme/chat", "prompt": "hi", "reasoning": {"effort": "high"}}
+    sent = json.loads(ADAPTER.build_request(endpoints[0], body, False, kind="completion").json_body)
+    assert "reasoning" not in sent and "reasoning_effort" not in sent
 
 
 def test_build_keeps_max_completion_tokens_spelling(endpoints: tuple[Endpoint, ...]) -> None:

@@ -44,6 +44,16 @@ def chat(**fields: object) -> dict[str, object]:
         (chat(include_reasoning="false"), "include_reasoning"),
         (chat(reasoning={"exclude": "true"}), "reasoning.exclude"),
         (chat(reasoning={"exclude": 1}), "reasoning.exclude"),
+        (chat(reasoning={"enabled": "false"}), "reasoning.enabled"),
+        (chat(reasoning={"effort": "extreme"}), "reasoning.effort"),
+        (chat(reasoning={"effort": "HIGH"}), "reasoning.effort"),
+        (chat(reasoning={"effort": 2}), "reasoning.effort"),
+        (chat(reasoning={"max_tokens": 0}), "reasoning.max_tokens"),
+        (chat(reasoning={"max_tokens": "2000"}), "reasoning.max_tokens"),
+        (chat(reasoning={"max_tokens": True}), "reasoning.max_tokens"),
+        (chat(reasoning={"effort": "high", "max_tokens": 2000}), "reasoning"),  # one or the other
+        (chat(reasoning_effort="extreme"), "reasoning_effort"),
+        (chat(reasoning_effort=["low"]), "reasoning_effort"),
     ],
 )
 def test_bad_chat_bodies_name_the_field(body: dict[str, object], field: str) -> None:
@@ -70,6 +80,8 @@ def test_bad_chat_bodies_name_the_field(body: dict[str, object], field: str) -> 
             ]
         ),
         chat(unknown_parameter={"goes": "upstream untouched"}),
+        chat(reasoning={"effort": "xhigh", "enabled": True, "exclude": False}, reasoning_effort="none"),
+        chat(reasoning={"max_tokens": 2000, "effort": None, "enabled": None}, reasoning_effort=None),
     ],
 )
 def test_good_chat_bodies_pass(body: dict[str, object]) -> None:
