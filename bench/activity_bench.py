@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ from teamrouter.domain.keys import service as keys
 from teamrouter.domain.orgs import service as orgs
 from teamrouter.domain.orgs.models import Membership
 from teamrouter.domain.roles import Role
+from teamrouter.gateway.setup import provider_name
 from teamrouter.ids import new_id
 from teamrouter.runtime import Runtime, build_runtime
 from teamrouter.storage import migrate
@@ -288,6 +290,8 @@ async def measure(rt: Runtime, url: str, args: argparse.Namespace) -> None:
         }
     )
 
+    names = partial(provider_name, rt)  # as the API's routes resolve display names
+
     async def first_page() -> int:
         return len((await feed.list_generations(rt, actor=admin, limit=50)).rows)
 
@@ -307,22 +311,28 @@ async def measure(rt: Runtime, url: str, args: argparse.Namespace) -> None:
         return len(await daily.daily_activity(rt, actor=admin))
 
     async def analytics_30() -> int:
-        return int((await analytics.query_analytics(rt, actor=admin, query=thirty))["metadata"]["row_count"])
+        return int(
+            (await analytics.query_analytics(rt, actor=admin, query=thirty, provider_name=names))["metadata"][
+                "row_count"
+            ]
+        )
 
     async def analytics_year() -> int:
-        return int((await analytics.query_analytics(rt, actor=admin, query=year))["metadata"]["row_count"])
+        return int(
+            (await analytics.query_analytics(rt, actor=admin, query=year, provider_name=names))["metadata"]["row_count"]
+        )
 
     async def export_all() -> int:
         scope, filters = await feed.open_export(rt, actor=admin)
         size = 0
-        async for chunk in export.csv_chunks(rt, scope, filters):
+        async for chunk in export.csv_chunks(rt, scope, filters, provider_name=names):
             size += len(chunk)
         return size
 
     async def export_key() -> int:
         scope, filters = await feed.open_export(rt, actor=admin, api_key_hash=busy.hash)
         size = 0
-        async for chunk in export.csv_chunks(rt, scope, filters):
+        async for chunk in export.csv_chunks(rt, scope, filters, provider_name=names):
             size += len(chunk)
         return size
 

@@ -195,13 +195,26 @@ async def test_export_has_the_feed_rows_with_exact_costs_and_defused_formulas(rt
     bob_row = next(r for r in rows if made.get(r["id"]) == "bob")
     assert bob_row["api_key_name"] == "'=HYPERLINK()" and bob_row["user_email"] == world.bob.email
     assert list(rows[0]) == [
-        "id", "created_at", "model", "provider", "endpoint_id", "tokens_prompt", "tokens_completion",
+        "id", "created_at", "model", "provider", "provider_name", "endpoint_id", "tokens_prompt", "tokens_completion",
         "tokens_reasoning", "tokens_cached", "cost_usd", "latency_ms", "generation_time_ms", "finish_reason",
         "streamed", "cancelled", "usage_estimated", "api_key_hash", "api_key_name", "api_key_label", "user_id",
         "user_email", "user_name", "external_user", "app_title", "app_referer",
     ]  # fmt: skip
     filtered = await export(world.admin, api_key_hash=world.keys["bob"].hash)
     assert {r["id"] for r in filtered} == {g for g, n in made.items() if n == "bob"}
+
+
+async def test_feed_and_export_show_the_providers_display_name_beside_its_slug(rt, world):
+    # The name /activity and /generation show (the catalog's); the slug stays, as filters and
+    # endpoint ids use it, and a provider the catalog no longer lists shows its slug for both.
+    await record(rt, world.keys["alice1"], at=NOW - timedelta(minutes=2), model="demo/echo", provider="demo")
+    await record(rt, world.keys["alice1"], at=NOW - timedelta(minutes=1), provider="gone")
+    expected = [("gone", "gone", "test/chat@gone"), ("demo", "teamrouter demo", "demo/echo@demo")]
+    shown = [(r["provider"], r["provider_name"], r["endpoint_id"]) for r in await feed(world.admin)]
+    exported = [(r["provider"], r["provider_name"], r["endpoint_id"]) for r in await export(world.admin)]
+    assert shown == exported == expected
+    daily = (await world.admin.call("GET", "/activity")).json()["data"]
+    assert {r["endpoint_id"]: r["provider_name"] for r in daily} == {e: n for _, n, e in expected}
 
 
 async def test_export_pages_through_more_rows_than_one_page(rt, world, monkeypatch):

@@ -119,6 +119,7 @@ async def test_dimensions_totals_and_cost_optimization_breakdowns(world):
         "0.000004",
     )
     assert alice_row["provider"] == "fake" and alice_row["user_name"] == "Alice"
+    assert alice_row["provider_name"] == "fake"  # not in this runtime's catalog: its slug
     totals = result["totals"]
     assert (totals["total_usage_usd"], totals["request_count"], totals["tokens_prompt"]) == ("0.0000135", 4, 340)
     assert totals["tokens_completion"] == 185
@@ -139,6 +140,27 @@ async def test_dimensions_totals_and_cost_optimization_breakdowns(world):
     assert result["metadata"]["row_count"] == 3 and result["metadata"]["truncated"] is False
     limited = await query(world.admin, granularity="hour", limit=2, time_range=FORTNIGHT)
     assert limited["metadata"] == {**limited["metadata"], "row_count": 2, "truncated": True}
+
+
+async def test_provider_shows_the_activity_feeds_display_name_and_filters_by_its_slug(rt, world):
+    # The name /activity shows (the catalog's; a provider the catalog no longer lists keeps the slug
+    # its rows were stored with) beside the slug, which stays the value the `provider` filter takes.
+    day = TODAY - timedelta(days=1)
+    await record(rt, world.keys["alice"], at=day, model="demo/echo", provider="demo", cost=5)
+    await record(rt, world.keys["alice"], at=day, model="test/chat", provider="gone", cost=7)
+    week = {"start": iso(day), "end": iso(TODAY)}
+    rows = (await query(world.admin, dimensions=["provider"], time_range=week))["data"]
+    assert {(r["provider"], r["provider_name"], r["request_count"]) for r in rows} == {
+        ("demo", "teamrouter demo", 1),
+        ("gone", "gone", 1),
+    }
+    daily = (await world.admin.call("GET", "/activity")).json()["data"]
+    assert {r["provider_name"] for r in daily} >= {r["provider_name"] for r in rows}
+    demo = next(r for r in rows if r["provider_name"] == "teamrouter demo")
+    filtered = await query(world.admin, filters={"provider": demo["provider"]}, time_range=week)
+    assert filtered["totals"]["request_count"] == 1
+    listed = [{"field": "provider", "operator": "eq", "value": demo["provider"]}]
+    assert (await query(world.admin, filters=listed, time_range=week))["totals"]["request_count"] == 1
 
 
 async def test_filters_object_and_sdk_list_forms(world):

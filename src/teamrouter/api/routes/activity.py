@@ -4,6 +4,7 @@ activity service (`domain.activity.scope`)."""
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
@@ -65,7 +66,10 @@ async def list_generations(
         cursor=cursor,
         limit=limit,
     )
-    return {"data": [feed.feed_public(row) for row in page.rows], "next_cursor": page.next_cursor}
+    return {
+        "data": [feed.feed_public(row, provider_name(rt, row.row.provider)) for row in page.rows],
+        "next_cursor": page.next_cursor,
+    }
 
 
 @router.get("/activity/export.csv", openapi_extra=access(Access.ACTOR), response_class=StreamingResponse)
@@ -85,7 +89,7 @@ async def export_csv(
         rt, actor=actor, api_key_hash=api_key_hash, user_id=user_id, model=model, since=start, until=end
     )
     return StreamingResponse(
-        export.csv_chunks(rt, scope, filters),
+        export.csv_chunks(rt, scope, filters, provider_name=partial(provider_name, rt)),
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": 'attachment; filename="activity.csv"', "Cache-Control": "no-store"},
     )

@@ -3,12 +3,15 @@ the breakdowns behind "cost optimization" (spend per model with cost per 1k toke
 per key).
 
 Buckets are computed in SQL (see `buckets`), so a year of traffic is one GROUP BY over rollup rows,
-never a scan of generations. Sums stay integers (nano-USD) until they are shown.
+never a scan of generations. Sums stay integers (nano-USD) until they are shown. Rows group by what
+the rollups store (a provider's slug, a key's id); each dimension is shown with its names beside it,
+the provider's display name as the activity feed shows it, and the value stays what filters take.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -140,7 +143,10 @@ def _filters(given: FilterObject | list[Any] | None) -> dict[str, str]:
     return found
 
 
-async def query_analytics(rt: Runtime, *, actor: Actor, query: AnalyticsQuery) -> dict[str, Any]:
+async def query_analytics(
+    rt: Runtime, *, actor: Actor, query: AnalyticsQuery, provider_name: Callable[[str], str]
+) -> dict[str, Any]:
+    """``provider_name`` maps a provider's slug, as rollups store it, to the name to show."""
     started = time.perf_counter()
     p = plan(query, rt.clock.now())
     async with rt.db.read() as session:
@@ -165,7 +171,7 @@ async def query_analytics(rt: Runtime, *, actor: Actor, query: AnalyticsQuery) -
                 .group_by(UsageRollup.key_id, UsageRollup.user_id, UsageRollup.model)
             )
         ).all()
-        names = await _names(session, {r.key_id for r in overall}, {r.user_id for r in overall})
+        names = await _names(session, {r.key_id for r in overall}, {r.user_id for r in overall}, provider_name)
     truncated = len(rows) > query.limit
     rows = rows[: query.limit]
     data = [_row(row, p, names) for row in rows]
@@ -189,9 +195,12 @@ async def query_analytics(rt: Runtime, *, actor: Actor, query: AnalyticsQuery) -
 class Names:
     keys: dict[str, tuple[str, str, str, str]]  # key id → (hash, name, label, creator)
     users: dict[str, tuple[str, str]]  # user id → (email, name)
+    provider: Callable[[str], str]  # slug → display name
 
 
-async def _names(session: AsyncSession, key_ids: set[str], user_ids: set[str]) -> Names:
+async def _names(
+    session: AsyncSession, key_ids: set[str], user_ids: set[str], provider_name: Callable[[str], str]
+) -> Names:
     keys: dict[str, tuple[str, str, str, str]] = {}
     users: dict[str, tuple[str, str]] = {}
     if key_ids:
@@ -204,7 +213,7 @@ async def _names(session: AsyncSession, key_ids: set[str], user_ids: set[str]) -
     if user_ids:
         found_users = await session.execute(select(User.id, User.email, User.name).where(User.id.in_(user_ids)))
         users = {u.id: (u.email, u.name) for u in found_users}
-    return Names(keys=keys, users=users)
+    return Names(keys=keys, users=users, provider=provider_name)
 
 
 def _sums(row: Any) -> dict[str, int]:
@@ -233,6 +242,10 @@ def _row(row: Any, p: Plan, names: Names) -> dict[str, Any]:
         elif dimension == "user":
             email, user_name = names.users.get(value, ("", ""))
             out |= {"user": value, "user_email": email, "user_name": user_name}
+        elif dimension == "provider":
+            # The slug stays the value (what the `provider` filter takes, as OpenRouter's analytics
+            # accept a dimension's value as returned); the name is what /activity shows.
+            out |= {"provider": value, "provider_name": names.provider(value)}
         else:
             out[dimension] = value
     return out | _metric_values(_sums(row), p.metrics)

@@ -1,14 +1,17 @@
 """CSV export of the feed: a header row, then one line per generation, streamed page by page.
 
 Costs are exact decimal strings (never floats). Text cells a person controls (key names, external
-user ids, app titles) are neutralised against spreadsheet formula injection.
+user ids, app titles) are neutralised against spreadsheet formula injection. A provider shows as its
+slug (`provider`, what rows store and filters take) and its display name (`provider_name`, as the
+feed and `/activity` show it).
 """
 
 from __future__ import annotations
 
 import csv
 import io
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from functools import cache
 from typing import Any
 
 from teamrouter.clock import iso_utc as iso
@@ -22,6 +25,7 @@ HEADER = (
     "created_at",
     "model",
     "provider",
+    "provider_name",
     "endpoint_id",
     "tokens_prompt",
     "tokens_completion",
@@ -57,7 +61,7 @@ def _flag(value: bool) -> str:
     return "true" if value else "false"
 
 
-def csv_line(item: FeedRow) -> list[Any]:
+def csv_line(item: FeedRow, provider_name: str) -> list[Any]:
     # Unpacked once (in feed.COLUMNS order): attribute access per field is what made exports slow.
     (
         gid, created_at, _key_id, _key_hash, user_id, model, provider, endpoint_id,
@@ -69,6 +73,7 @@ def csv_line(item: FeedRow) -> list[Any]:
         iso(created_at),
         _text(model),
         _text(provider),
+        _text(provider_name),
         _text(endpoint_id),
         prompt,
         completion,
@@ -93,8 +98,12 @@ def csv_line(item: FeedRow) -> list[Any]:
     ]
 
 
-async def csv_chunks(rt: Runtime, scope: ActivityScope, filters: ActivityFilters) -> AsyncIterator[bytes]:
-    """The export as byte chunks, one per page: memory stays bounded by the page size."""
+async def csv_chunks(
+    rt: Runtime, scope: ActivityScope, filters: ActivityFilters, *, provider_name: Callable[[str], str]
+) -> AsyncIterator[bytes]:
+    """The export as byte chunks, one per page: memory stays bounded by the page size.
+    ``provider_name`` maps a provider's slug to its display name."""
+    name = cache(provider_name)  # a handful of providers over many rows, and exports are hot
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
     writer.writerow(HEADER)
@@ -102,5 +111,5 @@ async def csv_chunks(rt: Runtime, scope: ActivityScope, filters: ActivityFilters
     async for page in iter_pages(rt, scope, filters):
         buffer.seek(0)
         buffer.truncate()
-        writer.writerows(csv_line(item) for item in page)
+        writer.writerows(csv_line(item, name(item.row.provider)) for item in page)
         yield buffer.getvalue().encode()

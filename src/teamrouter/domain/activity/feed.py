@@ -264,7 +264,9 @@ async def iter_pages(
 # ---------------------------------------------------------------- shape
 
 
-def feed_public(item: FeedRow) -> dict[str, Any]:
+def feed_public(item: FeedRow, provider_name: str) -> dict[str, Any]:
+    """`provider` is the slug the row stores (what filters and `endpoint_id` use); `provider_name`
+    the provider's display name, as `/activity` and `/generation` show it."""
     row = item.row
     person = {"id": item.user.id, "email": item.user.email, "name": item.user.name}
     return {
@@ -272,6 +274,7 @@ def feed_public(item: FeedRow) -> dict[str, Any]:
         "created_at": iso(row.created_at),
         "model": row.model,
         "provider": row.provider,
+        "provider_name": provider_name,
         "endpoint_id": row.endpoint_id,
         "tokens": {
             "prompt": row.tokens_prompt,
