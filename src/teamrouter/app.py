@@ -51,6 +51,7 @@ def create_app(runtime: Runtime) -> FastAPI:
         app.state.runtime = runtime
         runtime.extras[GATEWAY_KEY] = gateway = await build_gateway(runtime)
         sweeper = start_sweeper(runtime)
+        runtime.mail.start()  # mail that a process killed earlier left unsent goes out now
         # Everything built so far lives as long as the process: move it out of the collector's
         # sight, so a full collection walks only what requests allocate (p99 at concurrency 32:
         # ~100 → 25-40 ms under `make bench`).

@@ -5,10 +5,11 @@ and whether it sent one can say whether an address has an account (resend-verifi
 unverified accounts): with a mail server taking a second, its timing was an account oracle
 (TESTPLAN D34). Queued here, the work runs in tasks the runtime owns, at most `CONCURRENCY` at once
 per process (a burst waits its turn instead of opening hundreds of SMTP conversations). `close()`,
-run by the app's lifespan at shutdown, gives what is queued `DRAIN_SECONDS` to finish, so a restart
-does not drop mail that answered requests promised. The queue lives in memory: a process killed
-outright loses what it had not done yet, which a person can ask for again (resend-verification, a
-new invitation).
+run by the app's lifespan at shutdown, gives what is queued `DRAIN_SECONDS` to finish. The queue
+lives in memory: a process killed outright loses what it had not done yet. Mail itself is not lost
+so: it is recorded in the outbox with the change that causes it, and this queue only runs its
+senders (teamrouter.domain.mail.dispatcher). What a kill can lose is a resend-verification job
+queued before its writes, which the person can simply ask for again.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from teamrouter.mailer import SMTP_TIMEOUT_SECONDS
-from teamrouter.storage.db import UnitOfWork
 
 log = logging.getLogger(__name__)
 
@@ -52,20 +52,17 @@ class Background:
         self._workers: set[asyncio.Task[None]] = set()
         self._once: set[str] = set()  # keys of jobs waiting or running
 
-    def after_commit(self, uow: UnitOfWork, job: Job, *, what: str) -> None:
-        """Queue `job` once `uow` commits: a rolled-back change does nothing."""
-        uow.on_commit(lambda: self.put(job, what=what))
-
-    def put(self, job: Job, *, what: str, once: str | None = None) -> None:
+    def put(self, job: Job, *, what: str, once: str | None = None) -> bool:
         """Queue one job; never waits (called on the event loop, in a request or after a commit).
 
         With `once`, nothing is queued while a job with the same key waits or runs: repeated
-        requests for the same thing (resend to one address) take one place, not one each."""
+        requests for the same thing (resend to one address) take one place, not one each.
+        False when nothing was queued (a job with that key waits, or the queue is full)."""
         if once is not None and once in self._once:
-            return
+            return False
         if len(self._waiting) >= self._max_waiting:
             log.error("background queue full (%d waiting): dropped %s", len(self._waiting), what)
-            return
+            return False
         if once is not None:
             self._once.add(once)
         self._waiting.append(_Queued(job, what, once))
@@ -74,6 +71,7 @@ class Background:
             worker = asyncio.get_running_loop().create_task(self._work(), name="background")
             self._workers.add(worker)
             worker.add_done_callback(self._workers.discard)
+        return True
 
     async def _work(self) -> None:
         try:

@@ -68,6 +68,11 @@ class Settings(BaseModel):
     invitation_ttl_hours: int = Field(default=24 * 7, ge=1)
     # Failed logins per email before each further attempt is delayed.
     login_free_failures: int = Field(default=5, ge=1)
+    # Outgoing mail (teamrouter.domain.mail.dispatcher): a failed send is tried again after this,
+    # then after twice as long each time (at most an hour apart), up to mail_max_attempts attempts
+    # in all (the defaults keep trying for about five hours).
+    mail_retry_seconds: float = Field(default=30.0, gt=0)
+    mail_max_attempts: int = Field(default=12, ge=1, le=1000)
 
     stripe_api_key: SecretStr | None = None
     stripe_webhook_secret: SecretStr | None = None

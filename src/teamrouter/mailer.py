@@ -41,6 +41,18 @@ def _message(sender: str, to: str, subject: str, body: str) -> EmailMessage:
     return message
 
 
+def describe_send_failure(exc: BaseException) -> str:
+    """A failed send, for a log line and the outbox row: the error's kind and the server's reply
+    code, never its text (a refusal often quotes the recipient's address)."""
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        return f"{type(exc).__name__} {exc.code}"
+    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused) and exc.recipients:
+        return f"{type(exc).__name__} {exc.recipients[0].code}"
+    if isinstance(exc, TimeoutError):
+        return "no answer in time"
+    return type(exc).__name__
+
+
 class SmtpMailer:
     def __init__(self, url: str, sender: str, *, timeout: float = SMTP_TIMEOUT_SECONDS) -> None:
         parts = urlsplit(url)

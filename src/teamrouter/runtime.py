@@ -9,6 +9,7 @@ from teamrouter.background import Background
 from teamrouter.clock import Clock, SystemClock
 from teamrouter.config import Settings, resolve_secret
 from teamrouter.domain.accounts.passwords import Passwords
+from teamrouter.domain.mail.dispatcher import MailDispatcher
 from teamrouter.mailer import Mailer, OutboxMailer, SmtpMailer
 from teamrouter.storage.db import Database
 
@@ -25,8 +26,15 @@ class Runtime:
     background: Background = field(default_factory=Background)
     # Filled by the parts that need them (gateway, caches) at start-up.
     extras: dict[str, Any] = field(default_factory=dict)
+    # Sends the mail outbox (its senders run in `background`); reads this runtime's parts at each
+    # use, so a mailer or clock swapped in later is the one it uses.
+    mail: MailDispatcher = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.mail = MailDispatcher(self)
 
     async def close(self) -> None:
+        await self.mail.stop()  # claims nothing more; what it is sending drains with the queue
         await self.background.close()  # before the database, which queued work may still need
         await self.db.dispose()
 

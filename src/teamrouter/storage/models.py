@@ -5,6 +5,7 @@ from teamrouter.domain.activity.models import Generation, UsageRollup
 from teamrouter.domain.audit.models import AuditEvent
 from teamrouter.domain.credits.models import CreditAccount, Hold, LedgerEntry, Payment
 from teamrouter.domain.keys.models import ApiKey
+from teamrouter.domain.mail.models import OutgoingMail
 from teamrouter.domain.orgs.models import Invitation, Membership, Organization
 from teamrouter.storage.base import Base
 
@@ -22,6 +23,7 @@ __all__ = [
     "LoginFailure",
     "Membership",
     "Organization",
+    "OutgoingMail",
     "Payment",
     "UsageRollup",
     "User",

@@ -20,7 +20,7 @@ from teamrouter.domain.accounts.schemas import EMAIL, user_public
 from teamrouter.domain.actor import Actor
 from teamrouter.domain.audit import service as audit
 from teamrouter.domain.credits.models import CreditAccount
-from teamrouter.domain.mail import mail_after_commit
+from teamrouter.domain.mail.outbox import mail_after_commit
 from teamrouter.domain.orgs.models import Membership, Organization
 from teamrouter.domain.roles import Role
 from teamrouter.errors import BadRequest, Conflict, NotFound, RateLimited, Unauthorized, bad_field

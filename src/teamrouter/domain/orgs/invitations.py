@@ -22,7 +22,7 @@ from teamrouter.domain.accounts.models import User
 from teamrouter.domain.accounts.service import normalize_email
 from teamrouter.domain.actor import Actor
 from teamrouter.domain.audit import service as audit
-from teamrouter.domain.mail import mail_after_commit
+from teamrouter.domain.mail.outbox import mail_after_commit
 from teamrouter.domain.orgs.models import Invitation, Membership, Organization
 from teamrouter.domain.orgs.policy import load_org
 from teamrouter.domain.orgs.schemas import effective_cap, invitation_status
