@@ -30,8 +30,17 @@ class Sink:
     # that waits for its mail waits with it (tests/integration/test_mail_after_answer.py).
     gate: threading.Event = field(default_factory=_open)
     arrived: int = 0  # messages received, answered or still held
+    # The next this many messages are refused with `refusal` and not kept (a mail server that is
+    # full, greylisting, or refusing for good: tests/integration/test_mail_outbox.py).
+    refuse_next: int = 0
+    refusal: str = "451 4.3.0 Try again later"
+    refused: int = 0
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if self.refuse_next > 0:
+            self.refuse_next -= 1
+            self.refused += 1
+            return self.refusal
         self.arrived += 1
         deadline = time.monotonic() + HOLD_AT_MOST
         while not self.gate.is_set() and time.monotonic() < deadline:
