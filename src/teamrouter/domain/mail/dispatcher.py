@@ -193,13 +193,19 @@ class MailDispatcher:
     async def _tick(self) -> None:
         while not self._stopping:
             self._reschedule.clear()
-            delay = await self._seconds_to_next_due()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(delay):
-                    await self._reschedule.wait()
-            self.wake()
+            due_in = await self._seconds_to_next_due()
+            wait = POLL_SECONDS if due_in is None else min(max(due_in, TICK_FLOOR_SECONDS), POLL_SECONDS)
+            try:
+                async with asyncio.timeout(wait):
+                    await self._reschedule.wait()  # a retry may now fall due before `wait` is up
+            except TimeoutError:
+                # Only when something has fallen due: a claim is a write (SQLite: the write lock),
+                # an idle outbox costs each process one read per poll and no more.
+                if due_in is not None and due_in <= wait:
+                    self.wake()
 
-    async def _seconds_to_next_due(self) -> float:
+    async def _seconds_to_next_due(self) -> float | None:
+        """Seconds until the next pending mail falls due; None when none is pending (or unreadable)."""
         host = self._host
         try:
             due = await store.next_due(host.db)
@@ -208,13 +214,11 @@ class MailDispatcher:
             if not self._reading_failed:
                 log.warning("mail outbox unreadable, looking again every %gs: %s", POLL_SECONDS, describe_failure(exc))
             self._reading_failed = True
-            return POLL_SECONDS
+            return None
         if self._reading_failed:
             log.warning("mail outbox readable again")
             self._reading_failed = False
-        if due is None:
-            return POLL_SECONDS
-        return min(max((due - host.clock.now()).total_seconds(), TICK_FLOOR_SECONDS), POLL_SECONDS)
+        return None if due is None else (due - host.clock.now()).total_seconds()
 
     async def _purge_now_and_then(self) -> None:
         if self._purged_at is not None and time.monotonic() - self._purged_at < PURGE_EVERY_SECONDS:

@@ -18,6 +18,13 @@ MIGRATION_LOCK = 0x7465616D726F7574  # "teamrout"
 
 
 def _run(connection: Connection) -> None:
+    if connection.dialect.name == "sqlite":
+        # Alembic counts SQLite's DDL as non-transactional and so commits after each revision,
+        # which lets another process starting together take the write lock in between, find the
+        # first revision done and apply the next one too: both then apply it, and one fails
+        # ("table already exists"). A transaction begun here (IMMEDIATE: storage/db.py) is one
+        # Alembic leaves alone: every revision runs in it, and `_main` commits it once.
+        connection.begin()
     context.configure(
         connection=connection,
         target_metadata=metadata,
