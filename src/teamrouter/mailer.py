@@ -53,6 +53,15 @@ def describe_send_failure(exc: BaseException) -> str:
     return type(exc).__name__
 
 
+def is_permanent_refusal(exc: BaseException) -> bool:
+    """The mail server refused for good (a 5xx reply: no such mailbox, policy, message rejected):
+    sending the same mail again gets the same answer. A 4xx, a timeout or a refused connection is
+    worth another try."""
+    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused) and exc.recipients:
+        return all(500 <= refusal.code < 600 for refusal in exc.recipients)
+    return isinstance(exc, aiosmtplib.SMTPResponseException) and 500 <= exc.code < 600
+
+
 class SmtpMailer:
     def __init__(self, url: str, sender: str, *, timeout: float = SMTP_TIMEOUT_SECONDS) -> None:
         parts = urlsplit(url)

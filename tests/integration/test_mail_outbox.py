@@ -140,6 +140,24 @@ async def test_a_mail_refused_for_good_stops_after_the_last_attempt(make_runtime
     assert address not in logged and "token" not in logged and "Confirm" not in logged
 
 
+async def test_a_mail_the_server_refuses_for_good_is_given_up_at_once(make_runtime, sink, caplog):
+    # A 5xx reply (no such mailbox, policy) is the server's final word: asking again would get the
+    # same answer, so the mail is not tried again however many attempts are allowed.
+    rt = make_runtime(mail_retry_seconds=0.02, mail_max_attempts=5)
+    sink.sink.refuse_next = 1_000
+    sink.sink.refusal = "550 5.1.1 Mailbox unavailable"
+    with caplog.at_level(logging.INFO, logger="teamrouter"):
+        await accounts.sign_up(rt, email="nobody@outbox.example.com", password=PASSWORD)
+
+        async def failed() -> list[OutgoingMail]:
+            return [m for m in await outbox(rt) if m.state == MailState.FAILED]
+
+        [row] = await eventually(failed)
+        await asyncio.sleep(0.3)  # time for a wrong second attempt
+    assert sink.sink.refused == 1 and row.attempts == 1 and row.last_error == "SMTPDataError 550"
+    assert "given up after 1 attempts (SMTPDataError 550)" in caplog.text
+
+
 async def test_two_dispatchers_on_one_outbox_send_each_mail_once(make_runtime, sink):
     first, second = make_runtime(), make_runtime()
     sink.sink.gate.clear()  # every mail is held until both dispatchers have theirs in flight

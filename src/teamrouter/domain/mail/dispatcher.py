@@ -5,7 +5,8 @@ processes and machines can share one outbox: teamrouter.domain.mail.store) and s
 runtime's background queue, at most `CONCURRENCY` at once, so the mail goes out milliseconds after
 the answer without the request waiting for it (teamrouter.background says why that matters). A
 failed attempt is due again after `mail_retry_seconds`, twice as long after each further failure
-(at most `MAX_RETRY_DELAY` apart), and the mail is given up after `mail_max_attempts` attempts:
+(at most `MAX_RETRY_DELAY` apart), and the mail is given up after `mail_max_attempts` attempts,
+or at once when the mail server refuses it for good (a 5xx reply: `mailer.is_permanent_refusal`):
 logged, and kept (without its body) as a `failed` row. A ticker sleeps until the next row falls
 due (a retry, or a claim whose process died and whose lease runs out) and wakes the senders then;
 started with the app, it also finds what a process killed earlier left behind.
@@ -28,7 +29,7 @@ from teamrouter.clock import Clock
 from teamrouter.config import Settings
 from teamrouter.domain.mail import store
 from teamrouter.domain.mail.store import Claimed
-from teamrouter.mailer import SMTP_TIMEOUT_SECONDS, Mailer, describe_send_failure
+from teamrouter.mailer import SMTP_TIMEOUT_SECONDS, Mailer, describe_send_failure, is_permanent_refusal
 from teamrouter.storage.db import Database, describe_failure
 
 log = logging.getLogger(__name__)
@@ -138,7 +139,7 @@ class MailDispatcher:
             async with asyncio.timeout(SEND_SECONDS):
                 await host.mailer.send(to=mail.to, subject=mail.subject, body=mail.body)
         except Exception as exc:
-            await self._attempt_failed(mail, describe_send_failure(exc))
+            await self._attempt_failed(mail, describe_send_failure(exc), permanent=is_permanent_refusal(exc))
             return
         try:
             recorded = await store.mark_sent(host.db, mail, now=host.clock.now())
@@ -148,9 +149,9 @@ class MailDispatcher:
         if not recorded:
             log.warning("%s went out after its claim ran out: may have gone out twice", mail.what)
 
-    async def _attempt_failed(self, mail: Claimed, reason: str) -> None:
+    async def _attempt_failed(self, mail: Claimed, reason: str, *, permanent: bool = False) -> None:
         host = self._host
-        if mail.attempts >= host.settings.mail_max_attempts:
+        if permanent or mail.attempts >= host.settings.mail_max_attempts:
             await self._give_up(mail, reason)
             return
         delay = retry_delay(mail.attempts, first_seconds=host.settings.mail_retry_seconds)
