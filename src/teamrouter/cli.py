@@ -113,6 +113,9 @@ def serve(
         # teamrouter reads no client address (no limit or log is keyed by IP), so uvicorn's
         # X-Forwarded-For middleware would only be one more layer on every request.
         proxy_headers=False,
+        # No `server: uvicorn` on every response: it tells a scanner what to try, and costs a
+        # header per answer.
+        server_header=False,
         # Idle keep-alive connections stay open longer than clients keep theirs (httpx and the
         # OpenAI SDK: 5 s, uvicorn's default too), so the client always closes first. Otherwise a
         # request sent just as the server closes an idle connection is lost to the client as a
