@@ -301,3 +301,16 @@ async def test_no_float_column_in_the_migrated_database(rt):
             return found
 
         assert await s.run_sync(inspect_types) == []
+
+
+async def test_the_migrated_schema_is_what_the_models_declare(rt):
+    # Alembic's comparison of the migrated database with the models, indexes (and a partial index's
+    # WHERE) included: a model changed without its migration, or the reverse, shows up here.
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    async with rt.db.read() as s:
+        differences = await s.run_sync(
+            lambda sync_session: compare_metadata(MigrationContext.configure(sync_session.connection()), metadata)
+        )
+    assert differences == []
