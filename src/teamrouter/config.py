@@ -183,7 +183,7 @@ class Settings(BaseModel):
         ):
             problems.append("TEAMROUTER_PAYMENTS=stripe needs TEAMROUTER_STRIPE_API_KEY and _STRIPE_WEBHOOK_SECRET")
         if not self.smtp_url:
-            problems.append("TEAMROUTER_SMTP_URL is required outside dev mode (the email outbox is for dev only)")
+            problems.append("TEAMROUTER_SMTP_URL is required outside dev mode (mail written to files is for dev only)")
         return problems
 
 

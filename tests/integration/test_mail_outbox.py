@@ -155,7 +155,7 @@ async def test_a_mail_the_server_refuses_for_good_is_given_up_at_once(make_runti
         [row] = await eventually(failed)
         await asyncio.sleep(0.3)  # time for a wrong second attempt
     assert sink.sink.refused == 1 and row.attempts == 1 and row.last_error == "SMTPDataError 550"
-    assert "given up after 1 attempts (SMTPDataError 550)" in caplog.text
+    assert "given up after 1 attempt (SMTPDataError 550)" in caplog.text
 
 
 async def test_two_dispatchers_on_one_outbox_send_each_mail_once(make_runtime, sink):

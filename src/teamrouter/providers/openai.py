@@ -75,11 +75,14 @@ class OpenAIAdapter:
             key = "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"
             out.pop("max_tokens", None)
             out[key] = budget
-        if kind == "chat" and (ask := requested(body)) is not None:
+        if kind != "chat":
+            # The legacy /completions API knows no `reasoning_effort`: the client's own is dropped
+            # like the `reasoning` object, rather than sent to be refused.
+            out.pop("reasoning_effort", None)
+        elif (ask := requested(body)) is not None:
             # OpenAI has no reasoning budget, only efforts: a budget becomes the effort that spends
             # about as much of max_tokens (OpenRouter's rule). `exclude` alone asks for nothing here,
             # unlike on Anthropic: reasoning models reason unasked, and others refuse the field.
-            # (The legacy /completions API knows no `reasoning_effort`: nothing is added there.)
             cap = budget if budget is not None else endpoint.max_completion_tokens
             out["reasoning_effort"] = ask.effort or effort_for_budget(ask.max_tokens or 0, cap)
         if stream:

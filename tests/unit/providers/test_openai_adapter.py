@@ -156,6 +156,10 @@ def test_legacy_completions_get_no_reasoning_effort(endpoints: tuple[Endpoint, .
     body = {"model": "acme/chat", "prompt": "hi", "reasoning": {"effort": "high"}}
     sent = json.loads(ADAPTER.build_request(endpoints[0], body, False, kind="completion").json_body)
     assert "reasoning" not in sent and "reasoning_effort" not in sent
+    # Nor the client's own reasoning_effort, which OpenAI would refuse with a 400.
+    body = {"model": "acme/chat", "prompt": "hi", "reasoning_effort": "high"}
+    sent = json.loads(ADAPTER.build_request(endpoints[0], body, False, kind="completion").json_body)
+    assert "reasoning_effort" not in sent
 
 
 def test_build_keeps_max_completion_tokens_spelling(endpoints: tuple[Endpoint, ...]) -> None:

@@ -184,9 +184,10 @@ class MailDispatcher:
             log.warning("%s not sent (%s), nor given up (%s)", mail.what, reason, describe_failure(exc))
             return
         log.warning(
-            "%s given up after %d attempts (%s): outgoing_mail row %d is marked failed",
+            "%s given up after %d %s (%s): outgoing_mail row %d is marked failed",
             mail.what,
             mail.attempts,
+            "attempt" if mail.attempts == 1 else "attempts",
             reason,
             mail.id,
         )
