@@ -5,10 +5,12 @@ gateway-only fields removed (reasoning exclusion among them: ``include_reasoning
 ``reasoning.exclude``), and ``stream_options.include_usage`` forced on when streaming so usage
 arrives in-band. OpenRouter's ``reasoning`` object is not OpenAI's (api.openai.com refuses it): a chat
 request's becomes ``reasoning_effort`` (`reasoning.requested`; a token budget becomes the nearest
-effort), and the object itself never goes upstream. Streams pass through byte for byte as far as possible: each event is
-parsed for usage and finish reason, but forwarded as received except that ``id`` and ``model``
-are rewritten to the gateway's (a byte substitution; the JSON is re-encoded only when that
-substitution cannot be done safely or when the event also carries usage, which is stripped).
+effort), and the object itself never goes upstream. Streams pass through byte for byte as far as
+possible: each event is parsed for usage and finish reason, but forwarded as received except that
+``id`` and ``model`` are rewritten to the gateway's (a byte substitution; the JSON is re-encoded
+only when that substitution cannot be done safely, when the event also carries usage, which is
+stripped, or when it carries vLLM's and DeepSeek's ``reasoning_content``, renamed ``reasoning`` as
+OpenRouter names it, in whole answers too).
 When the request excludes reasoning, the reasoning fields an upstream may send
 (`base.REASONING_FIELDS`) are removed from messages and deltas; a chunk left with nothing else to
 say is not forwarded, an occasional `keepalive` comment going out in its place.
@@ -135,6 +137,9 @@ class OpenAIAdapter:
             if isinstance(choice, Mapping) and choice.get("finish_reason"):
                 finish = str(choice["finish_reason"])
                 break
+        for choice in data["choices"]:
+            if isinstance(choice, dict):
+                _name_reasoning(choice.get("message"))
         withheld = 0
         if exclude_reasoning:
             shown = output_chars(data)
@@ -230,11 +235,12 @@ class OpenAIStreamParser:
         if usage is not None:
             self.usage = usage
         choices = chunk.get("choices")
-        withheld = silent = False
+        withheld = silent = renamed = False
         if isinstance(choices, list):
             for choice in choices:
                 if isinstance(choice, dict):  # parsed JSON: every object is a dict
                     self._count(choice)
+                    renamed = _name_reasoning(choice.get("delta")) or renamed
             # After counting: withheld reasoning is still output, billed and committing the stream.
             if self._exclude_reasoning and _withhold_reasoning(choices, "delta"):
                 withheld, silent = True, _says_nothing(choices)
@@ -248,6 +254,8 @@ class OpenAIStreamParser:
                 self._dropped += 1
                 self._keepalive = keepalive(self._dropped)
                 return None
+            return self._redump(chunk)
+        if renamed:
             return self._redump(chunk)
         return self._rewrite(payload, chunk)
 
@@ -318,6 +326,19 @@ class OpenAIStreamParser:
                 return None
             out = out.replace(patterns[0] if compact else patterns[1], replacement, 1)
         return out
+
+
+def _name_reasoning(holder: Any) -> bool:
+    """vLLM's and DeepSeek's ``reasoning_content`` under the name OpenRouter gives reasoning,
+    ``reasoning``, in a message or a delta (the `openrouter` SDK reads only that one; Anthropic's
+    thinking arrives so named too); whether it was there. A ``reasoning`` the upstream also sent
+    is kept as it is."""
+    if not isinstance(holder, dict) or "reasoning_content" not in holder:
+        return False
+    text = holder.pop("reasoning_content")
+    if holder.get("reasoning") is None:
+        holder["reasoning"] = text
+    return True
 
 
 def _withhold_reasoning(choices: list[Any], part: str) -> bool:

@@ -29,12 +29,13 @@ REASONING_FIELDS = {"reasoning", "reasoning_content", "reasoning_details"}
 USAGE = {"prompt_tokens": 100, "completion_tokens": 50, "reasoning_tokens": 30}
 THOUGHT = "Two and two make four."
 REPLY = "The answer is 4."
-# What the upstream's reasoning looks like: Anthropic's thinking block (teamrouter names it
-# `reasoning`, as OpenRouter does); an OpenAI-compatible upstream's field, passed on as it is.
+# Where the upstream puts its reasoning: Anthropic's thinking block, an OpenAI-compatible upstream's
+# `reasoning` or vLLM's and DeepSeek's `reasoning_content`; the client finds it as `reasoning`
+# whichever it was, as OpenRouter names it.
 UPSTREAMS = [
     pytest.param("test/claude", {}, "reasoning", id="anthropic"),
     pytest.param("test/chat", {"reasoning_field": "reasoning"}, "reasoning", id="openai-reasoning"),
-    pytest.param("test/chat", {}, "reasoning_content", id="openai-reasoning_content"),
+    pytest.param("test/chat", {}, "reasoning", id="openai-reasoning_content"),
 ]
 # Both ask Anthropic for thinking (a budget above its 1,024-token minimum fits in max_tokens).
 EXCLUSIONS = [

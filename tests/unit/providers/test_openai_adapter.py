@@ -419,6 +419,8 @@ def test_excluded_reasoning_is_left_out_of_a_whole_answer_but_still_billed() -> 
     raw = json.dumps(answer).encode()
     shown = ADAPTER.parse_response(200, raw)
     assert shown.body["choices"][0]["message"]["reasoning"] == "Two and two."  # passed through as sent
+    # vLLM's and DeepSeek's reasoning_content becomes OpenRouter's reasoning.
+    assert shown.body["choices"][1]["message"] == {"role": "assistant", "content": "four", "reasoning": "2+2"}
     hidden = ADAPTER.parse_response(200, raw, exclude_reasoning=True)
     assert [c["message"] for c in hidden.body["choices"]] == [
         {"role": "assistant", "content": "4"},
@@ -456,10 +458,11 @@ def test_excluded_reasoning_never_leaves_a_stream_but_is_still_billed() -> None:
     assert [json.loads(e[6:])["choices"][0]["delta"].get("reasoning") for e in shown] == [
         "Two ",
         "and two.",
-        None,
+        "Hm.",  # vLLM's reasoning_content, named as OpenRouter names it
         None,
         None,
     ]
+    assert not any(b"reasoning_content" in e for e in shown)
     hidden, parser = run(THINKING, [], response_id="gen-r", model="a/b", exclude_reasoning=True)
     # Chunks that carried only reasoning are not sent, a comment in place of the first (clients skip
     # it; idle proxies see bytes), none for the second: one per KEEPALIVE_EVERY. The others lose
