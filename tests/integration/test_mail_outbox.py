@@ -25,9 +25,13 @@ from tests.support.smtp import SmtpServer, free_port
 from teamrouter.config import Settings
 from teamrouter.domain.accounts import service as accounts
 from teamrouter.domain.accounts.passwords import Passwords
+from teamrouter.domain.actor import Actor
 from teamrouter.domain.mail.dispatcher import MAX_RETRY_DELAY, retry_delay
 from teamrouter.domain.mail.models import MailState, OutgoingMail
 from teamrouter.domain.mail.outbox import mail_after_commit
+from teamrouter.domain.orgs import invitations
+from teamrouter.domain.orgs import service as orgs
+from teamrouter.domain.roles import Role
 from teamrouter.runtime import Runtime, build_runtime
 
 API = "/api/v1"
@@ -156,6 +160,43 @@ async def test_a_mail_the_server_refuses_for_good_is_given_up_at_once(make_runti
         await asyncio.sleep(0.3)  # time for a wrong second attempt
     assert sink.sink.refused == 1 and row.attempts == 1 and row.last_error == "SMTPDataError 550"
     assert "given up after 1 attempt (SMTPDataError 550)" in caplog.text
+
+
+async def test_a_revoked_invitations_pending_mail_never_goes_out(make_runtime, sink):
+    # The mail server is refusing while an admin invites someone and then revokes the invitation
+    # (or replaces it with a new one): once the server is back, only the live invitation's mail
+    # arrives. A revoked one's would have named the organization with a dead link.
+    rt = make_runtime(mail_retry_seconds=0.05)
+    admin = await accounts.create_user(rt, email="admin@outbox.example.com", password=PASSWORD, verified=True)
+    actor = Actor(user_id=admin.id, email_verified=True)
+    org = (await orgs.create_organization(rt, actor=actor, name="Outbox Ltd")).org
+    sink.sink.refuse_next = 1_000
+    revoked = await invitations.invite(
+        rt, actor=actor, organization_id=org.id, email="kate@x.example.com", role=Role.MEMBER
+    )
+    replaced = await invitations.invite(
+        rt, actor=actor, organization_id=org.id, email="lee@x.example.com", role=Role.MEMBER
+    )
+    await invitations.revoke_invitation(rt, actor=actor, organization_id=org.id, invitation_id=revoked.id)
+    live = await invitations.invite(
+        rt, actor=actor, organization_id=org.id, email="lee@x.example.com", role=Role.MEMBER
+    )
+    assert live.id != replaced.id
+    sink.sink.refuse_next = 0
+
+    async def settled() -> list[OutgoingMail]:
+        rows = await outbox(rt)
+        return rows if all(m.state != MailState.PENDING for m in rows) else []
+
+    rows = await eventually(settled)
+    await asyncio.sleep(0.3)  # time for a wrong delivery
+    assert to(sink, "kate@x.example.com") == []
+    [mail] = to(sink, "lee@x.example.com")
+    assert sink.sink.token_in(mail)
+    states = {m.topic: (m.state, m.body) for m in rows if m.topic}
+    assert states[f"invitation:{revoked.id}"] == (MailState.CANCELLED, "")
+    assert states[f"invitation:{replaced.id}"] == (MailState.CANCELLED, "")
+    assert states[f"invitation:{live.id}"] == (MailState.SENT, "")
 
 
 async def test_two_dispatchers_on_one_outbox_send_each_mail_once(make_runtime, sink):

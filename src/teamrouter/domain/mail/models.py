@@ -17,6 +17,7 @@ class MailState(StrEnum):
     PENDING = "pending"  # waiting for its next attempt, or claimed by a sender until next_attempt_at
     SENT = "sent"
     FAILED = "failed"  # gave up after the last attempt
+    CANCELLED = "cancelled"  # what it was about ended before it went out (a revoked invitation)
 
 
 class OutgoingMail(Base):
@@ -36,6 +37,9 @@ class OutgoingMail(Base):
     subject: Mapped[str] = mapped_column(Text)
     body: Mapped[str] = mapped_column(Text)
     what: Mapped[str] = mapped_column(String(64))  # names the mail in logs: never an address or a token
+    # What the mail is about ("invitation:<id>", "verification:<user id>"), so that a change which
+    # makes it pointless (the invitation revoked, a newer link sent) can cancel it if still pending.
+    topic: Mapped[str | None] = mapped_column(String(100))
     state: Mapped[str] = mapped_column(String(16), default=MailState.PENDING)
     attempts: Mapped[int] = mapped_column(default=0)
     next_attempt_at: Mapped[datetime]

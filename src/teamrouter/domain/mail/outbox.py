@@ -12,7 +12,16 @@ from teamrouter.runtime import Runtime
 from teamrouter.storage.db import UnitOfWork
 
 
-def mail_after_commit(uow: UnitOfWork, rt: Runtime, *, to: str, subject: str, body: str, what: str) -> None:
-    """Record the mail in `uow`, to go out once it commits; `what` names it in logs (never an address)."""
-    store.record(uow, to=to, subject=subject, body=body, what=what, now=rt.clock.now())
+def mail_after_commit(
+    uow: UnitOfWork, rt: Runtime, *, to: str, subject: str, body: str, what: str, topic: str | None = None
+) -> None:
+    """Record the mail in `uow`, to go out once it commits; `what` names it in logs (never an
+    address); `topic` says what it is about, for `cancel_mail`."""
+    store.record(uow, to=to, subject=subject, body=body, what=what, now=rt.clock.now(), topic=topic)
     uow.on_commit(rt.mail.wake)
+
+
+async def cancel_mail(uow: UnitOfWork, rt: Runtime, *, topic: str) -> None:
+    """In `uow`'s transaction: the pending mails about `topic` will not go out (what they were
+    about has ended: a revoked invitation's, a verification link a newer one replaces)."""
+    await store.cancel(uow, topic=topic, now=rt.clock.now())

@@ -30,13 +30,16 @@ class Claimed:
     attempts: int  # including this one
 
 
-def record(uow: UnitOfWork, *, to: str, subject: str, body: str, what: str, now: datetime) -> None:
+def record(
+    uow: UnitOfWork, *, to: str, subject: str, body: str, what: str, now: datetime, topic: str | None = None
+) -> None:
     uow.session.add(
         OutgoingMail(
             to_address=to,
             subject=subject,
             body=body,
             what=what,
+            topic=topic,
             state=MailState.PENDING,
             attempts=0,
             next_attempt_at=now,
@@ -84,6 +87,18 @@ async def claim(db: Database, *, now: datetime, lease: timedelta, besides: Colle
     if row is None:
         return None
     return Claimed(id=row[0], to=row[1], subject=row[2], body=row[3], what=row[4], attempts=row[5])
+
+
+async def cancel(uow: UnitOfWork, *, topic: str, now: datetime) -> int:
+    """Cancel the still pending mails about `topic`, body blanked, in `uow`'s transaction. One a
+    sender is delivering at this moment goes out all the same (its mark then finds it cancelled)."""
+    done = await uow.session.execute(
+        update(OutgoingMail)
+        .where(OutgoingMail.topic == topic, OutgoingMail.state == MailState.PENDING)
+        .values(state=MailState.CANCELLED, body="", next_attempt_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return int(done.rowcount or 0)  # type: ignore[attr-defined]
 
 
 def _ours(mail: Claimed) -> tuple[ColumnElement[bool], ...]:

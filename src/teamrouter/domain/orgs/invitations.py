@@ -22,7 +22,7 @@ from teamrouter.domain.accounts.models import User
 from teamrouter.domain.accounts.service import normalize_email
 from teamrouter.domain.actor import Actor
 from teamrouter.domain.audit import service as audit
-from teamrouter.domain.mail.outbox import mail_after_commit
+from teamrouter.domain.mail.outbox import cancel_mail, mail_after_commit
 from teamrouter.domain.orgs.models import Invitation, Membership, Organization
 from teamrouter.domain.orgs.policy import load_org
 from teamrouter.domain.orgs.schemas import effective_cap, invitation_status
@@ -89,7 +89,7 @@ async def invite(rt: Runtime, *, actor: Actor, organization_id: str, email: str,
             organization_id=org.id,
             after={"email": email, "role": role.value, "expires_at": invitation.expires_at.isoformat()},
         )
-        _mail_invitation(uow, rt, to=email, org_name=org.name, role=role, token=token)
+        _mail_invitation(uow, rt, to=email, org_name=org.name, role=role, token=token, invitation_id=invitation.id)
     return invitation
 
 
@@ -108,6 +108,7 @@ async def _revoke_pending(uow: UnitOfWork, rt: Runtime, actor: Actor, organizati
     ).all()
     for old in pending:
         old.revoked_at = now
+        await cancel_mail(uow, rt, topic=_topic(old.id))
         audit.record(
             uow,
             actor=actor,
@@ -121,7 +122,13 @@ async def _revoke_pending(uow: UnitOfWork, rt: Runtime, actor: Actor, organizati
         )
 
 
-def _mail_invitation(uow: UnitOfWork, rt: Runtime, *, to: str, org_name: str, role: Role, token: str) -> None:
+def _topic(invitation_id: str) -> str:
+    return f"invitation:{invitation_id}"
+
+
+def _mail_invitation(
+    uow: UnitOfWork, rt: Runtime, *, to: str, org_name: str, role: Role, token: str, invitation_id: str
+) -> None:
     link = f"{rt.settings.public_url}/invitations/accept?token={token}"
     days = rt.settings.invitation_ttl_hours / 24
     body = (
@@ -131,7 +138,7 @@ def _mail_invitation(uow: UnitOfWork, rt: Runtime, *, to: str, org_name: str, ro
         "If you did not expect this invitation, ignore this message.\n"
     )
     subject = f"Invitation to join {org_name} on teamrouter"
-    mail_after_commit(uow, rt, to=to, subject=subject, body=body, what="mail 'invitation'")
+    mail_after_commit(uow, rt, to=to, subject=subject, body=body, what="mail 'invitation'", topic=_topic(invitation_id))
 
 
 async def list_invitations(rt: Runtime, *, actor: Actor, organization_id: str) -> list[Invitation]:
@@ -171,6 +178,7 @@ async def revoke_invitation(rt: Runtime, *, actor: Actor, organization_id: str, 
             return
         status = invitation_status(invitation, rt.clock.now())
         invitation.revoked_at = rt.clock.now()
+        await cancel_mail(uow, rt, topic=_topic(invitation.id))  # not yet sent: it never will be
         audit.record(
             uow,
             actor=actor,

@@ -25,6 +25,7 @@ def upgrade() -> None:
         sa.Column("subject", sa.Text(), nullable=False),
         sa.Column("body", sa.Text(), nullable=False),
         sa.Column("what", sa.String(length=64), nullable=False),
+        sa.Column("topic", sa.String(length=100), nullable=True),
         sa.Column("state", sa.String(length=16), nullable=False),
         sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("next_attempt_at", teamrouter.storage.base.UTCDateTime(timezone=True), nullable=False),
