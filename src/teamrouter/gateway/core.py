@@ -570,6 +570,9 @@ def _error_event(
 def _as_api_error(error: UpstreamError | None) -> TeamrouterError:
     if error is None:
         return ServiceUnavailable("No provider available", code="no_endpoints")
+    if isinstance(error, UnsupportedRequestError) and error.field is not None:
+        # No endpoint was asked: the gateway itself found the request unservable as sent there.
+        return bad_field(error.field, error.message)
     if error.status == 504:
         return UpstreamTimeout(f"Upstream timed out: {error.message}")
     if 400 <= error.status < 500 and error.status not in (401, 403, 408, 429):

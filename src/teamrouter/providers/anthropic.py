@@ -81,10 +81,11 @@ class AnthropicAdapter:
     ) -> UpstreamRequest:
         n = body.get("n") or 1
         if n != 1:
-            raise UnsupportedRequestError("Anthropic endpoints do not support n > 1")
+            raise UnsupportedRequestError("Anthropic endpoints do not support n > 1", field="n")
         if kind == "chat" and _uses_legacy_functions(body):
             raise UnsupportedRequestError(
-                "Anthropic endpoints do not support the legacy functions / function_call form; use tools"
+                "Anthropic endpoints do not support the legacy functions / function_call form; use tools",
+                field="functions" if "functions" in body else "function_call",
             )
         if kind == "chat":
             system, messages = to_anthropic_messages(body.get("messages") or [])
@@ -328,7 +329,8 @@ def _thinking(body: Mapping[str, Any], max_tokens: int) -> dict[str, Any] | None
     budget = min(max(tokens, MIN_THINKING_TOKENS), max_tokens - 1)
     if budget < MIN_THINKING_TOKENS:
         raise UnsupportedRequestError(
-            f"reasoning on Anthropic needs max_tokens above {MIN_THINKING_TOKENS} (it was {max_tokens})"
+            f"reasoning on Anthropic needs max_tokens above {MIN_THINKING_TOKENS} (it was {max_tokens})",
+            field="max_tokens",
         )
     return {"type": "enabled", "budget_tokens": budget}
 

@@ -66,10 +66,13 @@ class UpstreamError(Exception):
 class UnsupportedRequestError(UpstreamError):
     """This upstream cannot serve the request as asked (e.g. ``n > 1`` on Anthropic).
 
-    Retryable, because another endpoint of the same model may support it; status 400."""
+    Retryable, because another endpoint of the same model may support it; status 400. `field` names
+    the request field at fault: when no endpoint can serve the request, the client gets a 400 naming it.
+    """
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(400, message, retryable=True)
+        self.field = field
 
 
 def is_retryable_status(status: int) -> bool:

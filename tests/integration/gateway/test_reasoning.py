@@ -301,3 +301,24 @@ async def test_a_bad_reasoning_ask_is_a_400_naming_the_field_before_any_upstream
     )
     assert r.status_code == 400 and r.json()["error"]["metadata"]["field"] == field
     assert not [c for c in fake.calls() if (c["script"] or {}).get("content") == tag]
+
+
+async def test_reasoning_on_anthropic_with_too_few_max_tokens_is_a_400_naming_max_tokens(client, fake, gw_rt):
+    # Anthropic's thinking budget is at least 1,024 tokens and below max_tokens: the gateway finds
+    # 1,000 too few before asking it, and says which field to change (not "the provider refused").
+    who = await funded_person(gw_rt, usd="1")
+    tag = f"{REPLY} {new_id('t')}"
+    r = client.post(
+        "/api/v1/chat/completions",
+        headers={"Authorization": f"Bearer {who.key}"},
+        json={
+            "model": "test/claude",
+            "messages": [{"role": "user", "content": script(content=tag)}],
+            "max_tokens": 1000,
+            "reasoning": {"effort": "high"},
+        },
+    )
+    error = r.json()["error"]
+    assert r.status_code == 400 and error["metadata"] == {"code": "invalid_field", "field": "max_tokens"}
+    assert error["message"].startswith("max_tokens: reasoning on Anthropic needs max_tokens above 1024")
+    assert not [c for c in fake.calls() if (c["script"] or {}).get("content") == tag]
