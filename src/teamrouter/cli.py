@@ -110,9 +110,6 @@ def serve(
         timeout_graceful_shutdown=settings.shutdown_grace_seconds,
         access_log=False,  # access logs would carry query strings; the activity feed is the record
         loop="uvloop",
-        # teamrouter reads no client address (no limit or log is keyed by IP), so uvicorn's
-        # X-Forwarded-For middleware would only be one more layer on every request.
-        proxy_headers=False,
         # No `server: uvicorn` on every response: it tells a scanner what to try, and costs a
         # header per answer.
         server_header=False,
