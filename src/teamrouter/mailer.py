@@ -54,12 +54,15 @@ def describe_send_failure(exc: BaseException) -> str:
 
 
 def is_permanent_refusal(exc: BaseException) -> bool:
-    """The mail server refused for good (a 5xx reply: no such mailbox, policy, message rejected):
-    sending the same mail again gets the same answer. A 4xx, a timeout or a refused connection is
-    worth another try."""
+    """The mail server refused this mail for good (a 5xx reply to its recipient or its content: no
+    such mailbox, rejected by policy): sending it again gets the same answer. A 5xx to anything else
+    (a wrong SMTP password, the greeting, our sender address) is the deployment's to fix and would
+    refuse every mail alike, so it is retried like a 4xx, a timeout or a refused connection."""
     if isinstance(exc, aiosmtplib.SMTPRecipientsRefused) and exc.recipients:
         return all(500 <= refusal.code < 600 for refusal in exc.recipients)
-    return isinstance(exc, aiosmtplib.SMTPResponseException) and 500 <= exc.code < 600
+    if isinstance(exc, aiosmtplib.SMTPRecipientRefused | aiosmtplib.SMTPDataError):
+        return 500 <= exc.code < 600
+    return False
 
 
 class SmtpMailer:

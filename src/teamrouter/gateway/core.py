@@ -234,7 +234,7 @@ class Gateway:
                         exclude_reasoning=prepared.admission.request.exclude_reasoning,
                     )
                 except UpstreamError as exc:
-                    last = _masked(exc, endpoint)
+                    last = _worse(last, _masked(exc, endpoint))
                     log.info("upstream %s failed: %s", endpoint.id, exc.status)
                     if exc.retryable:
                         continue
@@ -328,7 +328,7 @@ class Gateway:
                 except UpstreamError as exc:
                     if opened is not None and opened.close is not None:
                         opened.close()
-                    last = _masked(exc, endpoint)
+                    last = _worse(last, _masked(exc, endpoint))
                     log.info("upstream %s failed before any output: %s", endpoint.id, exc.status)
                     if exc.retryable:
                         continue
@@ -565,6 +565,14 @@ def _error_event(
             "choices": [{"index": 0, "delta": {"content": ""}, "finish_reason": "error"}],
         }
     )
+
+
+def _worse(last: UpstreamError | None, error: UpstreamError) -> UpstreamError:
+    """The error to report once every candidate failed: an upstream's own, rather than an endpoint
+    the gateway did not ask because it cannot serve the request as sent, whatever the order tried."""
+    if last is not None and isinstance(error, UnsupportedRequestError):
+        return last
+    return error
 
 
 def _as_api_error(error: UpstreamError | None) -> TeamrouterError:

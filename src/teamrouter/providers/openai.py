@@ -86,7 +86,8 @@ class OpenAIAdapter:
             # about as much of max_tokens (OpenRouter's rule). `exclude` alone asks for nothing here,
             # unlike on Anthropic: reasoning models reason unasked, and others refuse the field.
             cap = budget if budget is not None else endpoint.max_completion_tokens
-            out["reasoning_effort"] = ask.effort or effort_for_budget(ask.max_tokens or 0, cap)
+            if not _switched_off(body):
+                out["reasoning_effort"] = ask.effort or effort_for_budget(ask.max_tokens or 0, cap)
         if stream:
             out["stream"] = True
             options = body.get("stream_options")
@@ -328,13 +329,21 @@ class OpenAIStreamParser:
         return out
 
 
+def _switched_off(body: Mapping[str, Any]) -> bool:
+    """`reasoning: {enabled: false}` without OpenAI's own `reasoning_effort`: asks for nothing rather
+    than for effort "none", which models that do not reason (and OpenAI's before GPT-5.1) refuse
+    with a 400, and which OpenRouter clients send whatever the model."""
+    reasoning = body.get("reasoning")
+    return body.get("reasoning_effort") is None and isinstance(reasoning, Mapping) and reasoning.get("enabled") is False
+
+
 def _name_reasoning(holder: Any) -> bool:
     """vLLM's and DeepSeek's ``reasoning_content`` under the name OpenRouter gives reasoning,
     ``reasoning``, in a message or a delta (the `openrouter` SDK reads only that one; Anthropic's
     thinking arrives so named too); whether it was there. A ``reasoning`` the upstream also sent
     is kept as it is."""
-    if not isinstance(holder, dict) or "reasoning_content" not in holder:
-        return False
+    if not isinstance(holder, dict) or holder.get("reasoning_content") is None:
+        return False  # absent, or DeepSeek's null on every content delta: nothing to re-encode for
     text = holder.pop("reasoning_content")
     if holder.get("reasoning") is None:
         holder["reasoning"] = text

@@ -78,7 +78,9 @@ class Database:
                 pool_timeout=10,
                 connect_args={"timeout": 5, "command_timeout": 30},
             )
-        self.engine: AsyncEngine = create_async_engine(async_url(url), **kwargs)
+        # A database error's message would otherwise quote the statement's parameters, and a logged
+        # error then an outbox mail's one-time link, an address or a key hash.
+        self.engine: AsyncEngine = create_async_engine(async_url(url), hide_parameters=True, **kwargs)
         if self.is_sqlite:
             _configure_sqlite(self.engine)
         self._writer = async_sessionmaker(self.engine, expire_on_commit=False)

@@ -225,7 +225,7 @@ TRANSLATIONS = [
     pytest.param({"reasoning": {"max_tokens": 500}}, "medium", 1024, id="max_tokens"),  # half of 1,000
     pytest.param({"reasoning_effort": "low", "reasoning": {"effort": "high"}}, "low", 1024, id="reasoning_effort-wins"),
     pytest.param({"reasoning": {"enabled": True}}, "medium", 2000, id="enabled"),
-    pytest.param({"reasoning": {"enabled": False}}, "none", None, id="disabled"),
+    pytest.param({"reasoning": {"enabled": False}}, None, None, id="disabled"),
     pytest.param({"reasoning": {"effort": "xhigh", "exclude": True}}, "xhigh", 3800, id="effort-excluded"),
 ]
 

@@ -103,7 +103,9 @@ def test_build_stream_request_forces_usage_and_clamps(endpoints: tuple[Endpoint,
         ({"reasoning": {"effort": "low", "exclude": True}, "include_reasoning": False}, "low"),
         ({"reasoning": {"effort": "xhigh"}}, "xhigh"),  # a named effort goes as named
         ({"reasoning": {"effort": "none"}}, "none"),
-        ({"reasoning": {"enabled": False, "effort": "high"}}, "none"),  # off is off
+        # Off is off, and asks for nothing: models that do not reason refuse even "none".
+        ({"reasoning": {"enabled": False, "effort": "high"}}, None),
+        ({"reasoning": {"enabled": False}, "reasoning_effort": "none"}, "none"),  # OpenAI's own, as sent
         ({"reasoning": {"enabled": True}}, "medium"),  # OpenRouter's default effort
         ({"reasoning": {"enabled": True, "effort": "low"}}, "low"),
         # OpenAI's own field wins over OpenRouter's object.
@@ -505,3 +507,11 @@ def test_each_reasoning_field_is_withheld_and_counted_alike_whole_and_streamed(f
     seen = parser.completion_chars_seen  # type: ignore[attr-defined]
     assert output_chars(whole) == seen == len("4") + parsed.withheld_chars
     assert parsed.withheld_chars == (1 if field == "reasoning_details" else len("hm"))
+
+
+def test_deepseeks_null_reasoning_content_is_passed_through_untouched() -> None:
+    # DeepSeek sends "reasoning_content": null on every content delta: nothing to rename, so the
+    # chunk keeps its bytes (no re-encoding, no "reasoning": null added).
+    event = chunk({"content": "4", "reasoning_content": None})
+    [out], _ = run(event, [])
+    assert out == event

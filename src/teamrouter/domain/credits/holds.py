@@ -48,7 +48,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ColumnElement, case, func, or_, select, update
+from sqlalchemy import ColumnElement, case, func, literal_column, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from teamrouter.domain.credits.ledger import EntryKind, fingerprint, post_entry
@@ -388,7 +388,9 @@ async def expire_holds(rt: Runtime, *, now: datetime | None = None, batch: int =
             due = list(
                 await uow.session.scalars(
                     select(Hold.id)
-                    .where(Hold.status == HoldStatus.OPEN.value, Hold.expires_at <= now)
+                    # A literal, not a parameter: PostgreSQL can use the partial open-holds index
+                    # only when the query itself says status = 'open' (a generic plan could not).
+                    .where(Hold.status == literal_column("'open'"), Hold.expires_at <= now)
                     .order_by(Hold.expires_at, Hold.id)
                     .limit(batch)
                     .with_for_update(skip_locked=True)

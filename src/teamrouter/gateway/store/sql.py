@@ -48,9 +48,10 @@ INSERT_HOLD = (
 # Resolving a hold is the exactly-once gate: only the statement that flips it from 'open' proceeds.
 # The hold is found by its primary key, its status only checked: written `(status = 'open') IS TRUE`
 # so that no index on status can serve it. PostgreSQL's generic plan otherwise chose the open-holds
-# index (status, expires_at) and walked the open holds, and settled holds' dead entries not yet
-# cleaned up, filtering on id: 7.6 index entries read per settlement over 4,000 in a row, 22 over
-# 600 mixed with voids, and more the more holds are open at once; the primary key reads one.
+# index (then on (status, expires_at); partial on status = 'open' since migration 0003) and walked
+# the open holds, and settled holds' dead entries not yet cleaned up, filtering on id: 7.6 index
+# entries read per settlement over 4,000 in a row, 22 over 600 mixed with voids, and more the more
+# holds are open at once; the primary key reads one.
 OPEN = "(status = 'open') IS TRUE"
 POST_HOLD = (
     "UPDATE credit_hold SET status = 'posted', posted_amount = :cost, resolved_at = :now, "

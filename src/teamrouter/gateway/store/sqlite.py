@@ -108,10 +108,13 @@ class SqliteStore:
     process (no other hold open) commits inline instead, without the hop to the writer; nothing ever
     waits on a timer.
 
-    A batch with several settlements takes the bulk path: one executemany per insert, one UPDATE per
-    account and per key with the batch's sums, one upsert per rollup row. Anything unusual in it (a
-    hold that is no longer open, an error) rolls the batch back and replays it one operation at a
-    time under SAVEPOINTs, which is always correct; the bulk path is only faster.
+    A batch of several operations takes the bulk path (`_apply_many`): its settlements as one
+    executemany per insert, one UPDATE per account and per key with the batch's sums and one upsert
+    per rollup row; its reservations as one guarded UPDATE per pool and per key with their summed
+    amounts and one executemany of hold rows (a sum that does not fit is decided one reservation at
+    a time). Anything unusual in it (a hold that is no longer open, an error) rolls the batch back and
+    replays it one operation at a time under SAVEPOINTs, which is always correct; the bulk path is
+    only faster.
 
     Never waits for the write lock while blocking the loop (see `_begin`). Automatic WAL
     checkpoints are off (they would stall the loop for milliseconds inside a COMMIT); once a second
