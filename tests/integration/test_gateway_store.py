@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import itertools
 import os
+import sqlite3
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -188,6 +189,32 @@ async def test_sqlite_that_cannot_be_written_is_a_503_and_changes_nothing(rt, st
     async with rt.db.read() as s:
         assert (await s.get(CreditAccount, who.account_id)).held == 0
     store._conn.execute("PRAGMA query_only = 0")
+    assert await spend(store, who, now, CENT)
+    await check_ledger(rt)
+
+
+async def test_a_request_that_leaves_while_waiting_for_the_write_lock_leaves_no_transaction(rt, store):
+    # Another process holds SQLite's write lock; a request's reservation waits for it in a worker
+    # thread and the request is cancelled meanwhile (its client went away). Once the lock is free,
+    # the thread must not take it for nobody: the next request's write goes through.
+    if not rt.db.is_sqlite:
+        pytest.skip("SQLite only")
+    who = await funded_person(rt, usd="10")
+    now = datetime.now(UTC)
+    other = sqlite3.connect(store._path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        hold = Hold(id=new_id("hold"), account_id=who.account_id, key_id=who.key_id, amount=CENT)
+        waiting = asyncio.ensure_future(store.reserve(hold, now=now, expires_at=now + timedelta(minutes=15)))
+        await asyncio.sleep(0.05)  # in the worker thread, retrying
+        waiting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await waiting
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    await asyncio.sleep(0.05)  # time for a thread left behind to take the lock
+    assert not store._conn.in_transaction
     assert await spend(store, who, now, CENT)
     await check_ledger(rt)
 

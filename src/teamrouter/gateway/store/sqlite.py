@@ -15,6 +15,7 @@ import logging
 import operator
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -195,7 +196,20 @@ class SqliteStore:
         """
         if self._try_begin():
             return
-        if not await asyncio.to_thread(self._wait_and_begin, time.monotonic() + LOCK_WAIT_SECONDS):
+        abandoned = threading.Event()
+        waiting = asyncio.ensure_future(
+            asyncio.to_thread(self._wait_and_begin, time.monotonic() + LOCK_WAIT_SECONDS, abandoned)
+        )
+        try:
+            began = await asyncio.shield(waiting)
+        except asyncio.CancelledError:
+            # The request went away while waiting. The thread stops at its next retry; a lock it took
+            # just before would otherwise stay held by a transaction nobody ends.
+            abandoned.set()
+            if await waiting:
+                self._conn.execute("ROLLBACK")
+            raise
+        if not began:
             raise ServiceUnavailable("Database is busy; try again", code="database_busy")
 
     def _try_begin(self) -> bool:
@@ -207,8 +221,8 @@ class SqliteStore:
             return False
         return True
 
-    def _wait_and_begin(self, deadline: float) -> bool:
-        while time.monotonic() < deadline:
+    def _wait_and_begin(self, deadline: float, abandoned: threading.Event) -> bool:
+        while time.monotonic() < deadline and not abandoned.is_set():
             if self._try_begin():
                 return True
             time.sleep(LOCK_RETRY_SECONDS)
