@@ -37,8 +37,8 @@ class OutgoingMail(Base):
     subject: Mapped[str] = mapped_column(Text)
     body: Mapped[str] = mapped_column(Text)
     what: Mapped[str] = mapped_column(String(64))  # names the mail in logs: never an address or a token
-    # What the mail is about ("invitation:<id>", "verification:<user id>"), so that a change which
-    # makes it pointless (the invitation revoked, a newer link sent) can cancel it if still pending.
+    # What the mail is about ("invitation:<id>"; None for the rest), so that a change which makes it
+    # pointless (the invitation revoked or replaced) can cancel it while it is still pending.
     topic: Mapped[str | None] = mapped_column(String(100))
     state: Mapped[str] = mapped_column(String(16), default=MailState.PENDING)
     attempts: Mapped[int] = mapped_column(default=0)
