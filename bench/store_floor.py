@@ -12,11 +12,11 @@ import statistics
 import time
 from datetime import UTC, datetime, timedelta
 
-from tests.support.gateway import Funded
+from tests.support.gateway import Funded, record_for
 
-from teamrouter.gateway.store.base import GenerationRecord, Hold
+from teamrouter.gateway.store.base import Hold
 from teamrouter.gateway.store.postgres import PostgresStore
-from teamrouter.ids import new_generation_id, new_id
+from teamrouter.ids import new_id
 
 ROUNDS = 2000
 WARMUP = 200
@@ -38,7 +38,7 @@ async def postgres_floor(url: str, who: Funded) -> str:
             refusal = await store.reserve(hold, now=now, expires_at=now + timedelta(minutes=5))
             reserve.append(time.perf_counter() - started)
             assert refusal is None, refusal
-            record = _record(who, hold)
+            record = record_for(who, datetime.now(UTC), 500)
             started = time.perf_counter()
             assert await store.settle(hold, record, now=record.created_at)
             settle.append(time.perf_counter() - started)
@@ -51,23 +51,4 @@ async def postgres_floor(url: str, who: Funded) -> str:
     return (
         f"PostgreSQL round trips (median of {ROUNDS - WARMUP}, this run): SELECT 1 {median(select):.3f} ms, "
         f"reservation {median(reserve):.3f} ms, settlement with its durable commit {median(settle):.3f} ms"
-    )
-
-
-def _record(who: Funded, hold: Hold) -> GenerationRecord:
-    return GenerationRecord(
-        id=new_generation_id(),
-        created_at=datetime.now(UTC),
-        account_id=who.account_id,
-        organization_id=None,
-        key_id=who.key_id,
-        key_hash=who.key_hash,
-        user_id=who.user_id,
-        model="test/chat",
-        provider="fake",
-        endpoint_id="fake:test/chat",
-        upstream_model="fake-chat",
-        tokens_prompt=10,
-        tokens_completion=20,
-        cost=500,
     )

@@ -16,7 +16,7 @@ import asyncpg
 import pytest
 from sqlalchemy import func, select
 from tests.support.credits import check_ledger
-from tests.support.gateway import funded_person
+from tests.support.gateway import funded_person, record_for
 
 from teamrouter.domain.activity.models import UsageRollup
 from teamrouter.domain.credits.models import CreditAccount, LedgerEntry
@@ -25,8 +25,8 @@ from teamrouter.domain.keys.models import ApiKey
 from teamrouter.errors import ServiceUnavailable
 from teamrouter.gateway.setup import open_store
 from teamrouter.gateway.store import sql
-from teamrouter.gateway.store.base import GenerationRecord, Hold
-from teamrouter.ids import new_generation_id, new_id
+from teamrouter.gateway.store.base import Hold
+from teamrouter.ids import new_id
 
 CENT = 10_000_000
 
@@ -50,25 +50,6 @@ def far_away_time_zone():
     else:
         os.environ["TZ"] = previous
     time.tzset()
-
-
-def record_for(who, at: datetime, cost: int) -> GenerationRecord:
-    return GenerationRecord(
-        id=new_generation_id(),
-        created_at=at,
-        account_id=who.account_id,
-        organization_id=None,
-        key_id=who.key_id,
-        key_hash=who.key_hash,
-        user_id=who.user_id,
-        model="m/x",
-        provider="p",
-        endpoint_id="m/x@p",
-        upstream_model="x",
-        tokens_prompt=1,
-        tokens_completion=1,
-        cost=cost,
-    )
 
 
 async def spend(store, who, at: datetime, cost: int) -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,8 @@ from teamrouter.domain.credits.models import CreditAccount
 from teamrouter.domain.credits.service import add_credits
 from teamrouter.domain.keys import service as keys
 from teamrouter.domain.roles import Role
-from teamrouter.ids import new_id
+from teamrouter.gateway.store.base import GenerationRecord
+from teamrouter.ids import new_generation_id, new_id
 from teamrouter.money import UNITS_PER_USD, usd_to_units
 from teamrouter.runtime import Runtime
 from tests.support.server import ServerProcess
@@ -284,3 +286,23 @@ def start_gateway(tmp: Path, database_url: str, fake_url: str, *, workers: int =
     )
     server.start()
     return server
+
+
+def record_for(who: Funded, at: datetime, cost: int) -> GenerationRecord:
+    """An activity row for a settlement of `cost` by `who`'s key at `at` (store tests, the bench)."""
+    return GenerationRecord(
+        id=new_generation_id(),
+        created_at=at,
+        account_id=who.account_id,
+        organization_id=None,
+        key_id=who.key_id,
+        key_hash=who.key_hash,
+        user_id=who.user_id,
+        model="m/x",
+        provider="p",
+        endpoint_id="m/x@p",
+        upstream_model="x",
+        tokens_prompt=1,
+        tokens_completion=1,
+        cost=cost,
+    )
