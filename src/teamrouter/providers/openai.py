@@ -135,11 +135,9 @@ class OpenAIAdapter:
             data["model"] = model
         finish = None
         for choice in data["choices"]:
-            if isinstance(choice, Mapping) and choice.get("finish_reason"):
-                finish = str(choice["finish_reason"])
-                break
-        for choice in data["choices"]:
-            if isinstance(choice, dict):
+            if isinstance(choice, dict):  # parsed JSON: every object is a dict
+                if finish is None and choice.get("finish_reason"):
+                    finish = str(choice["finish_reason"])
                 _name_reasoning(choice.get("message"))
         withheld = 0
         if exclude_reasoning:

@@ -363,13 +363,13 @@ class SqliteStore:
         accounts, keys = _by_pool_and_key(settles)
         rollups = sql.sum_rollups(op.rollup for op in settles if op.rollup is not None)
         for ops in accounts.values():
-            balance = self._value("SETTLE_POOL", _summed(ops))
+            balance = self._value("SETTLE_POOL", _summed(ops, "cost", "release"))
             # Each entry records the balance right after it, as if posted one by one in queue order.
             for op in reversed(ops):
                 op.params["balance_after"] = balance
                 balance += op.params["cost"]
         for ops in keys.values():
-            self._run("SETTLE_KEY", _summed(ops))
+            self._run("SETTLE_KEY", _summed(ops, "cost", "release"))
         for name, rows in (("INSERT_USAGE_ENTRY", [op.params for op in settles]), ("UPSERT_ROLLUP", rollups)):
             statement = _S[name]
             conn.executemany(statement.text, [statement.args(row) for row in rows])
@@ -385,8 +385,8 @@ class SqliteStore:
         conn = self._conn
         pools, keys = _by_pool_and_key(reserves)
         conn.execute("SAVEPOINT bulk")
-        fits = all(self._run("RESERVE_POOL", _summed_amount(ops)).rowcount == 1 for ops in pools.values()) and all(
-            self._run("RESERVE_KEY", _summed_amount(ops)).rowcount == 1 for ops in keys.values()
+        fits = all(self._run("RESERVE_POOL", _summed(ops, "amount")).rowcount == 1 for ops in pools.values()) and all(
+            self._run("RESERVE_KEY", _summed(ops, "amount")).rowcount == 1 for ops in keys.values()
         )
         if not fits:
             conn.execute("ROLLBACK TO bulk")
@@ -557,22 +557,13 @@ def _by_pool_and_key(ops: list[_Op]) -> tuple[dict[str, list[_Op]], dict[tuple[A
     return pools, keys
 
 
-def _summed_amount(ops: list[_Op]) -> dict[str, Any]:
-    """The reservations of one pool or key in a batch as one: their amounts summed, the latest time."""
-    if len(ops) == 1:
-        return ops[0].params
+def _summed(ops: list[_Op], *amounts: str) -> dict[str, Any]:
+    """One account's or key's share of a batch (the ops share its id) as one operation's parameters:
+    the `amounts` named (a reservation's amount; a settlement's cost and release) summed, and the
+    latest time for `updated_at`/`last_used_at`."""
     total = dict(ops[-1].params)
-    total["amount"] = sum(op.params["amount"] for op in ops)
-    total["now"] = max(op.params["now"] for op in ops)
-    return total
-
-
-def _summed(ops: list[_Op]) -> dict[str, Any]:
-    """One account's or key's share of a batch (the ops share its id): the settle parameters with
-    cost and release summed, and the latest time for `updated_at`/`last_used_at`."""
-    total = dict(ops[-1].params)
-    total["cost"] = sum(op.params["cost"] for op in ops)
-    total["release"] = sum(op.params["release"] for op in ops)
+    for name in amounts:
+        total[name] = sum(op.params[name] for op in ops)
     total["now"] = max(op.params["now"] for op in ops)
     return total
 
