@@ -314,3 +314,16 @@ async def test_the_migrated_schema_is_what_the_models_declare(rt):
             lambda sync_session: compare_metadata(MigrationContext.configure(sync_session.connection()), metadata)
         )
     assert differences == []
+
+
+async def test_a_database_error_never_quotes_the_statements_parameters(rt):
+    # What a failed statement carried (an outbox mail's one-time link, an address, a key hash) must
+    # not reach a log line through the error's message: the engine hides parameters.
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
+
+    secret = "https://example.com/verify-email?token=do-not-log-me"
+    with pytest.raises(DBAPIError) as raised:
+        async with rt.db.uow() as uow:
+            await uow.session.execute(text("SELECT no_such_column, :link FROM ledger_entry"), {"link": secret})
+    assert secret not in str(raised.value)

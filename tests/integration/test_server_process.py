@@ -37,6 +37,7 @@ def test_sign_up_to_logout_against_a_real_server(server_env, smtp, tmp_path):
         with httpx.Client(base_url=f"{server.base_url}/api/v1", timeout=10) as http:
             r = http.post("/auth/signup", json={"email": "real@example.com", "password": PASSWORD, "name": "Real"})
             assert r.status_code == 201, r.text
+            assert "server" not in r.headers  # no "server: uvicorn" telling a scanner what to try
             token = smtp.sink.token_in(smtp.sink.wait_for("real@example.com")[0])
             assert http.post("/auth/verify-email", json={"token": token}).status_code == 200
             r = http.post("/auth/login", json={"email": "real@example.com", "password": PASSWORD})
