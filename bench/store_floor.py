@@ -28,10 +28,11 @@ async def postgres_floor(url: str, who: Funded) -> str:
     select, reserve, settle = [], [], []
     try:
         for _ in range(ROUNDS):
-            async with store._pool.acquire() as conn:
-                started = time.perf_counter()
-                await conn.fetchval("SELECT 1")
-                select.append(time.perf_counter() - started)
+            conn = await store._pool.take()
+            started = time.perf_counter()
+            await conn.fetchval("SELECT 1")
+            select.append(time.perf_counter() - started)
+            store._pool.give_back(conn)
             hold = Hold(id=new_id("hold"), account_id=who.account_id, key_id=who.key_id, amount=1000)
             now = datetime.now(UTC)
             started = time.perf_counter()

@@ -4,9 +4,7 @@ cannot be reached at all."""
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -27,11 +25,13 @@ class _Pool:
     def __init__(self, *, refusing: bool = False) -> None:
         self.refusing = refusing
 
-    @contextlib.asynccontextmanager
-    async def acquire(self) -> AsyncIterator[_Conn]:
+    async def take(self) -> _Conn:
         if self.refusing:
             raise ConnectionRefusedError("connection refused")
-        yield _Conn()
+        return _Conn()
+
+    def give_back(self, conn: _Conn) -> None:
+        pass
 
 
 def _store() -> postgres.PostgresStore:
