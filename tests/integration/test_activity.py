@@ -217,6 +217,54 @@ async def test_feed_and_export_show_the_providers_display_name_beside_its_slug(r
     assert {r["endpoint_id"]: r["provider_name"] for r in daily} == {e: n for _, n, e in expected}
 
 
+async def test_feed_and_export_filter_by_provider_slug(rt, world):
+    made = await seed(rt, world)  # every seeded row is on the provider "fake"
+    demo = set()
+    for minutes, name in ((1, "alice1"), (2, "bob")):
+        at = NOW - timedelta(minutes=minutes)
+        demo.add(await record(rt, world.keys[name], at=at, model="demo/echo", provider="demo"))
+    assert {r["id"] for r in await feed(world.admin, provider="demo")} == demo
+    assert {r["id"] for r in await export(world.admin, provider="demo")} == demo
+    fake = {g for g, n in made.items() if n != "alice_personal"}
+    assert {r["id"] for r in await feed(world.admin, provider="fake", limit=2)} == fake
+    # Combined with the other filters, and with the member's own-rows scope.
+    assert [r["id"] for r in await feed(world.admin, provider="demo", user_id=world.bob.id)] == [
+        r["id"] for r in await export(world.admin, provider="demo", api_key_hash=world.keys["bob"].hash)
+    ]
+    await set_visibility(rt, world.org_id, "own")
+    assert {r["provider"] for r in await feed(world.alice, provider="demo")} == {"demo"}
+    assert len(await feed(world.alice, provider="demo")) == 1
+    # The filter takes the slug, as analytics' does: the display name matches no row.
+    assert await feed(world.admin, provider="teamrouter demo") == []
+
+
+@pytest.mark.parametrize("path", ["/activity/generations", "/activity/export.csv"])
+@pytest.mark.parametrize(
+    ("params", "unknown"),
+    [
+        ({"modle": "test/chat"}, ["modle"]),
+        ({"provider_name": "demo", "model": "test/chat"}, ["provider_name"]),
+        ({"user": "x", "api_key": "y", "since": NOW.isoformat()}, ["api_key", "user"]),
+    ],
+)
+async def test_unknown_query_parameters_are_a_400_naming_them_and_the_accepted_ones(rt, world, path, params, unknown):
+    # Ignored, a misspelt filter would answer with every row, read as a filtered total.
+    await seed(rt, world)
+    error = assert_envelope(await world.admin.call("GET", path, params=params), 400, *unknown)
+    accepted = ["api_key_hash", "user_id", "model", "provider", "since", "until"]
+    accepted += ["cursor", "limit"] if path.endswith("generations") else []
+    assert error["message"].endswith("accepted: " + ", ".join(accepted)), error
+    assert error["metadata"] == {
+        "code": "unknown_parameter",
+        "field": unknown[0],
+        "unknown": unknown,
+        "accepted": accepted,
+    }
+    # The export has no pages: a `limit` there would have been ignored too, exporting every row.
+    if path.endswith("export.csv"):
+        assert_envelope(await world.admin.call("GET", path, params={"limit": 5}), 400, "'limit'")
+
+
 async def test_export_pages_through_more_rows_than_one_page(rt, world, monkeypatch):
     from teamrouter.domain.activity import feed as feed_module
 

@@ -1,6 +1,7 @@
 """Activity: the feed (`GET /activity/generations`), its CSV export, and OpenRouter's daily
 `GET /activity`. A session or a management key, in its context; who sees what is decided by the
-activity service (`domain.activity.scope`)."""
+activity service (`domain.activity.scope`). The feed and the export refuse a query parameter they do
+not know (400), so a misspelt filter never answers with every row."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from fastapi.responses import StreamingResponse
 
 from teamrouter.api.deps import ActorDep, RuntimeDep
 from teamrouter.api.policy import Access, access
+from teamrouter.api.query import QueryModel, refuse_undeclared
 from teamrouter.domain.activity import daily, export, feed
 from teamrouter.domain.activity.scope import check_range
 from teamrouter.gateway.setup import provider_name
@@ -23,6 +25,9 @@ KeyHash = Annotated[str | None, Query(min_length=1, max_length=64)]
 Ident = Annotated[str | None, Query(min_length=1, max_length=40)]
 ModelId = Annotated[str | None, Query(min_length=1, max_length=200)]
 Instant = Annotated[str | None, Query(min_length=1, max_length=64, description="ISO 8601 with a timezone")]
+# The slug activity rows store (the feed's `provider`, analytics' `provider` value), as analytics'
+# `provider` filter takes it; not the display name (`provider_name`).
+ProviderSlug = Annotated[str | None, Query(min_length=1, max_length=100, description="a provider's slug")]
 
 
 @router.get("/activity", openapi_extra=access(Access.ACTOR))
@@ -40,31 +45,39 @@ async def get_activity(
     return {"data": rows}
 
 
+class FeedFilters(QueryModel):
+    """The filters of the feed and of its export. Any other parameter is refused (`refuse_undeclared`)."""
+
+    api_key_hash: KeyHash = None
+    user_id: Ident = None
+    model: ModelId = None
+    provider: ProviderSlug = None
+    since: Instant = None
+    until: Instant = None
+
+
+class FeedQuery(FeedFilters):
+    cursor: Annotated[str | None, Query(min_length=1, max_length=400)] = None
+    limit: Annotated[int, Query(ge=1, le=feed.MAX_LIMIT)] = feed.DEFAULT_LIMIT
+
+
 @router.get("/activity/generations", openapi_extra=access(Access.ACTOR))
-async def list_generations(
-    actor: ActorDep,
-    rt: RuntimeDep,
-    api_key_hash: KeyHash = None,
-    user_id: Ident = None,
-    model: ModelId = None,
-    since: Instant = None,
-    until: Instant = None,
-    cursor: Annotated[str | None, Query(min_length=1, max_length=400)] = None,
-    limit: Annotated[int, Query(ge=1, le=feed.MAX_LIMIT)] = feed.DEFAULT_LIMIT,
-) -> dict[str, Any]:
+async def list_generations(actor: ActorDep, rt: RuntimeDep, query: Annotated[FeedQuery, Query()]) -> dict[str, Any]:
     """The feed, newest first; pass `next_cursor` back as `cursor` for the next page."""
-    start, end = parse_instant("since", since), parse_instant("until", until)
+    refuse_undeclared(query)
+    start, end = parse_instant("since", query.since), parse_instant("until", query.until)
     check_range(start, end)
     page = await feed.list_generations(
         rt,
         actor=actor,
-        api_key_hash=api_key_hash,
-        user_id=user_id,
-        model=model,
+        api_key_hash=query.api_key_hash,
+        user_id=query.user_id,
+        model=query.model,
+        provider=query.provider,
         since=start,
         until=end,
-        cursor=cursor,
-        limit=limit,
+        cursor=query.cursor,
+        limit=query.limit,
     )
     return {
         "data": [feed.feed_public(row, provider_name(rt, row.row.provider)) for row in page.rows],
@@ -73,20 +86,20 @@ async def list_generations(
 
 
 @router.get("/activity/export.csv", openapi_extra=access(Access.ACTOR), response_class=StreamingResponse)
-async def export_csv(
-    actor: ActorDep,
-    rt: RuntimeDep,
-    api_key_hash: KeyHash = None,
-    user_id: Ident = None,
-    model: ModelId = None,
-    since: Instant = None,
-    until: Instant = None,
-) -> StreamingResponse:
+async def export_csv(actor: ActorDep, rt: RuntimeDep, query: Annotated[FeedFilters, Query()]) -> StreamingResponse:
     """The feed's rows as CSV, streamed page by page (exact decimal costs)."""
-    start, end = parse_instant("since", since), parse_instant("until", until)
+    refuse_undeclared(query)
+    start, end = parse_instant("since", query.since), parse_instant("until", query.until)
     check_range(start, end)
     scope, filters = await feed.open_export(
-        rt, actor=actor, api_key_hash=api_key_hash, user_id=user_id, model=model, since=start, until=end
+        rt,
+        actor=actor,
+        api_key_hash=query.api_key_hash,
+        user_id=query.user_id,
+        model=query.model,
+        provider=query.provider,
+        since=start,
+        until=end,
     )
     return StreamingResponse(
         export.csv_chunks(rt, scope, filters, provider_name=partial(provider_name, rt)),

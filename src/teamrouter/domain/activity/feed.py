@@ -207,6 +207,7 @@ async def list_generations(
     api_key_hash: str | None = None,
     user_id: str | None = None,
     model: str | None = None,
+    provider: str | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
     cursor: str | None = None,
@@ -219,7 +220,14 @@ async def list_generations(
     async with rt.db.read() as session:
         scope = await resolve_scope(session, actor)
         filters = await resolve_filters(
-            session, scope, api_key_hash=api_key_hash, user_id=user_id, model=model, since=since, until=until
+            session,
+            scope,
+            api_key_hash=api_key_hash,
+            user_id=user_id,
+            model=model,
+            provider=provider,
+            since=since,
+            until=until,
         )
         rows, next_cursor = await _page(session, scope, filters, after, limit)
     return FeedPage(rows=rows, next_cursor=next_cursor)
@@ -232,6 +240,7 @@ async def open_export(
     api_key_hash: str | None = None,
     user_id: str | None = None,
     model: str | None = None,
+    provider: str | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
 ) -> tuple[ActivityScope, ActivityFilters]:
@@ -239,7 +248,14 @@ async def open_export(
     async with rt.db.read() as session:
         scope = await resolve_scope(session, actor)
         filters = await resolve_filters(
-            session, scope, api_key_hash=api_key_hash, user_id=user_id, model=model, since=since, until=until
+            session,
+            scope,
+            api_key_hash=api_key_hash,
+            user_id=user_id,
+            model=model,
+            provider=provider,
+            since=since,
+            until=until,
         )
     return scope, filters
 
