@@ -213,6 +213,29 @@ async def test_bad_queries_are_a_400_naming_the_field(world, body, field):
     assert error["code"] == 400 and field in error["message"], error
 
 
+@pytest.mark.parametrize(
+    ("filters", "message"),
+    [
+        ({"modle": "test/chat"}, "filters: cannot filter on 'modle'; valid: api_key_hash, user_id, model, provider"),
+        (
+            {"model": "test/chat", "provider_name": "x"},
+            "filters: cannot filter on 'provider_name'; valid: api_key_hash, user_id, model, provider",
+        ),
+        ({"model": 7}, "filters.model: Input should be a valid string"),
+        (
+            "test/chat",
+            "filters: must be an object {api_key_hash?, user_id?, model?, provider?} "
+            "or a list of {field, operator, value}",
+        ),
+    ],
+)
+async def test_a_bad_filter_object_is_a_400_about_that_object_alone(world, filters, message):
+    # Not also about the list form it was never meant as ("filters: Input should be a valid list").
+    error = (await query(world.admin, 400, filters=filters))["error"]
+    assert error["message"] == message, error
+    assert error["metadata"]["field"] == message.partition(":")[0]
+
+
 async def test_foreign_key_filter_is_not_found(rt, world, make_person):
     outsider = await make_person()
     other = await make_org(rt, outsider, name="Other")
