@@ -86,6 +86,9 @@ class Settings(BaseModel):
     # The shared upstream client's connect timeout; each provider's own timeouts (connect, first
     # byte, read) are set in the catalog.
     upstream_connect_timeout: float = Field(default=10.0, gt=0)
+    # A stream silent this long gets an SSE comment, so idle timeouts (nginx: 60 s) do not cut it
+    # while a model thinks; 0 turns it off (teamrouter.gateway.keepalive).
+    stream_keepalive_seconds: float = Field(default=15.0, ge=0)
     # How often each process looks for holds past their TTL (their requests' processes died).
     hold_sweep_seconds: float = Field(default=30.0, gt=0)
 

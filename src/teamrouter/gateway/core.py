@@ -36,6 +36,7 @@ from teamrouter.gateway import calls
 from teamrouter.gateway.admission import Admission, KeyInfo, admit
 from teamrouter.gateway.billing import Bill, bill
 from teamrouter.gateway.catalog import Catalog, Endpoint
+from teamrouter.gateway.keepalive import Keepalive
 from teamrouter.gateway.ratelimit import RateLimiter, make_rate_limiter
 from teamrouter.gateway.routing import (
     InvalidRoutingRequest,
@@ -48,7 +49,7 @@ from teamrouter.gateway.routing import (
 )
 from teamrouter.gateway.stats import ProviderStats
 from teamrouter.gateway.store.base import GatewayStore, GenerationRecord
-from teamrouter.gateway.streaming import Committed, Emit, StreamOutcome, close_stream, until_output
+from teamrouter.gateway.streaming import Committed, Emit, Head, StreamOutcome, close_stream, until_output
 from teamrouter.ids import new_generation_id
 from teamrouter.money import to_usd
 from teamrouter.providers.base import (
@@ -285,18 +286,22 @@ class Gateway:
         message_start) is passed on as it comes, and an error event, a break or an end before any
         output still falls back to the next endpoint (an overloaded upstream fails just so), nothing
         billed. When none is left after the head went out, the stream ends with an error event.
-        `disconnected` is resolved by the front end when the client goes away.
+        `disconnected` is resolved by the front end when the client goes away. A stream silent for
+        `stream_keepalive_seconds` (an upstream yet to answer, or thinking between two tokens) gets
+        an SSE comment, its head going out first if it had not (`keepalive`).
         """
+        response = Head(on_start)
+        keepalive = Keepalive(self.settings.stream_keepalive_seconds, response.start, emit)
+        try:
+            await self._stream(prepared, keepalive.emit, response, disconnected)
+        finally:
+            await keepalive.stop()
+
+    async def _stream(self, prepared: Prepared, emit: Emit, response: Head, disconnected: asyncio.Future[None]) -> None:
         last: UpstreamError | None = None
         chosen: Committed | None = None
         tried: Endpoint | None = None
-        started = False
-
-        async def start() -> None:
-            nonlocal started
-            if not started:
-                started = True
-                await on_start()
+        start = response.start
 
         try:
             for endpoint, adapter, upstream in self._attempts(prepared, stream=True):
@@ -346,10 +351,13 @@ class Gateway:
             await self._void_quietly(prepared)
             if disconnected.done():
                 return  # the client left before any upstream answered: nothing to send, nothing billed
-            if not started or tried is None:
+            if not response.sent:
                 raise _as_api_error(last)
-            # The head went out with a preamble that led nowhere: the stream ends with the error.
-            await emit(_error_event(prepared, tried, prepared.created, last or UpstreamError(502, "", retryable=False)))
+            # The head went out (with a preamble that led nowhere, or a keepalive comment): the
+            # stream ends with the error.
+            endpoint = tried or prepared.admission.candidates[0]
+            failure = last or UpstreamError(502, "", retryable=False)
+            await emit(_error_event(prepared, endpoint, prepared.created, failure))
             return
         await self._pump(prepared, chosen, emit, start, disconnected)
 

@@ -19,6 +19,33 @@ from teamrouter.providers.base import StreamParser, UpstreamError
 Emit = Callable[[bytes], Awaitable[None]]
 
 
+class Head:
+    """Sends a stream's response head once, whoever asks first: the stream itself or its keepalive
+    (`teamrouter.gateway.keepalive`), which run as two tasks. A second caller arriving while the
+    head is being sent waits for it, so no event can go out before the head."""
+
+    __slots__ = ("_on_start", "_sending")
+
+    def __init__(self, on_start: Callable[[], Awaitable[None]]) -> None:
+        self._on_start = on_start
+        self._sending: asyncio.Future[None] | None = None
+
+    @property
+    def sent(self) -> bool:
+        """Whether the head went out (or is going): a failure must then be an SSE error event."""
+        return self._sending is not None
+
+    async def start(self) -> None:
+        if self._sending is None:
+            self._sending = asyncio.get_running_loop().create_future()
+            try:
+                await self._on_start()
+            finally:
+                self._sending.set_result(None)
+        elif not self._sending.done():
+            await self._sending
+
+
 @dataclass(frozen=True, slots=True)
 class Committed:
     """An upstream stream that has carried output: the events read so far, and the rest to come."""
