@@ -9,11 +9,13 @@ SSE error event (the stream has started), and a prompt upstream sees none.
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import httpx
 import openai
 import pytest
+from openrouter import OpenRouter
 from tests.support.credits import check_ledger
 from tests.support.gateway import funded_person, script, start_gateway
 
@@ -69,6 +71,25 @@ async def test_an_upstream_silent_before_its_first_byte_gets_comments_then_answe
     assert "".join(c["choices"][0]["delta"].get("content") or "" for c in data if c["choices"]) == "Thought about it."
     assert data[-1]["usage"]["cost"] > 0 and lines[-1] == "data: [DONE]"
     assert COMMENT_LINE not in lines[first_data:]  # the answer itself came without pauses
+
+
+async def test_the_openrouter_sdk_skips_the_comments(setup):
+    server, who = setup
+    with (
+        warnings.catch_warnings(),
+        OpenRouter(
+            api_key=who.key, server_url=f"{server.base_url}/api/v1", retry_config=None, timeout_ms=30_000
+        ) as sdk,
+    ):
+        warnings.simplefilter("ignore", DeprecationWarning)
+        with sdk.chat.send(
+            model="test/chat",
+            messages=[{"role": "user", "content": script(first_byte_delay_ms=700, content="x y", chunks=2)}],
+            stream=True,
+        ) as chunks:
+            received = list(chunks)
+    assert "".join(e.choices[0].delta.content or "" for e in received if e.choices) == "x y"
+    assert received[-1].usage.cost > 0
 
 
 async def test_gaps_between_tokens_get_comments_and_the_sdk_skips_them(setup):
