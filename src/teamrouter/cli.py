@@ -5,17 +5,20 @@ from __future__ import annotations
 import asyncio
 import logging.config
 from collections.abc import Awaitable, Callable
-from typing import Annotated, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, NoReturn, TypeVar
 
 import typer
 from sqlalchemy.exc import DBAPIError
 
 from teamrouter.config import Settings, load_settings, resolve_secret
-from teamrouter.errors import NotFound, TeamrouterError
+from teamrouter.errors import CannotListen, NotFound, TeamrouterError
 from teamrouter.logs import logging_config
 from teamrouter.runtime import Runtime, build_runtime
 from teamrouter.storage import migrate
 from teamrouter.storage.db import describe_failure
+
+if TYPE_CHECKING:
+    import uvicorn
 
 T = TypeVar("T")
 
@@ -34,7 +37,12 @@ app.add_typer(keys_app, name="keys")
 
 
 # Exit statuses: 2 for configuration or input refused before anything ran, 1 for an operation that
-# failed (the database unreachable, a rule of the service).
+# failed (the database unreachable, a rule of the service). `serve` adds two of its own, so that a
+# service manager can tell them apart: 4 when its address cannot be listened on (the port in use,
+# an address not this machine's), before the database is touched; 3, uvicorn's, when the app's
+# start-up failed in its one worker.
+EXIT_WORKER_FAILED = 3
+EXIT_CANNOT_LISTEN = 4
 
 
 def _fail(message: str, status: int) -> NoReturn:
@@ -78,13 +86,11 @@ def _run(coro: Awaitable[T]) -> T:
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port.")] = 8080,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port (0: any free one, printed).")] = 8080,
     workers: Annotated[int, typer.Option(min=1, max=64, help="Worker processes sharing the port.")] = 1,
 ) -> None:
     """Migrate the database, then serve the API (and dashboard)."""
-    import uvicorn
-
-    from teamrouter.server import deadline_protocol
+    from teamrouter import serving
 
     # Everything that can be checked is checked here, before uvicorn starts: a worker that fails to
     # start makes uvicorn's supervisor exit 0 (with --workers > 1) after a traceback per worker.
@@ -97,14 +103,35 @@ def serve(
     # Resolved here, before workers start, so every worker reads the same generated dev secret.
     _secret(settings)
     _check_catalog(settings)
-    _migrate(settings)
-    typer.echo(f"teamrouter listening on http://{host}:{port} ({settings.env.value} mode)", err=True)
-    uvicorn.run(
+    # Bound before migrating: an address we cannot have (another server on the port) leaves the
+    # database as it was. Listening only after: until then a client is refused, not kept waiting.
+    try:
+        sock = serving.bind(host, port)
+        _migrate(settings)
+        serving.listen(sock)
+    except CannotListen as exc:
+        _fail(exc.message, EXIT_CANNOT_LISTEN)
+    # True from here: connections are accepted, and wait in the backlog until a worker has started.
+    typer.echo(f"teamrouter listening on {serving.url(sock)} ({settings.env.value} mode)", err=True)
+    try:
+        started = serving.run(_uvicorn_config(settings, workers), sock)
+    except KeyboardInterrupt:  # Ctrl-C: uvicorn has shut down cleanly; no traceback, as uvicorn.run
+        return
+    if not started:  # uvicorn logged why (the app's start-up failed); its status, as uvicorn.run
+        raise typer.Exit(EXIT_WORKER_FAILED)
+
+
+def _uvicorn_config(settings: Settings, workers: int) -> uvicorn.Config:
+    import uvicorn
+
+    from teamrouter.server import deadline_protocol
+    from teamrouter.serving import BACKLOG
+
+    return uvicorn.Config(
         "teamrouter.asgi:app_from_environment",
         factory=True,
-        host=host,
-        port=port,
         workers=workers,
+        backlog=BACKLOG,
         log_config=logging_config(),  # applied in every worker, which inherits none of ours
         log_level="info",
         timeout_graceful_shutdown=settings.shutdown_grace_seconds,

@@ -5,6 +5,7 @@ Front ends translate these once into the OpenRouter envelope
 
     TeamrouterError (500 internal)
     ├── ConfigError (500 config)                     bad deployment configuration
+    │   └── CannotListen (500 cannot_listen)         `serve` cannot bind its address (in use, not ours)
     ├── BadRequest (400 bad_request)                 malformed or invalid input; metadata.field names it
     ├── Unauthorized (401 unauthorized)              no or bad credentials
     ├── PaymentRequired (402 insufficient_credits)   pool cannot cover the hold
@@ -50,6 +51,11 @@ class TeamrouterError(Exception):
 class ConfigError(TeamrouterError):
     default_code = "config"
     default_message = "Invalid configuration"
+
+
+class CannotListen(ConfigError):
+    default_code = "cannot_listen"
+    default_message = "Cannot listen on the address"
 
 
 class BadRequest(TeamrouterError):

@@ -47,8 +47,10 @@ api_key_env = "TRFIX_UNSET_UPSTREAM_KEY"
 
 
 def serve(env: dict[str, str], workers: int) -> subprocess.CompletedProcess[str]:
+    # Port 0 (any free one): the socket is bound before the database is migrated, and a fixed port
+    # could be taken, or (port 1) not ours to bind without root.
     return subprocess.run(
-        [sys.executable, "-m", "teamrouter", "serve", "--port", "1", "--workers", str(workers)],
+        [sys.executable, "-m", "teamrouter", "serve", "--port", "0", "--workers", str(workers)],
         env=env,
         capture_output=True,
         text=True,
