@@ -8,6 +8,7 @@ from typing import Any
 from teamrouter.background import Background
 from teamrouter.clock import Clock, SystemClock
 from teamrouter.config import Settings, resolve_secret
+from teamrouter.domain.accounts import verification_mail
 from teamrouter.domain.accounts.passwords import Passwords
 from teamrouter.domain.mail.dispatcher import MailDispatcher
 from teamrouter.mailer import Mailer, OutboxMailer, SmtpMailer
@@ -31,7 +32,8 @@ class Runtime:
     mail: MailDispatcher = field(init=False)
 
     def __post_init__(self) -> None:
-        self.mail = MailDispatcher(self)
+        # A verification mail whose link a later sign-up ended is dropped when its turn comes.
+        self.mail = MailDispatcher(self, link_checks={verification_mail.TOPIC_KIND: verification_mail.link_is_live})
 
     async def close(self) -> None:
         await self.mail.stop()  # claims nothing more; what it is sending drains with the queue

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from tests.conftest import PASSWORD
 from tests.support.server import ServerProcess
 from tests.support.smtp import SmtpServer, free_port
 
+from teamrouter.clock import FrozenClock
 from teamrouter.config import Settings
 from teamrouter.domain.accounts import service as accounts
 from teamrouter.domain.accounts.passwords import Passwords
@@ -267,3 +269,72 @@ async def test_mail_survives_a_kill_while_the_mail_server_is_down(
         assert r.status_code == 200, r.text
     finally:
         up.stop()
+
+
+async def test_a_superseded_verification_mail_never_goes_out(
+    rt: Runtime, server_env: dict[str, str], sink: SmtpServer, tmp_path: Path
+):
+    # The mail server is refusing while someone signs up, then signs up again with the same
+    # address (a takeover of the unconfirmed account: the first link ends). Sign-up writes nothing
+    # more for that (its timing must not tell), so the sender checks each verification link just
+    # before sending: once the mail server is back only the live link arrives. Another person's
+    # sign-up, mailed during the same outage, arrives as ever.
+    taken_over, untouched = "twice@outbox.example.com", "once@outbox.example.com"
+    sink.sink.refuse_next = 1_000
+    server = ServerProcess({**server_env, "TEAMROUTER_SMTP_URL": sink.url}, cwd=tmp_path)
+    server.start()
+    try:
+        with httpx.Client(base_url=f"{server.base_url}{API}", timeout=10) as http:
+            for email in (taken_over, untouched, taken_over):
+                r = http.post("/auth/signup", json={"email": email, "password": PASSWORD})
+                assert r.status_code == 201, r.text
+
+            async def all_tried() -> list[OutgoingMail]:  # every mail met the refusing server once
+                rows = await outbox(rt)
+                return rows if len(rows) == 3 and all(m.attempts for m in rows) else []
+
+            await eventually(all_tried)
+            sink.sink.refuse_next = 0  # the mail server is back
+
+            async def settled() -> list[OutgoingMail]:
+                rows = await outbox(rt)
+                return rows if all(m.state != MailState.PENDING for m in rows) else []
+
+            superseded, once, live = await eventually(settled, timeout=15)
+            await asyncio.sleep(1.5)  # time for a wrong delivery (the retry interval is 1 s)
+            assert [m["To"] for m in sink.sink.messages].count(taken_over) == 1
+            [mail] = to(sink, taken_over)
+            assert http.post("/auth/verify-email", json={"token": sink.sink.token_in(mail)}).status_code == 200
+            assert len(to(sink, untouched)) == 1
+    finally:
+        server.stop()
+    assert (superseded.state, superseded.body, superseded.sent_at) == (MailState.CANCELLED, "", None)
+    assert (once.state, live.state) == (MailState.SENT, MailState.SENT)
+    log = server.log()
+    assert f"mail 'verification' not sent: its link no longer works; outgoing_mail row {superseded.id}" in log, log
+    assert "token=" not in log and taken_over not in log and untouched not in log, log
+
+
+async def test_an_expired_verification_link_is_not_mailed(make_runtime, sink, caplog):
+    # The mail server refused for longer than the link lives (24 h by default; retries go on for
+    # about five hours with the defaults, for days with a longer retry setting).
+    rt = make_runtime(mail_retry_seconds=3600)
+    sink.sink.refuse_next = 1_000
+    await accounts.sign_up(rt, email="late@outbox.example.com", password=PASSWORD)
+
+    async def tried() -> list[OutgoingMail]:
+        return [m for m in await outbox(rt) if m.last_error is not None]
+
+    await eventually(tried)
+    sink.sink.refuse_next = 0
+    clock = FrozenClock(rt.clock.now() + timedelta(hours=rt.settings.email_token_ttl_hours, minutes=1))
+    rt.clock = clock
+    with caplog.at_level(logging.INFO, logger="teamrouter"):
+        rt.mail.wake()  # as its ticker would once the retry fell due
+
+        async def cancelled() -> list[OutgoingMail]:
+            return [m for m in await outbox(rt) if m.state == MailState.CANCELLED]
+
+        [row] = await eventually(cancelled)
+    assert to(sink, "late@outbox.example.com") == [] and row.body == ""
+    assert "late@outbox.example.com" not in caplog.text and "token" not in caplog.text

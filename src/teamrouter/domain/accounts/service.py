@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
+from teamrouter.domain.accounts import verification_mail
 from teamrouter.domain.accounts.mail_limits import take_mail_slot
 from teamrouter.domain.accounts.models import EmailToken, LoginFailure, User, WebSession
 from teamrouter.domain.accounts.passwords import password_problem
@@ -212,13 +213,14 @@ async def create_user(
     return user
 
 
-def _verification_link(uow: UnitOfWork, rt: Runtime, user: User) -> str:
-    """A fresh single-use verification token for the user's address, as the link to mail."""
+def _verification_link(uow: UnitOfWork, rt: Runtime, user: User) -> tuple[str, str]:
+    """A fresh single-use verification token for the user's address: its id, and the link to mail."""
     token = new_token()
+    token_id = new_id("etok")
     now = rt.clock.now()
     uow.session.add(
         EmailToken(
-            id=new_id("etok"),
+            id=token_id,
             user_id=user.id,
             purpose=VERIFY_EMAIL,
             email=user.email,
@@ -227,19 +229,27 @@ def _verification_link(uow: UnitOfWork, rt: Runtime, user: User) -> str:
             expires_at=now + timedelta(hours=rt.settings.email_token_ttl_hours),
         )
     )
-    return f"{rt.settings.public_url}/verify-email?token={token}"
+    return token_id, f"{rt.settings.public_url}/verify-email?token={token}"
 
 
 def _send_verification(uow: UnitOfWork, rt: Runtime, user: User) -> None:
-    link = _verification_link(uow, rt, user)
+    token_id, link = _verification_link(uow, rt, user)
     body = (
         f"Hello{(' ' + user.name) if user.name else ''},\n\n"
         f"Confirm your email address for teamrouter by opening this link:\n\n{link}\n\n"
         f"The link works once and expires in {rt.settings.email_token_ttl_hours} hours.\n"
         "If you did not sign up, ignore this message.\n"
     )
+    # The topic lets the sender drop the mail if a later sign-up ends this link before it goes out
+    # (verification_mail says why then, and not now).
     mail_after_commit(
-        uow, rt, to=user.email, subject="Verify your teamrouter email", body=body, what="mail 'verification'"
+        uow,
+        rt,
+        to=user.email,
+        subject="Verify your teamrouter email",
+        body=body,
+        what="mail 'verification'",
+        topic=verification_mail.topic(token_id),
     )
 
 

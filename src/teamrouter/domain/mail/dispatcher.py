@@ -7,7 +7,9 @@ the answer without the request waiting for it (teamrouter.background says why th
 failed attempt is due again after `mail_retry_seconds`, twice as long after each further failure
 (at most `MAX_RETRY_DELAY` apart), and the mail is given up after `mail_max_attempts` attempts,
 or at once when the mail server refuses it for good (a 5xx reply: `mailer.is_permanent_refusal`):
-logged, and kept (without its body) as a `failed` row. A ticker sleeps until the next row falls
+logged, and kept (without its body) as a `failed` row. A mail whose topic has a link check (its
+link may have ended since it was recorded: a superseded verification link) is checked just before
+it is sent, and cancelled if its link no longer works. A ticker sleeps until the next row falls
 due (a retry, or a claim whose process died and whose lease runs out) and wakes the senders then;
 started with the app, it also finds what a process killed earlier left behind.
 
@@ -21,7 +23,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from datetime import timedelta
+from collections.abc import Mapping
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from teamrouter.background import Background
@@ -58,15 +61,26 @@ class MailHost(Protocol):
     background: Background
 
 
+class LinkCheck(Protocol):
+    """Whether the link in a mail about `subject` (its topic after the kind) still works `now`."""
+
+    async def __call__(self, db: Database, subject: str, /, *, now: datetime) -> bool: ...
+
+
 def retry_delay(attempts: int, *, first_seconds: float) -> timedelta:
     """How long after its `attempts`-th failed attempt a mail is tried again."""
     return min(timedelta(seconds=first_seconds * 2 ** min(attempts - 1, 30)), MAX_RETRY_DELAY)
 
 
 class MailDispatcher:
-    def __init__(self, host: MailHost, *, concurrency: int = CONCURRENCY) -> None:
+    def __init__(
+        self, host: MailHost, *, concurrency: int = CONCURRENCY, link_checks: Mapping[str, LinkCheck] | None = None
+    ) -> None:
         self._host = host
         self._concurrency = concurrency
+        # By topic kind ("verification" in "verification:<token id>"), from the domain that owns
+        # the links: this package knows mail, not what makes a link live.
+        self._link_checks = dict(link_checks or {})
         self._active = 0  # senders queued or running; one stops when it finds nothing due
         self._wakes = 0  # counts wake-ups, so a sender finding nothing knows whether to look again
         self._sending: set[int] = set()  # rows this process's senders hold
@@ -135,6 +149,9 @@ class MailDispatcher:
 
     async def _deliver(self, mail: Claimed) -> None:
         host = self._host
+        if not await self._link_works(mail):
+            await self._cancel(mail)
+            return
         try:
             async with asyncio.timeout(SEND_SECONDS):
                 await host.mailer.send(to=mail.to, subject=mail.subject, body=mail.body)
@@ -148,6 +165,35 @@ class MailDispatcher:
             return
         if not recorded:
             log.warning("%s went out after its claim ran out: may have gone out twice", mail.what)
+
+    async def _link_works(self, mail: Claimed) -> bool:
+        """The mail's link still works, or it has none that can end (no check for its topic)."""
+        kind, _, subject = (mail.topic or "").partition(":")
+        check = self._link_checks.get(kind)
+        if check is None:
+            return True
+        host = self._host
+        try:
+            return await check(host.db, subject, now=host.clock.now())
+        except Exception as exc:
+            # Send it, as before there was a check: a dead link costs a click, a live one held back
+            # could be the only one the person gets.
+            log.warning("%s: its link could not be checked (%s); sending it", mail.what, describe_failure(exc))
+            return True
+
+    async def _cancel(self, mail: Claimed) -> None:
+        host = self._host
+        try:
+            await store.mark_cancelled(host.db, mail, now=host.clock.now())
+        except Exception as exc:
+            log.warning(
+                "%s not sent: its link no longer works; nor cancelled (%s): checked again when its claim runs out",
+                mail.what,
+                describe_failure(exc),
+            )
+            return
+        # No address, no link: what the mail is and its row, as the other lines.
+        log.info("%s not sent: its link no longer works; outgoing_mail row %d is marked cancelled", mail.what, mail.id)
 
     async def _attempt_failed(self, mail: Claimed, reason: str, *, permanent: bool = False) -> None:
         host = self._host

@@ -17,7 +17,7 @@ class MailState(StrEnum):
     PENDING = "pending"  # waiting for its next attempt, or claimed by a sender until next_attempt_at
     SENT = "sent"
     FAILED = "failed"  # gave up after the last attempt
-    CANCELLED = "cancelled"  # what it was about ended before it went out (a revoked invitation)
+    CANCELLED = "cancelled"  # what it was about ended before it went out (a revoked invitation, a dead link)
 
 
 class OutgoingMail(Base):
@@ -37,8 +37,10 @@ class OutgoingMail(Base):
     subject: Mapped[str] = mapped_column(Text)
     body: Mapped[str] = mapped_column(Text)
     what: Mapped[str] = mapped_column(String(64))  # names the mail in logs: never an address or a token
-    # What the mail is about ("invitation:<id>"; None for the rest), so that a change which makes it
-    # pointless (the invitation revoked or replaced) can cancel it while it is still pending.
+    # What the mail is about, "<kind>:<id>", so that it can be dropped once pointless while still
+    # pending: "invitation:<id>" is cancelled by the change that ends the invitation (revoked or
+    # replaced); "verification:<email token id>" is checked by the dispatcher just before sending,
+    # since sign-up may not pay for a cancelling write (accounts.verification_mail). None: the rest.
     topic: Mapped[str | None] = mapped_column(String(100))
     state: Mapped[str] = mapped_column(String(16), default=MailState.PENDING)
     attempts: Mapped[int] = mapped_column(default=0)

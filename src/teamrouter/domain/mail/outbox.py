@@ -23,6 +23,7 @@ def mail_after_commit(
 
 async def cancel_mail(uow: UnitOfWork, rt: Runtime, *, topic: str) -> None:
     """In `uow`'s transaction: the pending mails about `topic` will not go out (what they were
-    about has ended: a revoked or replaced invitation's). Verification mail has no topic: cancelling
-    a superseded one would add a write to sign-up paths that must take alike (the security notes)."""
+    about has ended: a revoked or replaced invitation's). Not for verification mail: cancelling a
+    superseded one here would add a write to sign-up paths that must take alike (the security
+    notes); the dispatcher checks its link just before sending instead (accounts.verification_mail)."""
     await store.cancel(uow, topic=topic, now=rt.clock.now())

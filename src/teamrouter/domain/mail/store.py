@@ -27,6 +27,7 @@ class Claimed:
     subject: str
     body: str
     what: str
+    topic: str | None
     attempts: int  # including this one
 
 
@@ -79,6 +80,7 @@ async def claim(db: Database, *, now: datetime, lease: timedelta, besides: Colle
                     OutgoingMail.subject,
                     OutgoingMail.body,
                     OutgoingMail.what,
+                    OutgoingMail.topic,
                     OutgoingMail.attempts,
                 )
                 .execution_options(synchronize_session=False)
@@ -86,7 +88,7 @@ async def claim(db: Database, *, now: datetime, lease: timedelta, besides: Colle
         ).first()
     if row is None:
         return None
-    return Claimed(id=row[0], to=row[1], subject=row[2], body=row[3], what=row[4], attempts=row[5])
+    return Claimed(id=row[0], to=row[1], subject=row[2], body=row[3], what=row[4], topic=row[5], attempts=row[6])
 
 
 async def cancel(uow: UnitOfWork, *, topic: str, now: datetime) -> int:
@@ -112,6 +114,18 @@ async def mark_sent(db: Database, mail: Claimed, *, now: datetime) -> bool:
             update(OutgoingMail)
             .where(*_ours(mail))
             .values(state=MailState.SENT, sent_at=now, body="", last_error=None)
+            .execution_options(synchronize_session=False)
+        )
+    return bool(done.rowcount == 1)  # type: ignore[attr-defined]
+
+
+async def mark_cancelled(db: Database, mail: Claimed, *, now: datetime) -> bool:
+    """The mail lost its point before it went out (its link ended): never sent, body blanked."""
+    async with db.uow() as uow:
+        done = await uow.session.execute(
+            update(OutgoingMail)
+            .where(*_ours(mail))
+            .values(state=MailState.CANCELLED, body="", next_attempt_at=now)
             .execution_options(synchronize_session=False)
         )
     return bool(done.rowcount == 1)  # type: ignore[attr-defined]
