@@ -27,6 +27,7 @@ from teamrouter.gateway.setup import open_store
 from teamrouter.gateway.store import sql
 from teamrouter.gateway.store.base import Hold
 from teamrouter.ids import new_id
+from teamrouter.storage.urls import async_url
 
 CENT = 10_000_000
 
@@ -407,8 +408,11 @@ async def test_a_batch_whose_answer_is_lost_after_its_commit_is_not_settled_twic
                 raise asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed in the middle")
             if batch and late and len(lost) == 1:
                 lost.append("late")
-                async with real_pool.acquire() as other:  # the first attempt commits now
+                other = await real_pool.take()  # the first attempt commits now
+                try:
                     await other.fetchval(query, *args)
+                finally:
+                    real_pool.give_back(other)
             value = await self._conn.fetchval(query, *args)
             if batch and not late and not lost:
                 lost.append(len(args[1]))  # committed: now the answer is lost on the way back
@@ -419,10 +423,11 @@ async def test_a_batch_whose_answer_is_lost_after_its_commit_is_not_settled_twic
             pass  # the real connection is fine and goes back to its pool
 
     class Pool:
-        @contextlib.asynccontextmanager
-        async def acquire(self):
-            async with real_pool.acquire() as conn:
-                yield Conn(conn)
+        async def take(self):
+            return Conn(await real_pool.take())
+
+        def give_back(self, conn):
+            real_pool.give_back(conn._conn)
 
     store._pool = Pool()
     costs = [1000 * (i + 1) for i in range(12)]
@@ -456,7 +461,8 @@ async def test_postgres_finds_a_hold_by_its_primary_key(rt, store, name):
 
     await _reserved(rt, store, 3)
     statement = postgres._ONE[name]
-    async with store._pool.acquire() as conn:
+    conn = await store._pool.take()
+    try:
         await conn.execute("SET plan_cache_mode = force_generic_plan")
         try:
             await conn.execute(f"PREPARE hot AS {statement.text}")
@@ -465,6 +471,8 @@ async def test_postgres_finds_a_hold_by_its_primary_key(rt, store, name):
         finally:
             await conn.execute("DEALLOCATE hot")  # not ALL: asyncpg's own prepared statements live here
             await conn.execute("RESET plan_cache_mode")
+    finally:
+        store._pool.give_back(conn)
     assert "ix_credit_hold_open" not in plan, plan
     if name != "SETTLE_MANY":  # a batch may also scan a table this small, which is fine
         assert "pk_credit_hold" in plan, plan
@@ -492,7 +500,7 @@ async def test_a_batch_of_settlements_locks_every_key_before_any_pool(rt, store)
         params.update(sql.generation_params(record, hold.id))
         params.update(sql.rollup_params(record))
         batch.append(_Settlement(params, record.id, asyncio.get_running_loop().create_future()))
-    url = store._pool._connect_args[0]
+    url = async_url(rt.settings.effective_database_url).set(drivername="postgresql").render_as_string(False)
     blocker, probe = await asyncpg.connect(url), await asyncpg.connect(url)
     try:
         async with blocker.transaction():

@@ -19,7 +19,7 @@ from starlette.types import Message, Receive, Scope, Send
 from teamrouter.errors import MethodNotAllowed, PayloadTooLarge, TeamrouterError, Unauthorized
 from teamrouter.gateway.core import Gateway
 from teamrouter.ids import new_generation_id
-from teamrouter.providers.base import Kind
+from teamrouter.providers.base import Kind, sse_event
 
 ROUTES: dict[str, Kind] = {"/api/v1/chat/completions": "chat", "/api/v1/completions": "completion"}
 GATEWAY_KEY = "gateway"
@@ -103,7 +103,11 @@ class InferenceFront:
                     disconnected.set_result(None)
                     return
 
+        head_sent = False
+
         async def start() -> None:
+            nonlocal head_sent
+            head_sent = True
             await send(
                 {
                     "type": "http.response.start",
@@ -124,8 +128,12 @@ class InferenceFront:
         try:
             await gateway.stream(prepared, emit, start, disconnected)
         except TeamrouterError as exc:
-            await _send_error(send, exc, generation)  # nothing was sent yet: an ordinary error
-            return
+            if not head_sent:
+                await _send_error(send, exc, generation)  # nothing was sent yet: an ordinary error
+                return
+            # The gateway raises only before the head; should anything escape after it (a keepalive
+            # comment can send the head at any time), the stream still ends as API.md has it.
+            await emit(sse_event({**exc.envelope(), "choices": [{"index": 0, "delta": {}, "finish_reason": "error"}]}))
         finally:
             listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -291,7 +291,11 @@ class Gateway:
         an SSE comment, its head going out first if it had not (`keepalive`).
         """
         response = Head(on_start)
-        keepalive = Keepalive(self.settings.stream_keepalive_seconds, response.start, emit)
+        every = self.settings.stream_keepalive_seconds
+        if every <= 0:
+            await self._stream(prepared, emit, response, disconnected)
+            return
+        keepalive = Keepalive(every, response.start, emit)
         try:
             await self._stream(prepared, keepalive.emit, response, disconnected)
         finally:

@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 
 class Keepalive:
-    """Wraps a stream's `start` and `emit`; `stop()` before the stream's last message."""
+    """Wraps a stream's `start` and `emit`; `stop()` once the stream has sent its last event."""
 
     def __init__(self, every: float, start: Callable[[], Awaitable[None]], emit: Emit) -> None:
         self._every = every
@@ -36,10 +36,17 @@ class Keepalive:
         self._last = self._loop.time()
         self._timer = self._loop.call_later(every, self._due) if every > 0 else None
         self._sending: asyncio.Task[None] | None = None
+        # An event is being sent: a slow reader holding it up is not silence, and a comment then
+        # could land after the stream's last event.
+        self._emitting = False
 
     async def emit(self, data: bytes) -> None:
-        self._last = self._loop.time()
-        await self._emit(data)
+        self._emitting = True
+        try:
+            await self._emit(data)
+        finally:
+            self._emitting = False
+            self._last = self._loop.time()
 
     async def stop(self) -> None:
         """No comment after this returns (one under way is let finish: it is a whole event)."""
@@ -51,7 +58,7 @@ class Keepalive:
                 await asyncio.shield(self._sending)
 
     def _due(self) -> None:
-        idle = self._loop.time() - self._last
+        idle = 0.0 if self._emitting else self._loop.time() - self._last
         if idle >= self._every and (self._sending is None or self._sending.done()):
             self._sending = self._loop.create_task(self._comment(), name="sse-keepalive")
             idle = 0.0

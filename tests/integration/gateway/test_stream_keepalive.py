@@ -30,8 +30,12 @@ COMMENT_LINE = COMMENT.decode().strip()
 
 
 @pytest.fixture
-async def setup(db_factory, tmp_path: Path, fake, passwords):
-    database = db_factory.create()
+def database(db_factory) -> str:
+    return db_factory.create()  # not in the async fixture: PostgreSQL's factory runs its own loop
+
+
+@pytest.fixture
+async def setup(database: str, tmp_path: Path, fake, passwords):
     settings = load_settings({}, env="dev", database_url=database, var_dir=str(tmp_path / "rt"), secret_key="k" * 48)
     rt = build_runtime(settings, passwords=passwords)
     who = await funded_person(rt, usd="1")

@@ -55,3 +55,23 @@ async def test_zero_turns_it_off() -> None:
     await asyncio.sleep(0.1)
     await keepalive.stop()
     assert client.sent == []
+
+
+async def test_no_comment_while_a_slow_reader_holds_up_an_event() -> None:
+    client = _Client()
+    release = asyncio.Event()
+
+    async def slow_emit(data: bytes) -> None:
+        client.sent.append(data)
+        if data == b"last":
+            await release.wait()  # the client is not reading
+
+    keepalive = Keepalive(0.05, Head(client.head).start, slow_emit)
+    sending = asyncio.ensure_future(keepalive.emit(b"last"))
+    await asyncio.sleep(0.2)
+    assert client.sent == [b"last"]  # held up, not silent: no comment after the last event
+    release.set()
+    await sending
+    await keepalive.stop()
+    await asyncio.sleep(0.1)
+    assert client.sent == [b"last"]

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from teamrouter.errors import ServiceUnavailable
+from teamrouter.gateway.store import pg_connections
 from teamrouter.gateway.store.pg_connections import Connections
 
 
@@ -133,3 +134,44 @@ async def test_a_request_waiting_when_the_store_closes_hears_so() -> None:
     await pool.close()
     with pytest.raises(ServiceUnavailable):
         await waiting
+
+
+async def test_a_place_freed_for_a_waiter_is_not_taken_by_a_newcomer_in_the_same_turn() -> None:
+    server = _Server()
+    pool = await Connections.open(server.connect, min_size=0, max_size=2)
+    first, second = await pool.take(), await pool.take()
+    waiting = asyncio.ensure_future(pool.take())
+    await asyncio.sleep(0.01)
+    first.closed = True  # its backend was terminated
+    pool.give_back(first)  # frees a place, held for the waiter ...
+    newcomer = asyncio.ensure_future(pool.take())  # ... which a request arriving now must not take
+    await asyncio.sleep(0.01)
+    assert waiting.done() and not newcomer.done()
+    assert len([c for c in server.opened if not c.closed]) == 2  # never more than max_size
+    pool.give_back(second)
+    assert await newcomer is second
+    await pool.close()
+
+
+async def test_a_waiter_cancelled_as_the_store_closes_stays_cancelled() -> None:
+    pool = await Connections.open(_Server().connect, min_size=1, max_size=1)
+    await pool.take()
+    waiting = asyncio.ensure_future(pool.take())
+    await asyncio.sleep(0.01)
+    closing = asyncio.ensure_future(pool.close())
+    await asyncio.sleep(0)
+    waiting.cancel()
+    await closing
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+
+
+async def test_a_connection_idle_too_long_is_closed_not_reused(monkeypatch) -> None:
+    server = _Server()
+    pool = await Connections.open(server.connect, min_size=1, max_size=2)
+    old = server.opened[0]
+    monkeypatch.setattr(pg_connections, "MAX_IDLE_SECONDS", 0.0)
+    await asyncio.sleep(0.01)
+    fresh = await pool.take()
+    assert fresh is not old and old.closed
+    await pool.close()

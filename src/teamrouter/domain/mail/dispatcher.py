@@ -174,7 +174,10 @@ class MailDispatcher:
             return True
         host = self._host
         try:
-            return await check(host.db, subject, now=host.clock.now())
+            # Bounded like the send: a hung read must not outlast the claim (the mail could then
+            # go out twice).
+            async with asyncio.timeout(SEND_SECONDS):
+                return await check(host.db, subject, now=host.clock.now())
         except Exception as exc:
             # Send it, as before there was a check: a dead link costs a click, a live one held back
             # could be the only one the person gets.

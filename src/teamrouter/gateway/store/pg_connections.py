@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
+import time
 from collections.abc import Awaitable, Callable
 
 import asyncpg
@@ -27,16 +27,24 @@ from teamrouter.errors import ServiceUnavailable
 Connect = Callable[[], Awaitable[asyncpg.Connection]]
 
 
+# A connection idle this long is closed rather than reused (asyncpg's pool's default too): a NAT or
+# firewall may have dropped its flow silently, and its first statement would then wait out the
+# statement timeout before the retry.
+MAX_IDLE_SECONDS = 300.0
+
+
 class Connections:
     """At most `max_size` connections; those beyond `min_size` are opened on demand and kept."""
 
     def __init__(self, connect: Connect, *, max_size: int) -> None:
         self._connect = connect
         self._max_size = max_size
-        self._idle: collections.deque[asyncpg.Connection] = collections.deque()
-        self._size = 0  # connections open, being opened, or in use
-        # Requests waiting for a connection when all `max_size` are in use. Each gets a connection,
-        # or None when a dropped connection freed a place (it then opens its own).
+        # (connection, monotonic time it came back); taken from the right, the most recently used.
+        self._idle: collections.deque[tuple[asyncpg.Connection, float]] = collections.deque()
+        self._size = 0  # connections open, being opened, in use, or places held for a waiter
+        # Requests waiting for a connection when all `max_size` places are taken. Each gets a
+        # connection, or None: a place freed by a dropped connection, held for it to open its own
+        # (counted in `_size` from the moment it is handed over, so no newcomer can take it too).
         self._waiters: collections.deque[asyncio.Future[asyncpg.Connection | None]] = collections.deque()
         self._closed = False
 
@@ -46,7 +54,8 @@ class Connections:
         pool = cls(connect, max_size=max_size)
         try:
             for _ in range(min_size):
-                pool._idle.append(await pool._open())
+                pool._size += 1
+                pool._idle.append((await pool._open_held(), time.monotonic()))
         except BaseException:
             await pool.close()
             raise
@@ -55,47 +64,58 @@ class Connections:
     async def take(self) -> asyncpg.Connection:
         if self._closed:
             raise ServiceUnavailable("Store is shutting down")
-        while self._idle:
-            conn = self._idle.pop()  # the most recently used: its socket and backend are warm
-            if not conn.is_closed():
-                return conn
-            self._size -= 1  # the server closed it while it sat here
+        idle = self._idle
+        if idle:
+            stale = time.monotonic() - MAX_IDLE_SECONDS
+            while idle and idle[0][1] < stale:  # the oldest are on the left
+                self._drop(idle.popleft()[0])
+            while idle:
+                conn = idle.pop()[0]  # the most recently used: its socket and backend are warm
+                if not conn.is_closed():
+                    return conn
+                self._size -= 1  # the server closed it while it sat here
         if self._size < self._max_size:
-            return await self._open()
+            self._size += 1
+            return await self._open_held()
         waiter: asyncio.Future[asyncpg.Connection | None] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         try:
             conn = await waiter
         except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled():
-                self._pass_on(waiter.result())  # handed over just as this request went away
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                handed = waiter.result()  # handed over just as this request went away
+                if handed is None:
+                    self._size -= 1  # the place held for it
+                self._pass_on(handed)
             raise
-        return conn if conn is not None else await self._open()
+        return conn if conn is not None else await self._open_held()
 
     def give_back(self, conn: asyncpg.Connection) -> None:
         if self._closed or conn.is_closed() or conn.is_in_transaction():
-            conn.terminate()
-            self._size -= 1
-            self._pass_on(None)
+            self._drop(conn)
             return
         self._pass_on(conn)
 
     async def close(self) -> None:
-        """Closes the idle connections; one still in use is terminated when it comes back."""
+        """Closes the idle connections (at once, each bounded); one in use is terminated when it
+        comes back."""
         self._closed = True
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
                 waiter.set_exception(ServiceUnavailable("Store is shutting down"))
-        idle = list(self._idle)
+        idle = [conn for conn, _ in self._idle]
         self._idle.clear()
         self._size -= len(idle)
-        for conn in idle:
-            with contextlib.suppress(Exception):
-                await conn.close(timeout=2)
+        try:
+            # Together: a database that does not answer costs one timeout, not one per connection.
+            await asyncio.gather(*(conn.close(timeout=2) for conn in idle), return_exceptions=True)
+        finally:
+            for conn in idle:
+                conn.terminate()  # any that did not close in time (or a cancelled close)
 
-    async def _open(self) -> asyncpg.Connection:
-        self._size += 1
+    async def _open_held(self) -> asyncpg.Connection:
+        """Opens a connection in a place already counted in `_size`; frees the place if it fails."""
         try:
             return await self._connect()
         except BaseException:
@@ -103,11 +123,19 @@ class Connections:
             self._pass_on(None)  # a waiter may succeed where this one failed
             raise
 
+    def _drop(self, conn: asyncpg.Connection) -> None:
+        conn.terminate()
+        self._size -= 1
+        self._pass_on(None)
+
     def _pass_on(self, conn: asyncpg.Connection | None) -> None:
-        """To the first waiter still waiting, else (a connection) to the idle list."""
+        """To the first waiter still waiting (None: a free place, held for it), else a connection
+        goes to the idle list."""
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
+                if conn is None:
+                    self._size += 1
                 waiter.set_result(conn)
                 return
         if conn is not None:
@@ -115,4 +143,4 @@ class Connections:
                 conn.terminate()
                 self._size -= 1
             else:
-                self._idle.append(conn)
+                self._idle.append((conn, time.monotonic()))
