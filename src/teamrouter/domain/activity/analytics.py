@@ -6,6 +6,10 @@ Buckets are computed in SQL (see `buckets`), so a year of traffic is one GROUP B
 never a scan of generations. Sums stay integers (nano-USD) until they are shown. Rows group by what
 the rollups store (a provider's slug, a key's id); each dimension is shown with its names beside it,
 the provider's display name as the activity feed shows it, and the value stays what filters take.
+
+Filters (`eq`, `neq`, `in`, `not_in`) only ever narrow the caller's scope: they are ANDed after it,
+with their values bound as SQL parameters. `order_by` sorts the rows and `group_limit` keeps the
+first rows of each combination of dimension values, both in SQL, before `limit`.
 """
 
 from __future__ import annotations
@@ -17,16 +21,25 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
+from sqlalchemy.sql.base import ReadOnlyColumnCollection
+from sqlalchemy.sql.elements import ColumnElement, KeyedColumnElement
 
 from teamrouter.clock import iso_utc as iso
 from teamrouter.domain.accounts.models import User
 from teamrouter.domain.activity.buckets import Granularity, bucket_expr, bucket_start, ceil_hour, floor_hour
 from teamrouter.domain.activity.daily import rollup_conditions
 from teamrouter.domain.activity.models import UsageRollup
-from teamrouter.domain.activity.schemas import AnalyticsQuery, FilterObject
-from teamrouter.domain.activity.scope import resolve_filters, resolve_scope
+from teamrouter.domain.activity.schemas import AnalyticsQuery, FilterObject, Operator, OrderBy
+from teamrouter.domain.activity.scope import (
+    ActivityScope,
+    check_user_visible,
+    resolve_filters,
+    resolve_scope,
+    visible_key_ids,
+)
 from teamrouter.domain.actor import Actor
 from teamrouter.domain.keys.models import ApiKey
 from teamrouter.errors import bad_field
@@ -57,6 +70,15 @@ MAX_DAYS: dict[Granularity, int] = {
 DEFAULT_DAYS = 30
 FILTER_FIELDS = {"api_key_hash": "api_key_hash", "api_key": "api_key_hash", "user_id": "user_id", "user": "user_id"}
 FILTER_FIELDS |= {"model": "model", "provider": "provider"}
+# filter name (FILTER_FIELDS' values) → rollup column; a key filter takes hashes, rollups hold ids
+FILTER_COLUMNS: dict[str, InstrumentedAttribute[str]] = {
+    "api_key_hash": UsageRollup.key_id,
+    "user_id": UsageRollup.user_id,
+    "model": UsageRollup.model,
+    "provider": UsageRollup.provider,
+}
+# `order_by` names for the time bucket: the SDK's ("date") and the rows' own ("bucket")
+ORDER_BUCKET = ("date", "bucket")
 _SUMMED = ("requests", "cost", "tokens_prompt", "tokens_completion")
 
 
@@ -72,12 +94,21 @@ def analytics_meta() -> dict[str, Any]:
             {"name": g.value, "display_label": g.value.capitalize(), "max_time_range_days": MAX_DAYS[g]}
             for g in Granularity
         ],
-        "operators": [{"name": "eq", "value_type": "scalar"}],
+        "operators": [{"name": op.value, "value_type": "array" if op.takes_list else "scalar"} for op in Operator],
         "filters": sorted(FILTER_FIELDS),
         "max_time_range_days": max(MAX_DAYS.values()),
         "week_starts_on": "monday",
         "timezone": "UTC",
     }
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """One filter: a FILTER_FIELDS name, an operator and its value(s)."""
+
+    field: str
+    operator: Operator
+    values: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +118,9 @@ class Plan:
     granularity: Granularity
     start: datetime
     end: datetime
-    filters: dict[str, str]
+    filters: list[Condition]
+    order: tuple[str, bool] | None  # (field, descending)
+    group_limit: int | None  # None also when there are no dimensions (the SDK ignores it then)
 
 
 def plan(query: AnalyticsQuery, now: datetime) -> Plan:
@@ -117,30 +150,47 @@ def plan(query: AnalyticsQuery, now: datetime) -> Plan:
             raise bad_field("time_range.end", "must be at most 9999-12-31T23:00:00Z") from None
         if end - start > timedelta(days=MAX_DAYS[granularity]):
             raise bad_field("time_range", f"may span at most {MAX_DAYS[granularity]} days at {granularity} granularity")
+    metrics = list(dict.fromkeys(query.metrics))
+    dimensions = list(dict.fromkeys(query.dimensions))
     return Plan(
-        metrics=list(dict.fromkeys(query.metrics)),
-        dimensions=list(dict.fromkeys(query.dimensions)),
+        metrics=metrics,
+        dimensions=dimensions,
         granularity=granularity,
         start=start,
         end=end,
         filters=_filters(query.filters),
+        order=_order(query.order_by, metrics, dimensions),
+        group_limit=query.group_limit if dimensions else None,
     )
 
 
-def _filters(given: FilterObject | list[Any] | None) -> dict[str, str]:
+def _filters(given: FilterObject | list[Any] | None) -> list[Condition]:
     if given is None:
-        return {}
+        return []
     if isinstance(given, FilterObject):
-        return {k: v for k, v in given.model_dump().items() if v is not None}
-    found: dict[str, str] = {}
+        return [Condition(k, Operator.EQ, (v,)) for k, v in given.model_dump().items() if v is not None]
+    found: list[Condition] = []
+    equal: dict[str, str] = {}
     for item in given:
         name = FILTER_FIELDS.get(item.field)
         if name is None:
             raise bad_field("filters", f"cannot filter on {item.field!r}; valid: {', '.join(sorted(FILTER_FIELDS))}")
-        if name in found and found[name] != item.value:
+        # Filters are ANDed; two different `eq` values on one field would match nothing, surely a mistake.
+        if item.operator is Operator.EQ and equal.setdefault(name, item.values[0]) != item.values[0]:
             raise bad_field("filters", f"two different values for {item.field!r}")
-        found[name] = item.value
+        found.append(Condition(name, item.operator, item.values))
     return found
+
+
+def _order(order_by: OrderBy | None, metrics: list[str], dimensions: list[str]) -> tuple[str, bool] | None:
+    """As the SDK documents: a requested metric (or `request_count`, always allowed), a requested
+    dimension, or the time bucket."""
+    if order_by is None:
+        return None
+    valid = list(dict.fromkeys([*ORDER_BUCKET, *metrics, "request_count", *dimensions]))
+    if order_by.field not in valid:
+        raise bad_field("order_by.field", f"cannot order by {order_by.field!r}; valid: {', '.join(valid)}")
+    return order_by.field, order_by.direction == "desc"
 
 
 async def query_analytics(
@@ -151,19 +201,11 @@ async def query_analytics(
     p = plan(query, rt.clock.now())
     async with rt.db.read() as session:
         scope = await resolve_scope(session, actor)
-        filters = await resolve_filters(session, scope, since=p.start, until=p.end, **p.filters)
-        where = rollup_conditions(scope, filters)
+        period = await resolve_filters(session, scope, since=p.start, until=p.end)
+        where = rollup_conditions(scope, period) + await _filter_conditions(session, scope, p.filters)
         bucket = bucket_expr(session.get_bind().dialect.name, p.granularity)
-        dims = [getattr(UsageRollup, DIMENSIONS[d][0]) for d in p.dimensions]
         sums = [func.sum(getattr(UsageRollup, c)).label(c) for c in _SUMMED]
-        statement = (
-            select(bucket.label("bucket"), *dims, *sums)
-            .where(*where)
-            .group_by(bucket, *dims)
-            .order_by(bucket, *dims)
-            .limit(query.limit + 1)
-        )
-        rows = list((await session.execute(statement)).all())
+        rows = list((await session.execute(_rows_statement(p, where, bucket, query.limit + 1))).all())
         overall = (
             await session.execute(
                 select(UsageRollup.key_id, UsageRollup.user_id, UsageRollup.model, *sums)
@@ -189,6 +231,75 @@ async def query_analytics(
             "truncated": truncated,
         },
     }
+
+
+async def _filter_conditions(
+    session: AsyncSession, scope: ActivityScope, conditions: list[Condition]
+) -> list[ColumnElement[bool]]:
+    """The filters as SQL on the rollups. A named key or person the scope does not hold is a 404
+    whatever the operator, as `resolve_filters` has it: excluding one tells as much as selecting it."""
+    where: list[ColumnElement[bool]] = []
+    for condition in conditions:
+        values = condition.values
+        if condition.field == "api_key_hash":
+            ids = await visible_key_ids(session, scope, set(values))
+            values = tuple(ids[h] for h in values)
+        elif condition.field == "user_id":
+            for user_id in dict.fromkeys(values):
+                await check_user_visible(session, scope, user_id)
+        where.append(_compare(FILTER_COLUMNS[condition.field], condition.operator, values))
+    return where
+
+
+def _compare(column: InstrumentedAttribute[str], operator: Operator, values: tuple[str, ...]) -> ColumnElement[bool]:
+    # No column here is nullable, so `!=` and NOT IN need no NULL case (hence no `include_unset`).
+    if operator is Operator.EQ:
+        return column == values[0]
+    if operator is Operator.NEQ:
+        return column != values[0]
+    if operator is Operator.IN:
+        return column.in_(values)
+    return column.not_in(values)
+
+
+Columns = ReadOnlyColumnCollection[str, KeyedColumnElement[Any]]
+
+
+def _rows_statement(p: Plan, where: list[ColumnElement[bool]], bucket: ColumnElement[str], limit: int) -> Select[Any]:
+    """Sums per bucket × dimensions in a subquery, so ordering and the per-group cut can name its
+    columns; with `group_limit`, each group's rows are numbered in the answer's own order."""
+    dims = [getattr(UsageRollup, DIMENSIONS[d][0]) for d in p.dimensions]
+    sums = [func.sum(getattr(UsageRollup, c)).label(c) for c in _SUMMED]
+    grouped = select(bucket.label("bucket"), *dims, *sums).where(*where).group_by(bucket, *dims).subquery("grouped")
+    if p.group_limit is None:
+        return select(grouped).order_by(*_ordering(p, grouped.c)).limit(limit)
+    rank = func.row_number().over(
+        partition_by=[grouped.c[DIMENSIONS[d][0]] for d in p.dimensions], order_by=_ordering(p, grouped.c)
+    )
+    ranked = select(grouped, rank.label("group_rank")).subquery("ranked")
+    return select(ranked).where(ranked.c.group_rank <= p.group_limit).order_by(*_ordering(p, ranked.c)).limit(limit)
+
+
+def _ordering(p: Plan, columns: Columns) -> list[ColumnElement[Any]]:
+    """The caller's `order_by` first, then bucket and dimensions ascending: ties always break the
+    same way, so a truncated answer and each group's cut are the same on every run and database."""
+    tie_break: list[ColumnElement[Any]] = [columns.bucket, *(columns[DIMENSIONS[d][0]] for d in p.dimensions)]
+    if p.order is None:
+        return tie_break
+    field, descending = p.order
+    key = _order_key(field, columns)
+    return [key.desc() if descending else key.asc(), *tie_break]
+
+
+def _order_key(field: str, columns: Columns) -> ColumnElement[Any]:
+    if field in ORDER_BUCKET:
+        return columns.bucket
+    if field in METRICS:
+        return columns[METRICS[field][0]]
+    if field == "api_key":
+        # Rows group by a key's id but show its hash: order by what the caller sees.
+        return select(ApiKey.hash).where(ApiKey.id == columns.key_id).scalar_subquery()
+    return columns[DIMENSIONS[field][0]]
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,8 @@
 """Request bodies of the analytics API.
 
 `filters` takes our object form `{api_key_hash?, user_id?, model?, provider?}` or the official
-SDK's list form `[{field, operator: "eq", value}]` (what `client.analytics.query_analytics` sends).
+SDK's list form `[{field, operator, value}]` (what `client.analytics.query_analytics` sends), whose
+operators are the SDK's equality and set ones: `eq`/`neq` take one value, `in`/`not_in` a list.
 Which form is meant is decided by the JSON's shape, so a mistake is reported against that form
 alone: as a plain union, a misspelt key in the object also failed the list form, and the 400 said
 "Input should be a valid list".
@@ -11,6 +12,7 @@ unknown one gets a message listing the valid choices.
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -29,6 +31,21 @@ Name = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 Value = Annotated[str, StringConstraints(min_length=1, max_length=300)]
 
 MAX_ROWS = 10_000
+MAX_FILTER_VALUES = 50
+
+
+class Operator(StrEnum):
+    """The SDK's filter operators we support. Its ordered ones (gt, gte, lt, lte) are left out:
+    every field we filter on is an identifier, where order means nothing."""
+
+    EQ = "eq"
+    NEQ = "neq"
+    IN = "in"
+    NOT_IN = "not_in"
+
+    @property
+    def takes_list(self) -> bool:
+        return self in (Operator.IN, Operator.NOT_IN)
 
 
 class _Body(BaseModel):
@@ -60,12 +77,34 @@ class FilterObject(_Body):
 
 
 class FilterItem(_Body):
-    """One SDK-style filter; only equality is supported."""
+    """One SDK-style filter. `include_unset` is accepted and changes nothing: no dimension here has
+    an unset value (every rollup row has a key, a person, a model and a provider)."""
 
     field: Name
-    operator: Literal["eq"]
-    value: Value
+    operator: Operator
+    value: Value | Annotated[list[Value], Field(min_length=1, max_length=MAX_FILTER_VALUES)]
     include_unset: StrictBool | None = None
+
+    @model_validator(mode="after")
+    def _value_fits_operator(self) -> FilterItem:
+        # Refused rather than coerced: `in` with one string, or `eq` with a list, is a mistake that
+        # would otherwise answer quietly with other rows than the caller meant.
+        if self.operator.takes_list and not isinstance(self.value, list):
+            raise ValueError(f"operator {self.operator.value!r} takes a list of values")
+        if not self.operator.takes_list and isinstance(self.value, list):
+            raise ValueError(f"operator {self.operator.value!r} takes one value, not a list")
+        return self
+
+    @property
+    def values(self) -> tuple[str, ...]:
+        return tuple(self.value) if isinstance(self.value, list) else (self.value,)
+
+
+class OrderBy(_Body):
+    """`field` is a metric, a requested dimension or the time bucket; checked by the service."""
+
+    field: Name
+    direction: Literal["asc", "desc"]
 
 
 def _filters_form(value: Any) -> str | None:
@@ -96,3 +135,5 @@ class AnalyticsQuery(_Body):
     time_range: TimeRange | None = None
     filters: Filters | None = None
     limit: Annotated[int, Field(ge=1, le=MAX_ROWS)] = MAX_ROWS
+    order_by: OrderBy | None = None
+    group_limit: Annotated[int, Field(ge=1, le=MAX_ROWS)] | None = None

@@ -118,25 +118,9 @@ async def resolve_filters(
     """Check that the named key and person are visible in the scope (404 otherwise)."""
     key_id: str | None = None
     if api_key_hash is not None:
-        # Deleted keys still count: their activity stays on the record and can be filtered.
-        key = (
-            await session.execute(
-                select(ApiKey.id, ApiKey.creator_user_id).where(
-                    ApiKey.hash == api_key_hash, ApiKey.account_id == scope.account_id
-                )
-            )
-        ).first()
-        if key is None or (scope.only_user_id is not None and key.creator_user_id != scope.only_user_id):
-            raise key_not_found()
-        key_id = key.id
+        key_id = (await visible_key_ids(session, scope, {api_key_hash}))[api_key_hash]
     if user_id is not None:
-        visible = (
-            user_id == scope.only_user_id
-            if scope.only_user_id is not None
-            else await _in_scope(session, scope, user_id)
-        )
-        if not visible:
-            raise user_not_found()
+        await check_user_visible(session, scope, user_id)
     return ActivityFilters(
         key_id=key_id,
         key_hash=api_key_hash,
@@ -146,6 +130,28 @@ async def resolve_filters(
         since=since,
         until=until,
     )
+
+
+async def visible_key_ids(session: AsyncSession, scope: ActivityScope, hashes: set[str]) -> dict[str, str]:
+    """Hash → id of each named key, in one query; if any is not visible in the scope, 404."""
+    # Deleted keys still count: their activity stays on the record and can be filtered.
+    found = await session.execute(
+        select(ApiKey.hash, ApiKey.id, ApiKey.creator_user_id).where(
+            ApiKey.hash.in_(hashes), ApiKey.account_id == scope.account_id
+        )
+    )
+    ids = {key.hash: key.id for key in found if scope.only_user_id is None or key.creator_user_id == scope.only_user_id}
+    if len(ids) != len(hashes):
+        raise key_not_found()
+    return ids
+
+
+async def check_user_visible(session: AsyncSession, scope: ActivityScope, user_id: str) -> None:
+    visible = (
+        user_id == scope.only_user_id if scope.only_user_id is not None else await _in_scope(session, scope, user_id)
+    )
+    if not visible:
+        raise user_not_found()
 
 
 async def _in_scope(session: AsyncSession, scope: ActivityScope, user_id: str) -> bool:
