@@ -15,7 +15,7 @@ from teamrouter.api.deps import ActorDep, RuntimeDep
 from teamrouter.api.policy import Access, access
 from teamrouter.api.query import QueryModel, refuse_undeclared
 from teamrouter.domain.activity import daily, export, feed
-from teamrouter.domain.activity.scope import check_range
+from teamrouter.domain.activity.scope import FilterArgs, check_range
 from teamrouter.gateway.setup import provider_name
 from teamrouter.instants import parse_instant
 
@@ -56,6 +56,21 @@ class FeedFilters(QueryModel):
     until: Instant = None
 
 
+def _named(query: FeedFilters) -> FilterArgs:
+    """The filters the query names, checked: no unknown parameter, instants that parse, in order."""
+    refuse_undeclared(query)
+    start, end = parse_instant("since", query.since), parse_instant("until", query.until)
+    check_range(start, end)
+    return FilterArgs(
+        api_key_hash=query.api_key_hash,
+        user_id=query.user_id,
+        model=query.model,
+        provider=query.provider,
+        since=start,
+        until=end,
+    )
+
+
 class FeedQuery(FeedFilters):
     cursor: Annotated[str | None, Query(min_length=1, max_length=400)] = None
     limit: Annotated[int, Query(ge=1, le=feed.MAX_LIMIT)] = feed.DEFAULT_LIMIT
@@ -64,21 +79,7 @@ class FeedQuery(FeedFilters):
 @router.get("/activity/generations", openapi_extra=access(Access.ACTOR))
 async def list_generations(actor: ActorDep, rt: RuntimeDep, query: Annotated[FeedQuery, Query()]) -> dict[str, Any]:
     """The feed, newest first; pass `next_cursor` back as `cursor` for the next page."""
-    refuse_undeclared(query)
-    start, end = parse_instant("since", query.since), parse_instant("until", query.until)
-    check_range(start, end)
-    page = await feed.list_generations(
-        rt,
-        actor=actor,
-        api_key_hash=query.api_key_hash,
-        user_id=query.user_id,
-        model=query.model,
-        provider=query.provider,
-        since=start,
-        until=end,
-        cursor=query.cursor,
-        limit=query.limit,
-    )
+    page = await feed.list_generations(rt, actor=actor, cursor=query.cursor, limit=query.limit, **_named(query))
     return {
         "data": [feed.feed_public(row, provider_name(rt, row.row.provider)) for row in page.rows],
         "next_cursor": page.next_cursor,
@@ -88,19 +89,7 @@ async def list_generations(actor: ActorDep, rt: RuntimeDep, query: Annotated[Fee
 @router.get("/activity/export.csv", openapi_extra=access(Access.ACTOR), response_class=StreamingResponse)
 async def export_csv(actor: ActorDep, rt: RuntimeDep, query: Annotated[FeedFilters, Query()]) -> StreamingResponse:
     """The feed's rows as CSV, streamed page by page (exact decimal costs)."""
-    refuse_undeclared(query)
-    start, end = parse_instant("since", query.since), parse_instant("until", query.until)
-    check_range(start, end)
-    scope, filters = await feed.open_export(
-        rt,
-        actor=actor,
-        api_key_hash=query.api_key_hash,
-        user_id=query.user_id,
-        model=query.model,
-        provider=query.provider,
-        since=start,
-        until=end,
-    )
+    scope, filters = await feed.open_export(rt, actor=actor, **_named(query))
     return StreamingResponse(
         export.csv_chunks(rt, scope, filters, provider_name=partial(provider_name, rt)),
         media_type="text/csv; charset=utf-8",

@@ -14,7 +14,7 @@ import json
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Unpack
 
 from sqlalchemy import String, or_, select, type_coerce
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -26,6 +26,7 @@ from teamrouter.domain.activity.models import Generation
 from teamrouter.domain.activity.scope import (
     ActivityFilters,
     ActivityScope,
+    FilterArgs,
     resolve_filters,
     resolve_scope,
     scoped_conditions,
@@ -204,14 +205,9 @@ async def list_generations(
     rt: Runtime,
     *,
     actor: Actor,
-    api_key_hash: str | None = None,
-    user_id: str | None = None,
-    model: str | None = None,
-    provider: str | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
     cursor: str | None = None,
     limit: int = DEFAULT_LIMIT,
+    **named: Unpack[FilterArgs],
 ) -> FeedPage:
     """One page of the feed the actor may see, newest first."""
     if not 1 <= limit <= MAX_LIMIT:
@@ -219,16 +215,7 @@ async def list_generations(
     after = decode_cursor(cursor) if cursor is not None else None
     async with rt.db.read() as session:
         scope = await resolve_scope(session, actor)
-        filters = await resolve_filters(
-            session,
-            scope,
-            api_key_hash=api_key_hash,
-            user_id=user_id,
-            model=model,
-            provider=provider,
-            since=since,
-            until=until,
-        )
+        filters = await resolve_filters(session, scope, **named)
         rows, next_cursor = await _page(session, scope, filters, after, limit)
     return FeedPage(rows=rows, next_cursor=next_cursor)
 
@@ -237,26 +224,12 @@ async def open_export(
     rt: Runtime,
     *,
     actor: Actor,
-    api_key_hash: str | None = None,
-    user_id: str | None = None,
-    model: str | None = None,
-    provider: str | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    **named: Unpack[FilterArgs],
 ) -> tuple[ActivityScope, ActivityFilters]:
     """Check access and filters up front, so a refusal is a proper error, not a broken download."""
     async with rt.db.read() as session:
         scope = await resolve_scope(session, actor)
-        filters = await resolve_filters(
-            session,
-            scope,
-            api_key_hash=api_key_hash,
-            user_id=user_id,
-            model=model,
-            provider=provider,
-            since=since,
-            until=until,
-        )
+        filters = await resolve_filters(session, scope, **named)
     return scope, filters
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypedDict
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -102,6 +102,18 @@ def key_not_found() -> NotFound:
 
 def user_not_found() -> NotFound:
     return NotFound("User not found", code="user_not_found")
+
+
+class FilterArgs(TypedDict, total=False):
+    """The filters a caller names, as `resolve_filters` takes them (the feed and its export pass
+    them through unchanged)."""
+
+    api_key_hash: str | None
+    user_id: str | None
+    model: str | None
+    provider: str | None
+    since: datetime | None
+    until: datetime | None
 
 
 async def resolve_filters(
