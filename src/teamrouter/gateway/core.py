@@ -49,7 +49,15 @@ from teamrouter.gateway.routing import (
 )
 from teamrouter.gateway.stats import ProviderStats
 from teamrouter.gateway.store.base import GatewayStore, GenerationRecord
-from teamrouter.gateway.streaming import Committed, Emit, Head, StreamOutcome, close_stream, until_output
+from teamrouter.gateway.streaming import (
+    Committed,
+    Emit,
+    Head,
+    StreamOutcome,
+    close_stream,
+    unless_client_leaves,
+    until_output,
+)
 from teamrouter.ids import new_generation_id
 from teamrouter.money import to_usd
 from teamrouter.providers.base import (
@@ -316,9 +324,14 @@ class Gateway:
                 try:
                     if isinstance(upstream, UnsupportedRequestError):
                         raise upstream
-                    opened = await calls.open_stream(
-                        self.http, adapter, endpoint, upstream, self.timeouts[endpoint.provider.slug]
+                    opened = await unless_client_leaves(
+                        calls.open_stream(
+                            self.http, adapter, endpoint, upstream, self.timeouts[endpoint.provider.slug]
+                        ),
+                        disconnected,
                     )
+                    if opened is None:
+                        break  # the client left before this upstream answered: cancelled, nothing billed
                     parser = adapter.stream_parser(
                         kind=prepared.admission.request.kind,
                         response_id=prepared.generation_id,
@@ -360,8 +373,7 @@ class Gateway:
             # The head went out (with a preamble that led nowhere, or a keepalive comment): the
             # stream ends with the error.
             endpoint = tried or prepared.admission.candidates[0]
-            failure = last or UpstreamError(502, "", retryable=False)
-            await emit(_error_event(prepared, endpoint, prepared.created, failure))
+            await emit(_error_event(prepared, endpoint, prepared.created, _as_api_error(last)))
             return
         await self._pump(prepared, chosen, emit, start, disconnected)
 
@@ -555,13 +567,20 @@ def _masked(error: UpstreamError, endpoint: Endpoint) -> UpstreamError:
     return error
 
 
-def _error_event(
-    prepared: Prepared, endpoint: Endpoint, created: int, error: UpstreamError | ServiceUnavailable
-) -> bytes:
+def _error_event(prepared: Prepared, endpoint: Endpoint, created: int, error: UpstreamError | TeamrouterError) -> bytes:
+    """An error in a started stream. An upstream that broke after some output keeps its own words;
+    a gateway error (every endpoint failed after the head went out, a settlement that could not be
+    written) says what the same failure says as JSON, `metadata.code` included."""
     if isinstance(error, UpstreamError):
-        code, message, error_type = 502, f"Upstream error: {_masked(error, endpoint).message}", "upstream_error"
+        body: dict[str, Any] = {
+            "code": 502,
+            "message": f"Upstream error: {_masked(error, endpoint).message}",
+            "metadata": {"error_type": "upstream_error"},
+        }
     else:
-        code, message, error_type = error.status, error.message, error.code
+        body = error.envelope()["error"]
+        body["metadata"]["error_type"] = error.code
+    body["metadata"]["provider_name"] = endpoint.provider.name
     return sse_event(
         {
             "id": prepared.generation_id,
@@ -569,11 +588,7 @@ def _error_event(
             "created": created,
             "model": endpoint.model_id,
             "provider": endpoint.provider.name,
-            "error": {
-                "code": code,
-                "message": message,
-                "metadata": {"error_type": error_type, "provider_name": endpoint.provider.name},
-            },
+            "error": body,
             "choices": [{"index": 0, "delta": {"content": ""}, "finish_reason": "error"}],
         }
     )

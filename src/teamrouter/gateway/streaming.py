@@ -5,8 +5,9 @@ stream; the gateway owns billing, settlement and the response."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import aiohttp
 
@@ -17,6 +18,38 @@ from teamrouter.providers.base import StreamParser, UpstreamError
 
 # Sends whole SSE events (bytes) to the client.
 Emit = Callable[[bytes], Awaitable[None]]
+
+_T = TypeVar("_T")
+
+
+async def unless_client_leaves(pending: Coroutine[Any, Any, _T], disconnected: asyncio.Future[None]) -> _T | None:
+    """`pending` run in this task, or None if the client leaves first: it is then cancelled (an
+    upstream call closes its connection, which cancels the generation). Without this, a client
+    that left while the upstream had yet to send its headers (a model thinking, its keepalive
+    comments going nowhere) went unnoticed until they came: the upstream worked on, and its first
+    output was billed as if delivered. A callback on `disconnected`, not a second task: one fewer
+    task per stream."""
+    task = asyncio.current_task()
+    assert task is not None
+    waiting = True
+    cut = False
+
+    def client_left(_: asyncio.Future[None]) -> None:
+        nonlocal cut
+        if waiting:  # a callback scheduled just as `pending` finished must not cancel what follows
+            cut = True
+            task.cancel()
+
+    disconnected.add_done_callback(client_left)
+    try:
+        return await pending
+    except asyncio.CancelledError:
+        if not cut or task.uncancel() > 0:
+            raise  # cancelled for another reason too (shutdown): that stands
+        return None
+    finally:
+        waiting = False
+        disconnected.remove_done_callback(client_left)
 
 
 class Head:

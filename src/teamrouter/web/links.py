@@ -39,7 +39,10 @@ MAX_EMAIL = 320
 MAX_PASSWORD = 1024
 
 VERIFY_MESSAGES = {
-    "token_used": "This link has already been used. If you confirmed your address with it, you are all set: sign in.",
+    "token_used": (
+        "This link has already been used, or a newer one replaced it. If you confirmed your address with it,"
+        " you are all set: sign in; if you signed up again since, open the newest link."
+    ),
     "token_expired": "This link has expired. Ask for a new one below.",
     "token_stale": "This link was sent to an address your account no longer uses.",
 }

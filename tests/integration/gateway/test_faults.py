@@ -189,6 +189,33 @@ async def test_c18_client_disconnect_cancels_upstream_and_bills_prompt_plus_deli
     assert open_holds == 0
 
 
+async def test_c18_a_client_gone_before_the_upstream_answered_cancels_it_and_pays_nothing(gateway, gw_rt):
+    # The upstream thinks for 3 s before its first byte; the client gives up after 0.5 s, having
+    # received nothing. The upstream call must be cancelled then (the hold voided at once), not
+    # carried on until it answers and its first output billed as if delivered.
+    who = await funded_person(gw_rt, usd="1")
+    body = {"model": "test/chat", "stream": True, "messages": msgs(script(first_byte_delay_ms=3000, content="late"))}
+    async with httpx.AsyncClient(base_url=gateway.base_url, timeout=30) as c:
+        with pytest.raises(httpx.ReadTimeout):
+            async with c.stream(
+                "POST",
+                "/api/v1/chat/completions",
+                json=body,
+                headers={"Authorization": f"Bearer {who.key}"},
+                timeout=httpx.Timeout(30, read=0.5),
+            ) as response:
+                await response.aread()
+    left_at = time.monotonic()
+    open_holds = 1
+    while open_holds and time.monotonic() - left_at < 1.5:
+        await asyncio.sleep(0.05)
+        _, open_holds, generations = await state(gw_rt, who.account_id)
+    assert open_holds == 0, "the hold was still open 1.5 s after the client left"
+    await asyncio.sleep(2)  # past the upstream's answer: nothing may be billed for it then
+    account, open_holds, generations = await state(gw_rt, who.account_id)
+    assert (open_holds, generations, account.held) == (0, [], 0)
+
+
 @pytest.mark.parametrize("stream", [False, True])
 async def test_c19_no_usage_from_upstream_is_billed_from_an_estimate_and_flagged(client, gw_rt, stream):
     who = await funded_person(gw_rt, usd="1")

@@ -126,7 +126,7 @@ async def test_an_upstream_that_fails_after_the_stream_started_ends_it_with_an_e
     assert lines[0] == COMMENT_LINE and lines[-1].startswith("data: {")
     last = json.loads(lines[-1][6:])
     assert last["error"]["code"] == 502 and last["choices"][0]["finish_reason"] == "error"
-    assert "upstream" in last["error"]["message"].lower()
+    assert last["error"]["metadata"]["code"] == "upstream_failed"  # as the same failure says as JSON
     assert "data: [DONE]" not in lines  # nothing answered, nothing billed (the ledger check after)
 
 

@@ -290,7 +290,7 @@ async def verify_email(rt: Runtime, *, token: str) -> User:
             raise bad_field("token", "This verification link is not valid")
         if row.used_at is not None:
             raise BadRequest(
-                "token: This verification link has already been used",
+                "token: This verification link has already been used, or a newer one replaced it",
                 code="token_used",
                 field="token",
             )
@@ -302,7 +302,7 @@ async def verify_email(rt: Runtime, *, token: str) -> User:
         )
         if consumed.rowcount != 1:  # type: ignore[attr-defined]
             raise BadRequest(
-                "token: This verification link has already been used",
+                "token: This verification link has already been used, or a newer one replaced it",
                 code="token_used",
                 field="token",
             )
