@@ -401,6 +401,10 @@ async def test_a_bad_filter_object_is_a_400_about_that_object_alone(world, filte
             "filters.0: operator 'neq' takes one value, not a list",
         ),
         (
+            {"filters": [f("model", "in", [])]},
+            "filters.0.value: List should have at least 1 item after validation, not 0",
+        ),
+        (
             {"filters": [f("model", "like", "test/%")]},
             "filters.0.operator: Input should be 'eq', 'neq', 'in' or 'not_in'",
         ),

@@ -82,7 +82,13 @@ class FilterItem(_Body):
 
     field: Name
     operator: Operator
-    value: Value | Annotated[list[Value], Field(min_length=1, max_length=MAX_FILTER_VALUES)]
+    # Told apart by shape, so a bad list (empty, too long) is reported as a list alone, not also as
+    # "should be a valid string" (the tags are names api.errors leaves out of a field's location).
+    value: Annotated[
+        Annotated[Value, Tag("str")]
+        | Annotated[Annotated[list[Value], Field(min_length=1, max_length=MAX_FILTER_VALUES)], Tag("list")],
+        Discriminator(lambda v: "list" if isinstance(v, list) else "str"),
+    ]
     include_unset: StrictBool | None = None
 
     @model_validator(mode="after")
