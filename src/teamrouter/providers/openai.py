@@ -86,7 +86,7 @@ class OpenAIAdapter:
             # about as much of max_tokens (OpenRouter's rule). `exclude` alone asks for nothing here,
             # unlike on Anthropic: reasoning models reason unasked, and others refuse the field.
             cap = budget if budget is not None else endpoint.max_completion_tokens
-            if not _switched_off(body):
+            if not ask.off:
                 out["reasoning_effort"] = ask.effort or effort_for_budget(ask.max_tokens or 0, cap)
         if stream:
             out["stream"] = True
@@ -325,14 +325,6 @@ class OpenAIStreamParser:
                 return None
             out = out.replace(patterns[0] if compact else patterns[1], replacement, 1)
         return out
-
-
-def _switched_off(body: Mapping[str, Any]) -> bool:
-    """`reasoning: {enabled: false}` without OpenAI's own `reasoning_effort`: asks for nothing rather
-    than for effort "none", which models that do not reason (and OpenAI's before GPT-5.1) refuse
-    with a 400, and which OpenRouter clients send whatever the model."""
-    reasoning = body.get("reasoning")
-    return body.get("reasoning_effort") is None and isinstance(reasoning, Mapping) and reasoning.get("enabled") is False
 
 
 def _name_reasoning(holder: Any) -> bool:

@@ -29,10 +29,14 @@ BUDGET_EFFORTS = ("low", "medium", "high")
 
 @dataclass(frozen=True, slots=True)
 class ReasoningAsk:
-    """Exactly one of the two is set."""
+    """Exactly one of `effort` and `max_tokens` is set."""
 
     effort: str | None = None  # one of EFFORTS
     max_tokens: int | None = None  # a budget of reasoning tokens
+    # `enabled: false`: effort "none", but not named by the client. An upstream that takes only
+    # efforts is then sent nothing, since models that do not reason (and OpenAI's before GPT-5.1)
+    # refuse "none", which OpenRouter clients send whatever the model.
+    off: bool = False
 
 
 def requested(body: Mapping[str, Any]) -> ReasoningAsk | None:
@@ -49,7 +53,7 @@ def requested(body: Mapping[str, Any]) -> ReasoningAsk | None:
     if not isinstance(reasoning, Mapping):
         return None
     if reasoning.get("enabled") is False:
-        return ReasoningAsk(effort="none")
+        return ReasoningAsk(effort="none", off=True)
     if reasoning.get("effort") is not None:
         return ReasoningAsk(effort=reasoning["effort"])
     if reasoning.get("max_tokens") is not None:

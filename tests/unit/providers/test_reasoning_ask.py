@@ -30,7 +30,7 @@ def test_the_efforts_are_openais() -> None:
         ({"reasoning": {"exclude": True}}, None),  # hiding is the gateway's; it asks for nothing
         ({"reasoning": {}}, None),
         ({"reasoning": {"enabled": True}}, ReasoningAsk(effort="medium")),
-        ({"reasoning": {"enabled": False, "max_tokens": 500}}, ReasoningAsk(effort="none")),
+        ({"reasoning": {"enabled": False, "max_tokens": 500}}, ReasoningAsk(effort="none", off=True)),
         ({"reasoning": {"effort": "high", "enabled": True}}, ReasoningAsk(effort="high")),
         ({"reasoning": {"max_tokens": 500}}, ReasoningAsk(max_tokens=500)),
         ({"reasoning_effort": "low"}, ReasoningAsk(effort="low")),
