@@ -18,6 +18,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from teamrouter.errors import MethodNotAllowed, PayloadTooLarge, TeamrouterError, Unauthorized
 from teamrouter.gateway.core import Gateway
+from teamrouter.gateway.streaming import Head
 from teamrouter.ids import new_generation_id
 from teamrouter.providers.base import Kind, sse_event
 
@@ -103,11 +104,7 @@ class InferenceFront:
                     disconnected.set_result(None)
                     return
 
-        head_sent = False
-
         async def start() -> None:
-            nonlocal head_sent
-            head_sent = True
             await send(
                 {
                     "type": "http.response.start",
@@ -124,11 +121,13 @@ class InferenceFront:
         async def emit(data: bytes) -> None:
             await send({"type": "http.response.body", "body": data, "more_body": True})
 
+        # Sent once, by the stream or its keepalive; whether it went out decides how an error ends.
+        head = Head(start)
         listener = asyncio.create_task(listen())
         try:
-            await gateway.stream(prepared, emit, start, disconnected)
+            await gateway.stream(prepared, emit, head, disconnected)
         except TeamrouterError as exc:
-            if not head_sent:
+            if not head.sent:
                 await _send_error(send, exc, generation)  # nothing was sent yet: an ordinary error
                 return
             # The gateway raises only before the head; should anything escape after it (a keepalive

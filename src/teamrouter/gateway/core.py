@@ -281,15 +281,16 @@ class Gateway:
         self,
         prepared: Prepared,
         emit: Emit,
-        on_start: Callable[[], Awaitable[None]],
+        response: Head,
         disconnected: asyncio.Future[None],
     ) -> None:
         """Stream the answer through `emit`, ending with one usage chunk (with cost) and [DONE].
 
         Each `emit` call gets one or more whole SSE events (those of one upstream read).
 
-        `on_start` sends the response head, when the first upstream bytes arrive; a failure before
-        that is an ordinary JSON error (and a fallback). An upstream commits once its stream carries
+        `response.start()` sends the response head (once, whoever asks: the front end reads
+        `response.sent` too), when the first upstream bytes arrive; a failure before that is an
+        ordinary JSON error (and a fallback). An upstream commits once its stream carries
         output (text, reasoning, a tool call) or finishes: its preamble (a role chunk, Anthropic's
         message_start) is passed on as it comes, and an error event, a break or an end before any
         output still falls back to the next endpoint (an overloaded upstream fails just so), nothing
@@ -298,7 +299,6 @@ class Gateway:
         `stream_keepalive_seconds` (an upstream yet to answer, or thinking between two tokens) gets
         an SSE comment, its head going out first if it had not (`keepalive`).
         """
-        response = Head(on_start)
         every = self.settings.stream_keepalive_seconds
         if every <= 0:
             await self._stream(prepared, emit, response, disconnected)

@@ -17,9 +17,9 @@ class _Gateway:
     def __init__(self, *, start_first: bool) -> None:
         self.start_first = start_first
 
-    async def stream(self, prepared: Any, emit: Any, start: Any, disconnected: Any) -> None:
+    async def stream(self, prepared: Any, emit: Any, head: Any, disconnected: Any) -> None:
         if self.start_first:
-            await start()
+            await head.start()
             await emit(b": TEAMROUTER PROCESSING\n\n")
         raise BadRequest("something went wrong", code="test")
 
