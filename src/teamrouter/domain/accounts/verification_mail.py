@@ -17,6 +17,7 @@ from datetime import datetime
 from sqlalchemy import select
 
 from teamrouter.domain.accounts.models import EmailToken
+from teamrouter.domain.mail.models import topic as mail_topic
 from teamrouter.storage.db import Database
 
 TOPIC_KIND = "verification"
@@ -24,7 +25,7 @@ TOPIC_KIND = "verification"
 
 def topic(token_id: str) -> str:
     """The outbox topic of the mail carrying the link of token `token_id` (an id, not the token)."""
-    return f"{TOPIC_KIND}:{token_id}"
+    return mail_topic(TOPIC_KIND, token_id)
 
 
 async def link_is_live(db: Database, token_id: str, *, now: datetime) -> bool:

@@ -31,6 +31,7 @@ from teamrouter.background import Background
 from teamrouter.clock import Clock
 from teamrouter.config import Settings
 from teamrouter.domain.mail import store
+from teamrouter.domain.mail.models import topic_parts
 from teamrouter.domain.mail.store import Claimed
 from teamrouter.mailer import SMTP_TIMEOUT_SECONDS, Mailer, describe_send_failure, is_permanent_refusal
 from teamrouter.storage.db import Database, describe_failure
@@ -168,7 +169,7 @@ class MailDispatcher:
 
     async def _link_works(self, mail: Claimed) -> bool:
         """The mail's link still works, or it has none that can end (no check for its topic)."""
-        kind, _, subject = (mail.topic or "").partition(":")
+        kind, subject = topic_parts(mail.topic)
         check = self._link_checks.get(kind)
         if check is None:
             return True

@@ -13,6 +13,17 @@ from teamrouter.storage.base import Base
 BIG_SERIAL = BigInteger().with_variant(Integer(), "sqlite")  # SQLite auto-numbers only INTEGER PRIMARY KEY
 
 
+def topic(kind: str, subject: str) -> str:
+    """An outbox topic (`OutgoingMail.topic`): what a mail is about, "<kind>:<subject id>"."""
+    return f"{kind}:{subject}"
+
+
+def topic_parts(value: str | None) -> tuple[str, str]:
+    """A topic's kind and subject id ("" and "" for a mail without one)."""
+    kind, _, subject = (value or "").partition(":")
+    return kind, subject
+
+
 class MailState(StrEnum):
     PENDING = "pending"  # waiting for its next attempt, or claimed by a sender until next_attempt_at
     SENT = "sent"

@@ -22,6 +22,7 @@ from teamrouter.domain.accounts.models import User
 from teamrouter.domain.accounts.service import normalize_email
 from teamrouter.domain.actor import Actor
 from teamrouter.domain.audit import service as audit
+from teamrouter.domain.mail.models import topic
 from teamrouter.domain.mail.outbox import cancel_mail, mail_after_commit
 from teamrouter.domain.orgs.models import Invitation, Membership, Organization
 from teamrouter.domain.orgs.policy import load_org
@@ -123,7 +124,7 @@ async def _revoke_pending(uow: UnitOfWork, rt: Runtime, actor: Actor, organizati
 
 
 def _topic(invitation_id: str) -> str:
-    return f"invitation:{invitation_id}"
+    return topic("invitation", invitation_id)
 
 
 def _mail_invitation(
