@@ -143,8 +143,9 @@ async def test_a_place_freed_for_a_waiter_is_not_taken_by_a_newcomer_in_the_same
     waiting = asyncio.ensure_future(pool.take())
     await asyncio.sleep(0.01)
     first.closed = True  # its backend was terminated
-    pool.give_back(first)  # frees a place, held for the waiter ...
-    newcomer = asyncio.ensure_future(pool.take())  # ... which a request arriving now must not take
+    # A request arriving in the same turn (its first step runs before the waiter wakes) ...
+    newcomer = asyncio.ensure_future(pool.take())
+    pool.give_back(first)  # ... must not take the place this frees, which is held for the waiter
     await asyncio.sleep(0.01)
     assert waiting.done() and not newcomer.done()
     assert len([c for c in server.opened if not c.closed]) == 2  # never more than max_size
