@@ -27,7 +27,11 @@ serve: $(STAMP)
 	TEAMROUTER_ENV=dev $(BIN)/teamrouter serve --host $(HOST) --port $(PORT)
 
 ## test: lint, type-check, then the whole suite on SQLite and (when it answers) on PostgreSQL
-test: $(DEV_STAMP) lint typecheck test-sqlite test-postgres
+# The two backends' suites run side by side: each keeps about one core busy and spends much of its
+# time waiting on the server processes it starts, so together they take little more than the longer.
+# --output-sync prints each suite's report whole, once it is done.
+test: $(DEV_STAMP) lint typecheck
+	@$(MAKE) --no-print-directory -j2 --output-sync=target test-sqlite test-postgres
 
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check src tests bench

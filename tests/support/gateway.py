@@ -259,6 +259,11 @@ async def make_team(rt: Runtime) -> tuple[Funded, Actor, Any, str, str, str]:
     in_org = Actor(user_id=member.id, email_verified=True, organization_id=org.id, role=Role.MEMBER)
     member_key = (await keys.create_key(rt, actor=in_org, name="member key")).plaintext
     admin_actor = Actor(user_id=admin.user_id, email_verified=True, organization_id=org.id, role=Role.ADMIN)
+    # The invitation's mail goes out from this runtime's background queue, through write
+    # transactions. Tests then call the server with blocking HTTP clients, which stop this loop: a
+    # job caught between its BEGIN and COMMIT would hold SQLite's write lock until the server's own
+    # writes gave up waiting for it (a 503 after 30 s, seen under load).
+    await rt.background.idle()
     return admin, admin_actor, org, pool, member.id, member_key
 
 

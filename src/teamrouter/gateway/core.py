@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import math
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -24,11 +23,7 @@ from teamrouter.clock import Clock
 from teamrouter.config import Settings
 from teamrouter.errors import (
     BadRequest,
-    RateLimited,
     ServiceUnavailable,
-    TeamrouterError,
-    UpstreamFailed,
-    UpstreamTimeout,
     bad_field,
     database_unavailable,
 )
@@ -58,6 +53,7 @@ from teamrouter.gateway.streaming import (
     unless_client_leaves,
     until_output,
 )
+from teamrouter.gateway.upstream_errors import as_api_error, error_event, masked, worse
 from teamrouter.ids import new_generation_id
 from teamrouter.money import to_usd
 from teamrouter.providers.base import (
@@ -71,17 +67,12 @@ from teamrouter.providers.base import (
     Usage,
     billable_usage,
     estimate_completion_tokens,
-    for_client,
     output_chars,
-    sse_event,
     usage_chunk,
 )
 from teamrouter.providers.checks import RequestError
 
 log = logging.getLogger(__name__)
-
-# The most of an upstream's error text a client is shown.
-MESSAGE_LIMIT = 300
 
 KeyResolver = Callable[[str], Awaitable[KeyInfo]]
 PolicyLoader = Callable[[str], Awaitable[OrgPolicy]]
@@ -243,7 +234,7 @@ class Gateway:
                         exclude_reasoning=prepared.admission.request.exclude_reasoning,
                     )
                 except UpstreamError as exc:
-                    last = _worse(last, _masked(exc, endpoint))
+                    last = worse(last, masked(exc, endpoint))
                     log.info("upstream %s failed: %s", endpoint.id, exc.status)
                     if exc.retryable:
                         continue
@@ -275,7 +266,7 @@ class Gateway:
             await self._void_quietly(prepared)
             raise
         await self._void_quietly(prepared)
-        raise _as_api_error(last)
+        raise as_api_error(last)
 
     async def stream(
         self,
@@ -350,7 +341,7 @@ class Gateway:
                 except UpstreamError as exc:
                     if opened is not None and opened.close is not None:
                         opened.close()
-                    last = _worse(last, _masked(exc, endpoint))
+                    last = worse(last, masked(exc, endpoint))
                     log.info("upstream %s failed before any output: %s", endpoint.id, exc.status)
                     if exc.retryable:
                         continue
@@ -369,11 +360,11 @@ class Gateway:
             if disconnected.done():
                 return  # the client left before any upstream answered: nothing to send, nothing billed
             if not response.sent:
-                raise _as_api_error(last)
+                raise as_api_error(last)
             # The head went out (with a preamble that led nowhere, or a keepalive comment): the
             # stream ends with the error.
             endpoint = tried or prepared.admission.candidates[0]
-            await emit(_error_event(prepared, endpoint, prepared.created, _as_api_error(last)))
+            await emit(error_event(prepared.generation_id, endpoint, prepared.created, as_api_error(last)))
             return
         await self._pump(prepared, chosen, emit, start, disconnected)
 
@@ -458,9 +449,13 @@ class Gateway:
         created = parser.created or prepared.created
         if outcome.unsettled is not None:
             # An answer that could not be billed does not complete: an error event, no usage, no [DONE].
-            await emit(_error_event(prepared, endpoint, created, outcome.unsettled))
+            await emit(error_event(prepared.generation_id, endpoint, created, outcome.unsettled))
             return
-        tail = [_error_event(prepared, endpoint, created, outcome.broken)] if outcome.broken is not None else []
+        tail = (
+            [error_event(prepared.generation_id, endpoint, created, outcome.broken)]
+            if outcome.broken is not None
+            else []
+        )
         tail.append(
             usage_chunk(
                 response_id=prepared.generation_id,
@@ -558,68 +553,3 @@ def _usage_json(charged: Bill) -> dict[str, Any]:
     usage: dict[str, Any] = charged.usage.to_openai()
     usage.update(_cost_fields(charged))
     return usage
-
-
-def _masked(error: UpstreamError, endpoint: Endpoint) -> UpstreamError:
-    """An upstream's words reach the client: the provider's own key (whatever its shape) and
-    anything shaped like a credential are masked, then the text is bounded. Idempotent."""
-    error.message = for_client(error.message, secret=endpoint.provider.api_key, limit=MESSAGE_LIMIT)
-    return error
-
-
-def _error_event(prepared: Prepared, endpoint: Endpoint, created: int, error: UpstreamError | TeamrouterError) -> bytes:
-    """An error in a started stream. An upstream that broke after some output keeps its own words;
-    a gateway error (every endpoint failed after the head went out, a settlement that could not be
-    written) says what the same failure says as JSON, `metadata.code` included."""
-    if isinstance(error, UpstreamError):
-        body: dict[str, Any] = {
-            "code": 502,
-            "message": f"Upstream error: {_masked(error, endpoint).message}",
-            "metadata": {"error_type": "upstream_error"},
-        }
-    else:
-        body = error.envelope()["error"]
-        body["metadata"]["error_type"] = error.code
-    body["metadata"]["provider_name"] = endpoint.provider.name
-    return sse_event(
-        {
-            "id": prepared.generation_id,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": endpoint.model_id,
-            "provider": endpoint.provider.name,
-            "error": body,
-            "choices": [{"index": 0, "delta": {"content": ""}, "finish_reason": "error"}],
-        }
-    )
-
-
-def _worse(last: UpstreamError | None, error: UpstreamError) -> UpstreamError:
-    """The error to report once every candidate failed: an upstream's own, rather than an endpoint
-    the gateway did not ask because it cannot serve the request as sent, whatever the order tried."""
-    if last is not None and isinstance(error, UnsupportedRequestError):
-        return last
-    return error
-
-
-def _as_api_error(error: UpstreamError | None) -> TeamrouterError:
-    if error is None:
-        return ServiceUnavailable("No provider available", code="no_endpoints")
-    if isinstance(error, UnsupportedRequestError) and error.field is not None:
-        # No endpoint was asked: the gateway itself found the request unservable as sent there.
-        return bad_field(error.field, error.message)
-    if error.status == 504:
-        return UpstreamTimeout(f"Upstream timed out: {error.message}")
-    if 400 <= error.status < 500 and error.status not in (401, 403, 408, 429):
-        # The upstream refused the request itself (a parameter it does not accept): the client's to fix.
-        return BadRequest(f"Provider rejected the request: {error.message}", code="upstream_rejected")
-    if error.status == 429:
-        # Every endpoint tried was rate limited: a 429, which clients (the SDKs) back off and retry,
-        # not a 502 they would take for a fault.
-        return RateLimited(
-            f"Provider rate limited the request: {error.message}",
-            code="upstream_rate_limited",
-            # The upstream's own wait when it gave one, else a second: every 429 says when to retry.
-            retry_after=max(1, math.ceil(error.retry_after or 0)),
-        )
-    return UpstreamFailed(f"Upstream failed: {error.message}", code="upstream_failed")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import aiosmtplib
 
-from teamrouter.gateway.core import _as_api_error, _worse
+from teamrouter.gateway.upstream_errors import as_api_error, worse
 from teamrouter.mailer import is_permanent_refusal
 from teamrouter.providers.base import UnsupportedRequestError, UpstreamError
 
@@ -17,11 +17,11 @@ def test_an_endpoint_that_could_not_be_asked_never_hides_an_upstreams_own_error(
     for order in ([down, skipped], [skipped, down]):
         last = None
         for error in order:
-            last = _worse(last, error)
+            last = worse(last, error)
         assert last is down
-        assert _as_api_error(last).status == 502
+        assert as_api_error(last).status == 502
     # Only when no endpoint could be asked at all does the client hear which field to change.
-    alone = _as_api_error(_worse(None, skipped))
+    alone = as_api_error(worse(None, skipped))
     assert alone.status == 400 and alone.code == "invalid_field" and alone.metadata == {"field": "max_tokens"}
 
 
