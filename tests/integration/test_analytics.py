@@ -93,6 +93,12 @@ async def test_meta_lists_metrics_dimensions_granularities_and_limits(world):
         {"name": "in", "value_type": "array"},
         {"name": "not_in", "value_type": "array"},
     ]
+    assert meta["order_by"] == {
+        "always": ["date", "bucket", "request_count"],
+        "when_requested": ["total_usage", "tokens_prompt", "tokens_completion", "model", "provider", "api_key", "user"],
+        "directions": ["asc", "desc"],
+    }
+    assert meta["group_limit"] == {"min": 1, "max": 10_000}
 
 
 async def test_buckets_for_each_granularity(world):

@@ -32,7 +32,7 @@ from teamrouter.domain.accounts.models import User
 from teamrouter.domain.activity.buckets import Granularity, bucket_expr, bucket_start, ceil_hour, floor_hour
 from teamrouter.domain.activity.daily import rollup_conditions
 from teamrouter.domain.activity.models import UsageRollup
-from teamrouter.domain.activity.schemas import AnalyticsQuery, FilterObject, Operator, OrderBy
+from teamrouter.domain.activity.schemas import MAX_ROWS, AnalyticsQuery, FilterObject, Operator, OrderBy
 from teamrouter.domain.activity.scope import (
     ActivityScope,
     check_user_visible,
@@ -96,6 +96,15 @@ def analytics_meta() -> dict[str, Any]:
         ],
         "operators": [{"name": op.value, "value_type": "array" if op.takes_list else "scalar"} for op in Operator],
         "filters": sorted(FILTER_FIELDS),
+        # What `order_by` takes (`_order`): the bucket and the request count always, a metric or a
+        # dimension when the query asks for it too; `group_limit` counts rows per combination of
+        # the requested dimensions.
+        "order_by": {
+            "always": [*ORDER_BUCKET, "request_count"],
+            "when_requested": [*(m for m in METRICS if m != "request_count"), *DIMENSIONS],
+            "directions": ["asc", "desc"],
+        },
+        "group_limit": {"min": 1, "max": MAX_ROWS},
         "max_time_range_days": max(MAX_DAYS.values()),
         "week_starts_on": "monday",
         "timezone": "UTC",
