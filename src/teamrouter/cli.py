@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging.config
+import os
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Annotated, NoReturn, TypeVar
 
 import typer
 from sqlalchemy.exc import DBAPIError
 
-from teamrouter.config import Settings, load_settings, resolve_secret
+from teamrouter.config import PREFIX, Settings, load_settings, resolve_secret
 from teamrouter.errors import CannotListen, NotFound, TeamrouterError
 from teamrouter.logs import logging_config
 from teamrouter.runtime import Runtime, build_runtime
@@ -111,6 +112,10 @@ def serve(
         serving.listen(sock)
     except CannotListen as exc:
         _fail(exc.message, EXIT_CANNOT_LISTEN)
+    if settings.is_dev and "public_url" not in settings.model_fields_set:
+        # Dev mail links lead back to this server, on whatever port it got (`--port 0` included);
+        # the workers read their settings from the environment.
+        os.environ[PREFIX + "PUBLIC_URL"] = serving.local_url(sock)
     # True from here: connections are accepted, and wait in the backlog until a worker has started.
     typer.echo(f"teamrouter listening on {serving.url(sock)} ({settings.env.value} mode)", err=True)
     try:

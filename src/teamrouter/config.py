@@ -187,6 +187,13 @@ class Settings(BaseModel):
             problems.append("TEAMROUTER_PAYMENTS=stripe needs TEAMROUTER_STRIPE_API_KEY and _STRIPE_WEBHOOK_SECRET")
         if not self.smtp_url:
             problems.append("TEAMROUTER_SMTP_URL is required outside dev mode (mail written to files is for dev only)")
+        if "public_url" not in self.model_fields_set:
+            # Its default names this machine's loopback: every verification and invitation link
+            # mailed to a person, and the payment pages' return address, would lead nowhere.
+            problems.append(
+                "TEAMROUTER_PUBLIC_URL is required outside dev mode: the address people reach this "
+                "deployment at (links in mail are built from it), e.g. https://router.example.com"
+            )
         return problems
 
 

@@ -54,6 +54,14 @@ def url(sock: socket.socket) -> str:
     return f"http://{_hostport(host, port)}"
 
 
+def local_url(sock: socket.socket) -> str:
+    """`url`, with a wildcard address (0.0.0.0, ::) given as this machine's loopback, which a
+    browser on it can open."""
+    host, port = sock.getsockname()[:2]
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)  # noqa: S104  # read, not bound
+    return f"http://{_hostport(host, port)}"
+
+
 def run(config: Config, sock: socket.socket) -> bool:
     """Serve on `sock` until a signal stops it; False if the (single) server never started.
 

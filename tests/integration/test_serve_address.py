@@ -9,6 +9,7 @@ import re
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -90,14 +91,24 @@ def test_listening_is_said_once_the_port_takes_connections(env, workers):
         proc.communicate(timeout=30)
 
 
-def test_port_zero_serves_on_a_free_port_and_says_which(env):
+def test_port_zero_serves_on_a_free_port_and_says_which(env, tmp_path):
     proc = start(env, "127.0.0.1", 0)
     try:
         assert proc.stderr is not None
         line = next(line for line in proc.stderr if "listening on" in line)
         found = re.fullmatch(r"teamrouter listening on http://127\.0\.0\.1:(\d+) \(dev mode\)\n", line)
         assert found and int(found[1]) != 0, line
-        assert httpx.get(f"http://127.0.0.1:{found[1]}/healthz", timeout=30).status_code == 200
+        base = f"http://127.0.0.1:{found[1]}"
+        assert httpx.get(f"{base}/healthz", timeout=30).status_code == 200
+        # Dev mail links lead back to the port it got, not to TEAMROUTER_PUBLIC_URL's default (:8080).
+        signup = {"email": "port@example.com", "password": "correct horse battery"}
+        assert httpx.post(f"{base}/api/v1/auth/signup", json=signup, timeout=30).status_code == 201
+        outbox = tmp_path / "var" / "outbox"
+        deadline = time.monotonic() + 10
+        while not list(outbox.glob("*.eml")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        (mail,) = outbox.glob("*.eml")
+        assert f"{base}/verify-email?token=" in mail.read_text()
     finally:
         proc.terminate()
         proc.communicate(timeout=30)

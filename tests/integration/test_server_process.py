@@ -83,3 +83,4 @@ def test_serve_refuses_an_unsafe_production_config(tmp_path, database_url):
     result = cli(env, "serve", "--port", "1")
     assert result.returncode == 2
     assert "TEAMROUTER_SECRET_KEY" in result.stderr and "TEAMROUTER_SMTP_URL" in result.stderr
+    assert "TEAMROUTER_PUBLIC_URL" in result.stderr

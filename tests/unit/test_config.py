@@ -52,8 +52,21 @@ def test_production_refuses_dev_payments_and_missing_smtp():
     settings = load_settings({"TEAMROUTER_SECRET_KEY": GOOD_SECRET, "TEAMROUTER_PAYMENTS": "dev"})
     problems = " ".join(settings.problems_for_serving())
     assert "TEAMROUTER_PAYMENTS=dev" in problems and "TEAMROUTER_SMTP_URL" in problems
-    ok = load_settings({"TEAMROUTER_SECRET_KEY": GOOD_SECRET, "TEAMROUTER_SMTP_URL": "smtp://127.0.0.1:25"})
+    ok = load_settings(
+        {
+            "TEAMROUTER_SECRET_KEY": GOOD_SECRET,
+            "TEAMROUTER_SMTP_URL": "smtp://127.0.0.1:25",
+            "TEAMROUTER_PUBLIC_URL": "https://router.example",
+        }
+    )
     assert ok.problems_for_serving() == []
+
+
+def test_production_needs_the_public_url_that_mail_links_are_built_from():
+    settings = load_settings({"TEAMROUTER_SECRET_KEY": GOOD_SECRET, "TEAMROUTER_SMTP_URL": "smtp://127.0.0.1:25"})
+    assert settings.public_url == "http://127.0.0.1:8080"  # the default: this machine's loopback
+    assert [p for p in settings.problems_for_serving() if "TEAMROUTER_PUBLIC_URL" in p]
+    assert load_settings({"TEAMROUTER_ENV": "dev"}).problems_for_serving() == []
 
 
 def test_dev_generates_one_secret_and_keeps_it(tmp_path):
