@@ -21,6 +21,12 @@ one (nothing per byte, and no timer per request):
   that goes away (gateway/core.py `_pump`).
 
 Memory per slow connection stays bounded by the transport's high-water mark plus one write.
+
+It also tells an application that its client left without its having to ask: each request's scope
+carries a future under `extensions[DISCONNECTED]`, resolved when the connection is lost or cut
+while that request's response is unfinished. The inference path waits on it (to cancel an upstream
+call nobody waits for) at the cost of a future per request, where listening for `http.disconnect`
+took a task per request: measured +0.06 ms of CPU a request at concurrency 32 (7%).
 """
 
 from __future__ import annotations
@@ -31,6 +37,9 @@ from typing import Any, cast
 
 from uvicorn._types import ASGI3Application
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+
+# The scope extension holding the request's disconnect future (asyncio.Future[None]).
+DISCONNECTED = "teamrouter.disconnected"
 
 REQUEST_TIMEOUT = (
     b"HTTP/1.1 408 Request Timeout\r\n"
@@ -69,6 +78,8 @@ class DeadlineProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        # uvicorn types extensions' values as dicts; the ASGI spec leaves them to the server.
+        cast(dict[str, Any], self.scope)["extensions"] = {DISCONNECTED: self.loop.create_future()}
         self.awaiting_headers = True
         if self.request_began is None:  # a further request on a kept-alive connection
             self.request_began = self.loop.time()
@@ -148,6 +159,11 @@ class DeadlineProtocol(HttpToolsProtocol):
             if cycle is not None and not cycle.response_complete:
                 cycle.disconnected = True
                 cycle.message_event.set()
+                gone: asyncio.Future[None] | None = (
+                    cast(dict[str, Any], cycle.scope).get("extensions", {}).get(DISCONNECTED)
+                )
+                if gone is not None and not gone.done():
+                    gone.set_result(None)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.read_check is not None:

@@ -9,7 +9,6 @@ in the OpenRouter envelope.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from typing import Any
 
@@ -21,6 +20,7 @@ from teamrouter.gateway.core import Gateway
 from teamrouter.gateway.streaming import Head
 from teamrouter.ids import new_generation_id
 from teamrouter.providers.base import Kind, sse_event
+from teamrouter.server import DISCONNECTED
 
 ROUTES: dict[str, Kind] = {"/api/v1/chat/completions": "chat", "/api/v1/completions": "completion"}
 GATEWAY_KEY = "gateway"
@@ -81,29 +81,48 @@ class InferenceFront:
         except TeamrouterError as exc:
             await _send_error(send, exc, generation)
             return
-        if not prepared.admission.request.stream:
-            try:
-                payload = await gateway.complete(prepared)
-            except TeamrouterError as exc:
-                await _send_error(send, exc, generation)
-                return
-            await send(_json_head(200, generation, len(payload)))
-            await send({"type": "http.response.body", "body": payload})
+        # Resolved when the client goes away, so that an upstream it no longer waits for is cancelled.
+        # teamrouter's server provides it (teamrouter.server); under another, a task listens.
+        disconnected: asyncio.Future[None] | None = scope.get("extensions", {}).get(DISCONNECTED)
+        listener: asyncio.Task[None] | None = None
+        if disconnected is None:
+            disconnected = asyncio.get_running_loop().create_future()
+            listener = asyncio.create_task(_listen(receive, disconnected))
+        try:
+            if not prepared.admission.request.stream:
+                await self._complete(gateway, prepared, send, generation, disconnected)
+            else:
+                await self._stream(gateway, prepared, send, generation, disconnected)
+        finally:
+            if listener is not None:
+                listener.cancel()
+
+    async def _complete(
+        self,
+        gateway: Gateway,
+        prepared: Any,
+        send: Send,
+        generation: list[tuple[bytes, bytes]],
+        disconnected: asyncio.Future[None],
+    ) -> None:
+        try:
+            payload = await gateway.complete(prepared, disconnected)
+        except TeamrouterError as exc:
+            await _send_error(send, exc, generation)
             return
-        await self._stream(gateway, prepared, receive, send, generation)
+        if payload is None:
+            return  # the client left: nobody to answer
+        await send(_json_head(200, generation, len(payload)))
+        await send({"type": "http.response.body", "body": payload})
 
     async def _stream(
-        self, gateway: Gateway, prepared: Any, receive: Receive, send: Send, generation: list[tuple[bytes, bytes]]
+        self,
+        gateway: Gateway,
+        prepared: Any,
+        send: Send,
+        generation: list[tuple[bytes, bytes]],
+        disconnected: asyncio.Future[None],
     ) -> None:
-        disconnected: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-        async def listen() -> None:
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    disconnected.set_result(None)
-                    return
-
         async def start() -> None:
             await send(
                 {
@@ -123,7 +142,6 @@ class InferenceFront:
 
         # Sent once, by the stream or its keepalive; whether it went out decides how an error ends.
         head = Head(start)
-        listener = asyncio.create_task(listen())
         try:
             await gateway.stream(prepared, emit, head, disconnected)
         except TeamrouterError as exc:
@@ -133,10 +151,6 @@ class InferenceFront:
             # The gateway raises only before the head; should anything escape after it (a keepalive
             # comment can send the head at any time), the stream still ends as API.md has it.
             await emit(sse_event({**exc.envelope(), "choices": [{"index": 0, "delta": {}, "finish_reason": "error"}]}))
-        finally:
-            listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await listener
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def _body(self, receive: Receive, headers: dict[bytes, bytes]) -> bytes:
@@ -156,6 +170,17 @@ class InferenceFront:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)
+
+
+async def _listen(receive: Receive, disconnected: asyncio.Future[None]) -> None:
+    """Resolves `disconnected` when the client goes away. Once the response is complete the server
+    reports a disconnect too (ASGI), which then changes nothing: the request is done."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            if not disconnected.done():
+                disconnected.set_result(None)
+            return
 
 
 def _bearer(value: bytes | None) -> str:

@@ -214,17 +214,31 @@ class Gateway:
                 upstream = exc
             yield endpoint, adapter, upstream
 
-    async def complete(self, prepared: Prepared) -> bytes:
-        """A whole answer as JSON bytes, settled. Voids the hold if every endpoint failed."""
+    async def complete(self, prepared: Prepared, disconnected: asyncio.Future[None]) -> bytes | None:
+        """A whole answer as JSON bytes, settled. Voids the hold if every endpoint failed.
+
+        None when the client left (`disconnected`, resolved by the front end) before an upstream
+        answered: that upstream call is cancelled and only the prompt it received is billed
+        (`_bill_the_prompt`), as for a stream whose client left before its first byte. Without
+        this, a client that gave up on a slow answer (an SDK's timeout, which then retries) paid
+        for the whole answer it never received.
+        """
         last: UpstreamError | None = None
         try:
             for endpoint, adapter, upstream in self._attempts(prepared, stream=False):
+                if disconnected.done():
+                    break  # nobody to answer: no further upstream is asked
                 try:
                     if isinstance(upstream, UnsupportedRequestError):
                         raise upstream
-                    status, raw = await calls.fetch(
-                        self.http, adapter, endpoint, upstream, self.timeouts[endpoint.provider.slug]
+                    fetched = await unless_client_leaves(
+                        calls.fetch(self.http, adapter, endpoint, upstream, self.timeouts[endpoint.provider.slug]),
+                        disconnected,
                     )
+                    if fetched is None:  # the client left while this upstream worked: it is cancelled
+                        await self._bill_the_prompt(prepared, endpoint, streamed=False)
+                        return None
+                    status, raw = fetched
                     parsed = adapter.parse_response(
                         status,
                         raw,
@@ -266,6 +280,8 @@ class Gateway:
             await self._void_quietly(prepared)
             raise
         await self._void_quietly(prepared)
+        if disconnected.done():
+            return None
         raise as_api_error(last)
 
     async def stream(
@@ -321,8 +337,9 @@ class Gateway:
                         ),
                         disconnected,
                     )
-                    if opened is None:
-                        break  # the client left before this upstream answered: cancelled, nothing billed
+                    if opened is None:  # the client left while this upstream worked: it is cancelled
+                        await self._bill_the_prompt(prepared, endpoint, streamed=True)
+                        return
                     parser = adapter.stream_parser(
                         kind=prepared.admission.request.kind,
                         response_id=prepared.generation_id,
@@ -358,7 +375,7 @@ class Gateway:
         if chosen is None:
             await self._void_quietly(prepared)
             if disconnected.done():
-                return  # the client left before any upstream answered: nothing to send, nothing billed
+                return  # the client left between two attempts: no upstream has its request, nothing billed
             if not response.sent:
                 raise as_api_error(last)
             # The head went out (with a preamble that led nowhere, or a keepalive comment): the
@@ -471,6 +488,26 @@ class Gateway:
         await emit(b"".join(tail))
 
     # -- settlement ------------------------------------------------------------------------------
+
+    async def _bill_the_prompt(self, prepared: Prepared, endpoint: Endpoint, *, streamed: bool) -> None:
+        """Settle a request whose client left while `endpoint` worked on it, before any answer came:
+        the upstream had the prompt, so it is billed, from the estimate (no usage came back) and
+        flagged so. A client's own cancellation is never insured (billing); what an upstream
+        produced after the cancel reached no one, and is not billed."""
+        usage = Usage(prepared.admission.prompt_estimate, 0, estimated=True)
+        charged = bill(endpoint, usage=usage, finish_reason=None, cancelled=True)
+        # Shielded: a shutdown cancelling this task must not leave the hold half-resolved.
+        await asyncio.shield(
+            self._settle(
+                prepared,
+                endpoint,
+                charged,
+                None,
+                streamed=streamed,
+                first_byte=time.perf_counter(),  # none came: latency is how long the client waited
+                outcome=StreamOutcome(cancelled=True),
+            )
+        )
 
     async def _settle(
         self,

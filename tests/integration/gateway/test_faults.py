@@ -15,6 +15,7 @@ from tests.support.gateway import funded_person, script
 from teamrouter.domain.activity.models import Generation
 from teamrouter.domain.credits.models import CreditAccount, Hold
 from teamrouter.domain.keys import service as keys
+from teamrouter.money import UNITS_PER_USD
 
 pytestmark = pytest.mark.db
 
@@ -189,12 +190,17 @@ async def test_c18_client_disconnect_cancels_upstream_and_bills_prompt_plus_deli
     assert open_holds == 0
 
 
-async def test_c18_a_client_gone_before_the_upstream_answered_cancels_it_and_pays_nothing(gateway, gw_rt):
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "json"])
+async def test_c18_a_client_gone_before_the_upstream_answered_cancels_it_and_pays_for_the_prompt(
+    gateway, gw_rt, stream
+):
     # The upstream thinks for 3 s before its first byte; the client gives up after 0.5 s, having
-    # received nothing. The upstream call must be cancelled then (the hold voided at once), not
-    # carried on until it answers and its first output billed as if delivered.
+    # received nothing. The upstream call must be cancelled then, and the request settled at once
+    # for the prompt the upstream received (a client's own cancellation is not insured) — not
+    # carried on until the upstream answers and billed as if delivered: for a stream, its first
+    # output; for a JSON answer (an SDK's timeout, which then retries), all of it.
     who = await funded_person(gw_rt, usd="1")
-    body = {"model": "test/chat", "stream": True, "messages": msgs(script(first_byte_delay_ms=3000, content="late"))}
+    body = {"model": "test/chat", "stream": stream, "messages": msgs(script(first_byte_delay_ms=3000, content="late"))}
     async with httpx.AsyncClient(base_url=gateway.base_url, timeout=30) as c:
         with pytest.raises(httpx.ReadTimeout):
             async with c.stream(
@@ -206,14 +212,20 @@ async def test_c18_a_client_gone_before_the_upstream_answered_cancels_it_and_pay
             ) as response:
                 await response.aread()
     left_at = time.monotonic()
-    open_holds = 1
-    while open_holds and time.monotonic() - left_at < 1.5:
+    generations: list = []
+    while not generations and time.monotonic() - left_at < 1.5:
         await asyncio.sleep(0.05)
-        _, open_holds, generations = await state(gw_rt, who.account_id)
-    assert open_holds == 0, "the hold was still open 1.5 s after the client left"
-    await asyncio.sleep(2)  # past the upstream's answer: nothing may be billed for it then
+        _, _, generations = await state(gw_rt, who.account_id)
+    assert generations, "the request was not settled within 1.5 s of the client leaving"
+    (row,) = generations
+    assert row.cancelled and row.streamed is stream and row.usage_estimated
+    assert row.tokens_prompt > 0 and row.tokens_completion == 0
+    assert row.cost == row.tokens_prompt * 1_000  # $0.000001 a prompt token, nothing else
+    assert 400 <= row.latency_ms < 1500  # how long the client waited, not the upstream's 3 s
+    await asyncio.sleep(2)  # past the upstream's answer: nothing more may be billed for it then
     account, open_holds, generations = await state(gw_rt, who.account_id)
-    assert (open_holds, generations, account.held) == (0, [], 0)
+    assert (open_holds, len(generations), account.held) == (0, 1, 0)
+    assert account.balance == UNITS_PER_USD - row.cost
 
 
 @pytest.mark.parametrize("stream", [False, True])

@@ -27,15 +27,13 @@ class _Gateway:
 async def _run(start_first: bool) -> list[dict[str, Any]]:
     sent: list[dict[str, Any]] = []
 
-    async def receive() -> dict[str, Any]:
-        await asyncio.sleep(3600)
-        return {"type": "http.disconnect"}
-
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
     front = InferenceFront(state={}, max_body_bytes=1024)
-    await front._stream(_Gateway(start_first=start_first), None, receive, send, [(b"x-generation-id", b"gen-1")])
+    disconnected: asyncio.Future[None] = asyncio.get_running_loop().create_future()  # the client stays
+    gateway = _Gateway(start_first=start_first)
+    await front._stream(gateway, None, send, [(b"x-generation-id", b"gen-1")], disconnected)
     return sent
 
 
