@@ -10,10 +10,11 @@ from typing import Any
 
 import httpx
 import pytest
-from openrouter import OpenRouter, operations
+from openrouter import operations
 from tests.support.activity import World, make_key, record, set_visibility
 from tests.support.keys import add_member, enter, make_org
 from tests.support.orgs import assert_envelope
+from tests.support.sdk import openrouter
 
 from teamrouter.clock import FrozenClock
 from teamrouter.domain.roles import Role
@@ -448,12 +449,7 @@ async def test_foreign_key_filter_is_not_found(rt, world, make_person):
 
 async def test_official_sdk_meta_and_query_with_a_management_key(world, app):
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as http:
-        sdk = OpenRouter(
-            api_key=world.keys["mgmt"].plaintext,
-            server_url="http://testserver/api/v1",
-            async_client=http,
-            retry_config=None,
-        )
+        sdk = openrouter(world.keys["mgmt"].plaintext, "http://testserver", async_client=http)
         meta = await sdk.analytics.get_analytics_meta_async()
         assert {m.name for m in meta.data.metrics} == {
             "total_usage",

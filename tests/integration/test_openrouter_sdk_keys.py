@@ -11,8 +11,9 @@ from datetime import UTC, datetime
 
 import httpx
 import pytest
-from openrouter import OpenRouter, errors
+from openrouter import errors
 from tests.conftest import PASSWORD
+from tests.support.sdk import openrouter
 from tests.support.server import ServerProcess
 
 
@@ -66,7 +67,7 @@ def management_key(base: str) -> str:
 
 def test_openrouter_sdk_manages_keys(server: ServerProcess):
     mgmt = management_key(server.base_url)
-    sdk = OpenRouter(api_key=mgmt, server_url=f"{server.base_url}/api/v1", retry_config=None, timeout_ms=30_000)
+    sdk = openrouter(mgmt, server.base_url)
     with sdk:
         listed = sdk.api_keys.list().data
         assert [k.name for k in listed] == ["sdk admin"]
@@ -108,7 +109,7 @@ def test_openrouter_sdk_manages_keys(server: ServerProcess):
 
         # The new key, used as a management key: refused with OpenRouter's message.
         inference = sdk.api_keys.create(name="inference only")
-    with OpenRouter(api_key=inference.key, server_url=f"{server.base_url}/api/v1", retry_config=None) as as_inference:
+    with openrouter(inference.key, server.base_url) as as_inference:
         with pytest.raises(errors.OpenRouterError) as refused:
             as_inference.api_keys.list()
         assert refused.value.status_code == 403

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from openrouter import OpenRouter, components, operations
+from openrouter import components, operations
 from sqlalchemy import select
 from tests.support.orgs import assert_envelope, create_org, join, org_row, recording_mailer
+from tests.support.sdk import openrouter
 
 from teamrouter.domain.actor import Actor
 from teamrouter.domain.audit.models import AuditEvent
@@ -285,12 +286,7 @@ async def test_official_sdk_with_a_management_key(team, rt, app):
     created = await keys.create_key(rt, actor=as_member, name="ci", management=True)
 
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as http:
-        sdk = OpenRouter(
-            api_key=created.plaintext,
-            server_url="http://testserver/api/v1",
-            async_client=http,
-            retry_config=None,
-        )
+        sdk = openrouter(created.plaintext, "http://testserver", async_client=http)
         page = await sdk.organization.list_members_async()
         assert page.result.total_count == 2
         assert {(m.email, m.role) for m in page.result.data} == {

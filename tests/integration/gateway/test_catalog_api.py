@@ -9,8 +9,9 @@ import warnings
 
 import httpx
 import pytest
-from openrouter import OpenRouter, components, operations, utils
+from openrouter import components, operations, utils
 from tests.support.gateway import add_key, funded_person
+from tests.support.sdk import openrouter
 
 from teamrouter.domain.keys import service as keys
 
@@ -53,7 +54,7 @@ async def test_models_endpoints_and_providers_in_openrouters_shapes(sdk, gateway
     ]
     with (
         warnings.catch_warnings(),
-        OpenRouter(api_key=who.key, server_url=f"{gateway.base_url}/api/v1", retry_config=None) as client,
+        openrouter(who.key, gateway.base_url) as client,
     ):
         warnings.simplefilter("ignore", DeprecationWarning)
         listed = client.models.list()
@@ -70,7 +71,7 @@ async def test_one_model_for_the_openrouter_and_openai_sdks(sdk, gateway, gw_rt)
     assert r.status_code == 200 and r.json() == {"data": listed}
     with (
         warnings.catch_warnings(),
-        OpenRouter(api_key=who.key, server_url=f"{gateway.base_url}/api/v1", retry_config=None) as client,
+        openrouter(who.key, gateway.base_url) as client,
     ):
         warnings.simplefilter("ignore", DeprecationWarning)
         model = client.models.get(author="test", slug="chat").data
@@ -86,7 +87,7 @@ async def test_the_endpoints_listing_shows_each_quantization(gateway, gw_rt):
     who = await funded_person(gw_rt, usd="1")
     with (
         warnings.catch_warnings(),
-        OpenRouter(api_key=who.key, server_url=f"{gateway.base_url}/api/v1", retry_config=None) as client,
+        openrouter(who.key, gateway.base_url) as client,
     ):
         warnings.simplefilter("ignore", DeprecationWarning)
         endpoints = client.endpoints.list(author="test", slug="chat").data.endpoints

@@ -8,9 +8,9 @@ import warnings
 
 import httpx
 import pytest
-from openrouter import OpenRouter
 from sqlalchemy import select
 from tests.support.gateway import funded_person, script
+from tests.support.sdk import openrouter
 
 from teamrouter.domain.activity.models import Generation
 from teamrouter.domain.credits.models import CreditAccount
@@ -102,9 +102,7 @@ async def test_openrouter_sdk_chat_both_ways(gateway, gw_rt):
     before, _ = await balance(gw_rt, who.account_id)
     with (
         warnings.catch_warnings(),
-        OpenRouter(
-            api_key=who.key, server_url=f"{gateway.base_url}/api/v1", retry_config=None, timeout_ms=30_000
-        ) as client,
+        openrouter(who.key, gateway.base_url) as client,
     ):
         warnings.simplefilter("ignore", DeprecationWarning)
         result = client.chat.send(

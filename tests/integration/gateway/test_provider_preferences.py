@@ -15,6 +15,7 @@ import httpx
 import pytest
 from openrouter import OpenRouter, errors
 from tests.support.gateway import FakeUpstreamProcess, funded_person, script, start_gateway
+from tests.support.sdk import openrouter
 
 from teamrouter.domain.credits.models import CreditAccount
 
@@ -28,7 +29,7 @@ PLAIN = "hi"  # no script of its own: answered as the fake upstream was told per
 def openrouter_sdk(base_url: str, key: str) -> Iterator[OpenRouter]:
     with (
         warnings.catch_warnings(),
-        OpenRouter(api_key=key, server_url=f"{base_url}/api/v1", retry_config=None, timeout_ms=30_000) as client,
+        openrouter(key, base_url) as client,
     ):
         warnings.simplefilter("ignore", DeprecationWarning)
         yield client

@@ -15,9 +15,9 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-from openrouter import OpenRouter
 from tests.support.credits import check_ledger
 from tests.support.gateway import funded_person, script, start_gateway
+from tests.support.sdk import openrouter
 
 from teamrouter.config import load_settings
 from teamrouter.gateway.keepalive import COMMENT
@@ -81,9 +81,7 @@ async def test_the_openrouter_sdk_skips_the_comments(setup):
     server, who = setup
     with (
         warnings.catch_warnings(),
-        OpenRouter(
-            api_key=who.key, server_url=f"{server.base_url}/api/v1", retry_config=None, timeout_ms=30_000
-        ) as sdk,
+        openrouter(who.key, server.base_url) as sdk,
     ):
         warnings.simplefilter("ignore", DeprecationWarning)
         with sdk.chat.send(
