@@ -1,4 +1,6 @@
 # teamrouter: two commands matter. `make serve` runs it, `make test` proves it.
+# bash: `make test` needs pipefail
+SHELL := /bin/bash
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -29,9 +31,13 @@ serve: $(STAMP)
 ## test: lint, type-check, then the whole suite on SQLite and (when it answers) on PostgreSQL
 # The two backends' suites run side by side: each keeps about one core busy and spends much of its
 # time waiting on the server processes it starts, so together they take little more than the longer.
-# --output-sync prints each suite's report whole, once it is done.
+# Each line says whose it is; the target fails when either suite does.
 test: $(DEV_STAMP) lint typecheck
-	@$(MAKE) --no-print-directory -j2 --output-sync=target test-sqlite test-postgres
+	@set -o pipefail; \
+	( $(MAKE) --no-print-directory test-sqlite 2>&1 | sed -u 's/^/[sqlite] /' ) & sqlite=$$!; \
+	( $(MAKE) --no-print-directory test-postgres 2>&1 | sed -u 's/^/[postgres] /' ) & postgres=$$!; \
+	wait $$sqlite; sqlite_status=$$?; wait $$postgres; postgres_status=$$?; \
+	exit $$(( sqlite_status || postgres_status ))
 
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check src tests bench

@@ -99,7 +99,10 @@ class OutboxMailer:
     async def send(self, *, to: str, subject: str, body: str) -> None:
         self._folder.mkdir(parents=True, exist_ok=True)
         path = self._folder / f"{new_id('mail')}.eml"
-        path.write_bytes(bytes(_message(self._sender, to, subject, body)))
+        # Written aside, then renamed: whoever watches the folder sees a whole message or none.
+        partial = path.with_suffix(".partial")
+        partial.write_bytes(bytes(_message(self._sender, to, subject, body)))
+        partial.replace(path)
         link = _LINK.search(body)
         log.warning(
             "email to %s (%s) written to %s%s",

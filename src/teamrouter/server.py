@@ -79,7 +79,7 @@ class DeadlineProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         # uvicorn types extensions' values as dicts; the ASGI spec leaves them to the server.
-        cast(dict[str, Any], self.scope)["extensions"] = {DISCONNECTED: self.loop.create_future()}
+        cast(dict[str, Any], self.scope).setdefault("extensions", {})[DISCONNECTED] = self.loop.create_future()
         self.awaiting_headers = True
         if self.request_began is None:  # a further request on a kept-alive connection
             self.request_began = self.loop.time()
@@ -91,6 +91,14 @@ class DeadlineProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         super().on_message_complete()
         self.request_began = None
+        # uvicorn pauses reading once 64 KiB of body wait unread, and only the application's next
+        # `receive()` resumes it; one that has its whole body and waits on the DISCONNECTED future
+        # never calls it again. With reading paused the client's FIN goes unseen, and so would its
+        # leaving. A request's end is a safe place to read on: a pipelined next request pauses
+        # reading again (uvicorn's own check), and its body is bounded as this one's was. Not while
+        # requests wait in the pipeline: those stay paused, as uvicorn keeps them.
+        if not self.pipeline:
+            self.flow.resume_reading()
 
     def _check_read_deadline(self) -> None:
         self.read_check = None

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+from aiohttp.abc import AbstractStreamWriter
 
 from teamrouter.gateway.catalog import Endpoint, Provider
 from teamrouter.providers.base import ProviderAdapter, UpstreamError, UpstreamRequest, error_message
@@ -64,6 +65,21 @@ class Timeouts:
         )
 
 
+class Body(aiohttp.BytesPayload):
+    """A request body that knows whether it went out: a client that leaves while the call is
+    pending owes the prompt only once an upstream has it (gateway.core `_bill_the_prompt`); cut
+    while connecting, nothing. aiohttp takes a payload as it is, where it would wrap bytes in one."""
+
+    sent = False
+
+    def __init__(self, value: bytes) -> None:
+        super().__init__(value, content_type="application/json")
+
+    async def write_with_length(self, writer: AbstractStreamWriter, content_length: int | None) -> None:
+        await super().write_with_length(writer, content_length)
+        self.sent = True
+
+
 @dataclass
 class OpenStream:
     """A committed upstream stream: the first bytes already read, the rest to iterate."""
@@ -79,15 +95,23 @@ async def fetch(
     endpoint: Endpoint,
     request: UpstreamRequest,
     timeouts: Timeouts | None = None,
+    payload: Body | None = None,
 ) -> tuple[int, bytes]:
-    """A whole (non-streamed) answer; raises UpstreamError (retryable or not)."""
+    """A whole (non-streamed) answer; raises UpstreamError (retryable or not). `payload`, when given,
+    is `request.json_body` as a `Body`, for the caller to tell whether it went out."""
     if isinstance(adapter, DemoAdapter):
+        if payload is not None:
+            payload.sent = True  # in-process: it has the request at once
         return adapter.backend.respond(request)
     timeouts = timeouts or Timeouts.of(endpoint.provider)
     try:
         # aiohttp copies the headers into its own multidict: no copy of ours is needed.
         async with http.request(
-            request.method, request.url, data=request.json_body, headers=request.headers, timeout=timeouts.fetch
+            request.method,
+            request.url,
+            data=request.json_body if payload is None else payload,
+            headers=request.headers,
+            timeout=timeouts.fetch,
         ) as response:
             body = await response.read()
             status = response.status
@@ -105,9 +129,13 @@ async def open_stream(
     endpoint: Endpoint,
     request: UpstreamRequest,
     timeouts: Timeouts | None = None,
+    payload: Body | None = None,
 ) -> OpenStream:
-    """Open a stream and read its first bytes; raises UpstreamError before anything is committed."""
+    """Open a stream and read its first bytes; raises UpstreamError before anything is committed.
+    `payload` as for `fetch`."""
     if isinstance(adapter, DemoAdapter):
+        if payload is not None:
+            payload.sent = True
         iterator = adapter.backend.stream(request)
         first = await anext(iterator)
         return OpenStream(first=first, rest=iterator, close=None)
@@ -116,7 +144,11 @@ async def open_stream(
     try:
         async with asyncio.timeout(timeouts.first_byte):
             response = await http.request(
-                request.method, request.url, data=request.json_body, headers=request.headers, timeout=timeouts.stream
+                request.method,
+                request.url,
+                data=request.json_body if payload is None else payload,
+                headers=request.headers,
+                timeout=timeouts.stream,
             )
             if response.status != 200:
                 body = await response.read()
@@ -130,9 +162,11 @@ async def open_stream(
                 # generated, so it fails before the first byte, and the next endpoint may answer.
                 body = first + await response.content.read(NON_STREAM_BODY_LIMIT)
                 raise UpstreamError(502, f"upstream sent no event stream: {error_message(body)}", retryable=True)
-    except Exception as exc:
+    except BaseException as exc:
         if response is not None:
-            response.close()
+            response.close()  # cancelled too (the client left): the connection is not left to the collector
+        if not isinstance(exc, Exception):
+            raise
         raise error_from_exception(exc) from exc
     return OpenStream(first=first, rest=_chunks(response), close=response.close)
 

@@ -217,13 +217,14 @@ class Gateway:
     async def complete(self, prepared: Prepared, disconnected: asyncio.Future[None]) -> bytes | None:
         """A whole answer as JSON bytes, settled. Voids the hold if every endpoint failed.
 
-        None when the client left (`disconnected`, resolved by the front end) before an upstream
+        None when the client left (`disconnected`, resolved when it goes away) before an upstream
         answered: that upstream call is cancelled and only the prompt it received is billed
         (`_bill_the_prompt`), as for a stream whose client left before its first byte. Without
         this, a client that gave up on a slow answer (an SDK's timeout, which then retries) paid
         for the whole answer it never received.
         """
         last: UpstreamError | None = None
+        left: Endpoint | None = None  # had the request when the client left
         try:
             for endpoint, adapter, upstream in self._attempts(prepared, stream=False):
                 if disconnected.done():
@@ -231,13 +232,16 @@ class Gateway:
                 try:
                     if isinstance(upstream, UnsupportedRequestError):
                         raise upstream
+                    payload = calls.Body(upstream.json_body)
                     fetched = await unless_client_leaves(
-                        calls.fetch(self.http, adapter, endpoint, upstream, self.timeouts[endpoint.provider.slug]),
+                        calls.fetch(
+                            self.http, adapter, endpoint, upstream, self.timeouts[endpoint.provider.slug], payload
+                        ),
                         disconnected,
                     )
-                    if fetched is None:  # the client left while this upstream worked: it is cancelled
-                        await self._bill_the_prompt(prepared, endpoint, streamed=False)
-                        return None
+                    if fetched is None:  # the client left while the call was pending: it is cancelled
+                        left = endpoint if payload.sent else None
+                        break
                     status, raw = fetched
                     parsed = adapter.parse_response(
                         status,
@@ -279,6 +283,9 @@ class Gateway:
         except BaseException:
             await self._void_quietly(prepared)
             raise
+        if left is not None:
+            await self._bill_the_prompt(prepared, left, streamed=False)
+            return None
         await self._void_quietly(prepared)
         if disconnected.done():
             return None
@@ -302,7 +309,7 @@ class Gateway:
         message_start) is passed on as it comes, and an error event, a break or an end before any
         output still falls back to the next endpoint (an overloaded upstream fails just so), nothing
         billed. When none is left after the head went out, the stream ends with an error event.
-        `disconnected` is resolved by the front end when the client goes away. A stream silent for
+        `disconnected` is resolved when the client goes away (by the server: teamrouter.server). A stream silent for
         `stream_keepalive_seconds` (an upstream yet to answer, or thinking between two tokens) gets
         an SSE comment, its head going out first if it had not (`keepalive`).
         """
@@ -320,6 +327,7 @@ class Gateway:
         last: UpstreamError | None = None
         chosen: Committed | None = None
         tried: Endpoint | None = None
+        left: Endpoint | None = None  # had the request when the client left
         start = response.start
 
         try:
@@ -331,15 +339,16 @@ class Gateway:
                 try:
                     if isinstance(upstream, UnsupportedRequestError):
                         raise upstream
+                    payload = calls.Body(upstream.json_body)
                     opened = await unless_client_leaves(
                         calls.open_stream(
-                            self.http, adapter, endpoint, upstream, self.timeouts[endpoint.provider.slug]
+                            self.http, adapter, endpoint, upstream, self.timeouts[endpoint.provider.slug], payload
                         ),
                         disconnected,
                     )
-                    if opened is None:  # the client left while this upstream worked: it is cancelled
-                        await self._bill_the_prompt(prepared, endpoint, streamed=True)
-                        return
+                    if opened is None:  # the client left while the call was pending: it is cancelled
+                        left = endpoint if payload.sent else None
+                        break
                     parser = adapter.stream_parser(
                         kind=prepared.admission.request.kind,
                         response_id=prepared.generation_id,
@@ -372,10 +381,13 @@ class Gateway:
         except BaseException:
             await self._void_quietly(prepared)
             raise
+        if left is not None:
+            await self._bill_the_prompt(prepared, left, streamed=True)
+            return
         if chosen is None:
             await self._void_quietly(prepared)
             if disconnected.done():
-                return  # the client left between two attempts: no upstream has its request, nothing billed
+                return  # the client left before any upstream had its request: nothing billed
             if not response.sent:
                 raise as_api_error(last)
             # The head went out (with a preamble that led nowhere, or a keepalive comment): the
@@ -491,9 +503,11 @@ class Gateway:
 
     async def _bill_the_prompt(self, prepared: Prepared, endpoint: Endpoint, *, streamed: bool) -> None:
         """Settle a request whose client left while `endpoint` worked on it, before any answer came:
-        the upstream had the prompt, so it is billed, from the estimate (no usage came back) and
-        flagged so. A client's own cancellation is never insured (billing); what an upstream
-        produced after the cancel reached no one, and is not billed."""
+        the upstream had the prompt (its body went out: `calls.Body`), so it is billed with any
+        per-request price, from the estimate (no usage came back) and flagged so. A client's own
+        cancellation is never insured (billing); what an upstream produced after the cancel
+        reached no one, and is not billed. Called outside the attempts' `try`, like `_pump`: a
+        shutdown cancelling this wait must not void the hold beside the shielded settlement."""
         usage = Usage(prepared.admission.prompt_estimate, 0, estimated=True)
         charged = bill(endpoint, usage=usage, finish_reason=None, cancelled=True)
         # Shielded: a shutdown cancelling this task must not leave the hold half-resolved.

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import time
 
 import httpx
+import orjson
 import pytest
 from sqlalchemy import func, select
 from tests.support.gateway import funded_person, script
@@ -226,6 +228,42 @@ async def test_c18_a_client_gone_before_the_upstream_answered_cancels_it_and_pay
     account, open_holds, generations = await state(gw_rt, who.account_id)
     assert (open_holds, len(generations), account.held) == (0, 1, 0)
     assert account.balance == UNITS_PER_USD - row.cost
+
+
+async def test_c18_a_client_gone_after_sending_a_large_body_is_noticed(gateway, gw_rt):
+    # A body's last read of more than 64 KiB makes uvicorn pause reading until the application
+    # asks for more; one that has its whole body never does, and a paused socket hides the
+    # client's leaving. Sent as a client on a slow link would: the head and a little of the body,
+    # then the rest in one write once the gateway is waiting for it.
+    who = await funded_person(gw_rt, usd="1")
+    padding = "lorem ipsum " * 9_000  # ~108 KB, within test/chat's context
+    body = orjson.dumps(
+        {
+            "model": "test/chat",
+            "messages": [
+                {"role": "user", "content": padding},
+                {"role": "user", "content": script(first_byte_delay_ms=3000, content="late")},
+            ],
+        }
+    )
+    port = int(gateway.base_url.rsplit(":", 1)[1])
+    head = (
+        f"POST /api/v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {who.key}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(head + body[:1024])
+        await asyncio.sleep(0.2)
+        sock.sendall(body[1024:])
+        await asyncio.sleep(0.5)  # the upstream has the request and thinks
+    left_at = time.monotonic()
+    generations: list = []
+    while not generations and time.monotonic() - left_at < 1.5:
+        await asyncio.sleep(0.05)
+        _, _, generations = await state(gw_rt, who.account_id)
+    assert generations, "the client's leaving went unnoticed: nothing settled within 1.5 s"
+    (row,) = generations
+    assert row.cancelled and row.tokens_completion == 0 and row.tokens_prompt > 20_000
 
 
 @pytest.mark.parametrize("stream", [False, True])

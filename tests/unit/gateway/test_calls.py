@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 
 import aiohttp
@@ -145,3 +146,65 @@ async def test_a_cookie_an_upstream_sets_is_never_sent_again(fake: FakeUpstream)
 def test_retry_after_is_seconds_or_a_date_within_an_hour(value: str, seconds: float | None) -> None:
     now = datetime(2026, 11, 29, 12, 0, 0, tzinfo=UTC).timestamp()
     assert calls.retry_after_seconds(value, now=now) == seconds
+
+
+@pytest.fixture
+def unanswered_port() -> Iterator[int]:
+    """A port whose SYNs go unanswered: a listener whose accept queue is full (Linux drops further
+    SYNs then), so a connect to it waits, as to an upstream host gone dark."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    port = server.getsockname()[1]
+    fillers = []
+    for _ in range(4):  # enough for the kernel's smallest accept queue
+        filler = socket.socket()
+        filler.setblocking(False)
+        filler.connect_ex(("127.0.0.1", port))
+        fillers.append(filler)
+    time.sleep(0.1)
+    try:
+        yield port
+    finally:
+        for sock in (*fillers, server):
+            sock.close()
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_body_says_whether_it_went_out_before_the_call_was_cancelled(
+    fake: FakeUpstream, unanswered_port: int, stream: bool
+) -> None:
+    """The gateway bills a client that left while a call was pending for its prompt only once an
+    upstream had it (gateway.core `_bill_the_prompt`); cut while still connecting, nothing. And a
+    call cancelled after the upstream's headers closes their response at once."""
+    adapter = OpenAIAdapter()
+    http = calls.make_http_session(connect_timeout=2)
+    cases = [
+        # (upstream, script, request kind, whether the body went out)
+        (f"http://127.0.0.1:{unanswered_port}", {}, "chat", False),  # still connecting
+        (fake.url, {"first_byte_delay_ms": 3000}, "chat", True),  # waiting for the headers
+    ]
+    if stream:  # headers in, waiting for the first bytes (legacy completions send no role chunk first)
+        cases.append((fake.url, {"chunk_delay_ms": 3000}, "completion", True))
+    try:
+        for url, script, kind, sent in cases:
+            catalog = CATALOG.format(url=url).replace("first_byte_timeout = 0.3", "first_byte_timeout = 10")
+            endpoint = parse_catalog(catalog, env={}).endpoints_for("t/chat")[0]
+            fake.set_script(script)
+            asked = {"model": "t/chat", "prompt": "hi"} if kind == "completion" else {"model": "t/chat", "messages": []}
+            request = adapter.build_request(endpoint, asked, stream, kind=kind)
+            payload = calls.Body(request.json_body)
+            call = calls.open_stream if stream else calls.fetch
+            timeouts = calls.Timeouts.of(endpoint.provider)
+            task = asyncio.create_task(call(http, adapter, endpoint, request, timeouts, payload))
+            await asyncio.sleep(0.3)
+            assert not task.done()
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert payload.sent is sent, (url, script)
+            gc.collect()
+            alive = [o for o in gc.get_objects() if isinstance(o, aiohttp.ClientResponse) and not o.closed]
+            assert alive == [], f"a call cancelled with {script} left its upstream response open"
+    finally:
+        await http.close()
