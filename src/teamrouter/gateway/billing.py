@@ -13,8 +13,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from teamrouter.gateway.catalog import Endpoint
+from teamrouter.money import to_usd
 from teamrouter.providers.base import Usage
 
 
@@ -46,3 +48,15 @@ def bill(
         cost=endpoint.cost(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens, usage.cache_write_tokens),
         estimated=estimated,
     )
+
+
+def cost_fields(charged: Bill) -> dict[str, Any]:
+    """What an answer's `usage` says of its cost, beside the token counts."""
+    return {"cost": to_usd(charged.cost), "is_byok": False, "estimated": charged.estimated}
+
+
+def usage_json(charged: Bill) -> dict[str, Any]:
+    """A whole answer's `usage`: the OpenAI token counts and the cost fields."""
+    usage: dict[str, Any] = charged.usage.to_openai()
+    usage.update(cost_fields(charged))
+    return usage

@@ -11,9 +11,9 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import orjson
@@ -29,7 +29,7 @@ from teamrouter.errors import (
 )
 from teamrouter.gateway import calls
 from teamrouter.gateway.admission import Admission, KeyInfo, admit
-from teamrouter.gateway.billing import Bill, bill
+from teamrouter.gateway.billing import Bill, bill, cost_fields, usage_json
 from teamrouter.gateway.catalog import Catalog, Endpoint
 from teamrouter.gateway.keepalive import Keepalive
 from teamrouter.gateway.ratelimit import RateLimiter, make_rate_limiter
@@ -55,7 +55,6 @@ from teamrouter.gateway.streaming import (
 )
 from teamrouter.gateway.upstream_errors import as_api_error, error_event, masked, worse
 from teamrouter.ids import new_generation_id
-from teamrouter.money import to_usd
 from teamrouter.providers.base import (
     DONE,
     ChatRequest,
@@ -73,6 +72,8 @@ from teamrouter.providers.base import (
 from teamrouter.providers.checks import RequestError
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 KeyResolver = Callable[[str], Awaitable[KeyInfo]]
 PolicyLoader = Callable[[str], Awaitable[OrgPolicy]]
@@ -214,6 +215,20 @@ class Gateway:
                 upstream = exc
             yield endpoint, adapter, upstream
 
+    async def _call(
+        self,
+        call: Callable[..., Coroutine[Any, Any, _T]],
+        adapter: ProviderAdapter,
+        endpoint: Endpoint,
+        upstream: UpstreamRequest,
+        disconnected: asyncio.Future[None],
+    ) -> tuple[_T | None, bool]:
+        """`call` (`calls.fetch` or `calls.open_stream`) to `endpoint`, cut short if the client
+        leaves first: its result (None when cut), and whether the request body had gone out."""
+        payload = calls.Body(upstream.json_body)
+        pending = call(self.http, adapter, endpoint, upstream, self.timeouts[endpoint.provider.slug], payload)
+        return await unless_client_leaves(pending, disconnected), payload.sent
+
     async def complete(self, prepared: Prepared, disconnected: asyncio.Future[None]) -> bytes | None:
         """A whole answer as JSON bytes, settled. Voids the hold if every endpoint failed.
 
@@ -232,15 +247,9 @@ class Gateway:
                 try:
                     if isinstance(upstream, UnsupportedRequestError):
                         raise upstream
-                    payload = calls.Body(upstream.json_body)
-                    fetched = await unless_client_leaves(
-                        calls.fetch(
-                            self.http, adapter, endpoint, upstream, self.timeouts[endpoint.provider.slug], payload
-                        ),
-                        disconnected,
-                    )
+                    fetched, sent = await self._call(calls.fetch, adapter, endpoint, upstream, disconnected)
                     if fetched is None:  # the client left while the call was pending: it is cancelled
-                        left = endpoint if payload.sent else None
+                        left = endpoint if sent else None
                         break
                     status, raw = fetched
                     parsed = adapter.parse_response(
@@ -278,7 +287,7 @@ class Gateway:
                 body["model"] = endpoint.model_id
                 body["provider"] = endpoint.provider.name
                 body.setdefault("system_fingerprint", None)
-                body["usage"] = _usage_json(charged)
+                body["usage"] = usage_json(charged)
                 return orjson.dumps(body)
         except BaseException:
             await self._void_quietly(prepared)
@@ -339,15 +348,9 @@ class Gateway:
                 try:
                     if isinstance(upstream, UnsupportedRequestError):
                         raise upstream
-                    payload = calls.Body(upstream.json_body)
-                    opened = await unless_client_leaves(
-                        calls.open_stream(
-                            self.http, adapter, endpoint, upstream, self.timeouts[endpoint.provider.slug], payload
-                        ),
-                        disconnected,
-                    )
+                    opened, sent = await self._call(calls.open_stream, adapter, endpoint, upstream, disconnected)
                     if opened is None:  # the client left while the call was pending: it is cancelled
-                        left = endpoint if payload.sent else None
+                        left = endpoint if sent else None
                         break
                     parser = adapter.stream_parser(
                         kind=prepared.admission.request.kind,
@@ -492,7 +495,7 @@ class Gateway:
                 created=created,
                 usage=charged.usage,
                 kind=prepared.admission.request.kind,
-                extra_usage=_cost_fields(charged),
+                extra_usage=cost_fields(charged),
                 provider=endpoint.provider.name,
             )
         )
@@ -594,13 +597,3 @@ _DATABASE_DOWN = (SQLAlchemyError, OSError)
 def _database_down(what: str, exc: Exception) -> ServiceUnavailable:
     log.warning("database unreachable during %s (%s)", what, type(exc).__name__)
     return database_unavailable()
-
-
-def _cost_fields(charged: Bill) -> dict[str, Any]:
-    return {"cost": to_usd(charged.cost), "is_byok": False, "estimated": charged.estimated}
-
-
-def _usage_json(charged: Bill) -> dict[str, Any]:
-    usage: dict[str, Any] = charged.usage.to_openai()
-    usage.update(_cost_fields(charged))
-    return usage
