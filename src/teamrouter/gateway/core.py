@@ -318,9 +318,9 @@ class Gateway:
         message_start) is passed on as it comes, and an error event, a break or an end before any
         output still falls back to the next endpoint (an overloaded upstream fails just so), nothing
         billed. When none is left after the head went out, the stream ends with an error event.
-        `disconnected` is resolved when the client goes away (by the server: teamrouter.server). A stream silent for
-        `stream_keepalive_seconds` (an upstream yet to answer, or thinking between two tokens) gets
-        an SSE comment, its head going out first if it had not (`keepalive`).
+        `disconnected` is resolved when the client goes away (by the server: teamrouter.server). A
+        stream silent for `stream_keepalive_seconds` (an upstream yet to answer, or thinking between
+        two tokens) gets an SSE comment, its head going out first if it had not (`keepalive`).
         """
         every = self.settings.stream_keepalive_seconds
         if every <= 0:

@@ -53,6 +53,16 @@ async def state(rt, account_id):
     return account, open_holds, generations
 
 
+async def settled(rt, account_id, *, within: float) -> list:
+    """The account's activity rows, once there is one or `within` seconds have passed (then none)."""
+    deadline = time.monotonic() + within
+    while True:
+        _, _, generations = await state(rt, account_id)
+        if generations or time.monotonic() >= deadline:
+            return list(generations)
+        await asyncio.sleep(0.05)
+
+
 def sse_events(raw: str) -> list[dict]:
     return [json.loads(line[6:]) for line in raw.splitlines() if line.startswith("data: {")]
 
@@ -176,15 +186,9 @@ async def test_c18_client_disconnect_cancels_upstream_and_bills_prompt_plus_deli
                     seen += 1
                 if seen >= 3:
                     break
-        left_at = time.monotonic()
-    row = None
-    while time.monotonic() - left_at < 5:
-        _, open_holds, generations = await state(gw_rt, who.account_id)
-        if generations:
-            row = generations[0]
-            break
-        await asyncio.sleep(0.05)
-    assert row is not None, "the hold never settled after the client left"
+    generations = await settled(gw_rt, who.account_id, within=5)
+    assert generations, "the hold never settled after the client left"
+    row = generations[0]
     assert row.cancelled and row.cost > 0 and row.tokens_completion >= 2
     assert row.generation_time_ms < 3000  # upstream cut within about a second, not after 6 s of output
     # Read again: on PostgreSQL (READ COMMITTED) the hold count above may predate the settlement.
@@ -213,11 +217,7 @@ async def test_c18_a_client_gone_before_the_upstream_answered_cancels_it_and_pay
                 timeout=httpx.Timeout(30, read=0.5),
             ) as response:
                 await response.aread()
-    left_at = time.monotonic()
-    generations: list = []
-    while not generations and time.monotonic() - left_at < 1.5:
-        await asyncio.sleep(0.05)
-        _, _, generations = await state(gw_rt, who.account_id)
+    generations = await settled(gw_rt, who.account_id, within=1.5)
     assert generations, "the request was not settled within 1.5 s of the client leaving"
     (row,) = generations
     assert row.cancelled and row.streamed is stream and row.usage_estimated
@@ -256,11 +256,7 @@ async def test_c18_a_client_gone_after_sending_a_large_body_is_noticed(gateway, 
         await asyncio.sleep(0.2)
         sock.sendall(body[1024:])
         await asyncio.sleep(0.5)  # the upstream has the request and thinks
-    left_at = time.monotonic()
-    generations: list = []
-    while not generations and time.monotonic() - left_at < 1.5:
-        await asyncio.sleep(0.05)
-        _, _, generations = await state(gw_rt, who.account_id)
+    generations = await settled(gw_rt, who.account_id, within=1.5)
     assert generations, "the client's leaving went unnoticed: nothing settled within 1.5 s"
     (row,) = generations
     assert row.cancelled and row.tokens_completion == 0 and row.tokens_prompt > 20_000
@@ -509,12 +505,9 @@ async def test_a_client_gone_before_any_output_cancels_the_upstream_and_asks_no_
                 if line.startswith("data: {"):
                     break  # the role chunk
         left_at = time.monotonic()
-    row = None
-    while time.monotonic() - left_at < 5 and row is None:
-        _, _, generations = await state(gw_rt, who.account_id)
-        row = generations[0] if generations else None
-        await asyncio.sleep(0.05)
-    assert row is not None, "the hold never settled after the client left"
+    generations = await settled(gw_rt, who.account_id, within=5)
+    assert generations, "the hold never settled after the client left"
+    row = generations[0]
     assert row.cancelled and row.cost > 0 and row.tokens_completion == 0
     assert time.monotonic() - left_at < 2.5  # cancelled at once, not after the upstream's 4 s of silence
     assert len(fake.calls()) == 1
