@@ -239,7 +239,13 @@ async def funded_person(
 
 async def make_team(rt: Runtime) -> tuple[Funded, Actor, Any, str, str, str]:
     """An org with a funded pool, its admin (also personally funded) and a member with an inference
-    key: (admin, admin actor in the org, org, pool account id, member id, member key)."""
+    key: (admin, admin actor in the org, org, pool account id, member id, member key).
+
+    The invitation's mail leaves `rt`'s mail dispatcher at work: it writes the outbox now and later
+    (its ticker looks again once the mail falls due), in write transactions. While `rt` lives, call
+    servers on its database with async clients: a blocking call stops this loop, and a transaction
+    caught between its BEGIN and COMMIT then holds SQLite's write lock until the server's own writes
+    give up waiting (a 503 or a client timeout after 30 s, seen under load)."""
     from teamrouter.domain.accounts import service as accounts
     from teamrouter.domain.orgs import invitations
     from teamrouter.domain.orgs import service as orgs
@@ -259,11 +265,6 @@ async def make_team(rt: Runtime) -> tuple[Funded, Actor, Any, str, str, str]:
     in_org = Actor(user_id=member.id, email_verified=True, organization_id=org.id, role=Role.MEMBER)
     member_key = (await keys.create_key(rt, actor=in_org, name="member key")).plaintext
     admin_actor = Actor(user_id=admin.user_id, email_verified=True, organization_id=org.id, role=Role.ADMIN)
-    # The invitation's mail goes out from this runtime's background queue, through write
-    # transactions. Tests then call the server with blocking HTTP clients, which stop this loop: a
-    # job caught between its BEGIN and COMMIT would hold SQLite's write lock until the server's own
-    # writes gave up waiting for it (a 503 after 30 s, seen under load).
-    await rt.background.idle()
     return admin, admin_actor, org, pool, member.id, member_key
 
 

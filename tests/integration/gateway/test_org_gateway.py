@@ -21,15 +21,15 @@ from teamrouter.money import UNITS_PER_USD
 pytestmark = pytest.mark.db
 
 
-def chat(client, key, **body):
+async def chat(client: httpx.AsyncClient, key: str, **body: object) -> httpx.Response:
     payload = {"model": "test/chat", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 10, **body}
-    return client.post("/api/v1/chat/completions", headers={"Authorization": f"Bearer {key}"}, json=payload)
+    return await client.post("/api/v1/chat/completions", headers={"Authorization": f"Bearer {key}"}, json=payload)
 
 
 async def test_member_keys_bill_the_shared_pool_and_settings_tighten_routing(gateway, gw_rt, fake):
     admin, admin_actor, org, pool, member_id, member_key = await make_team(gw_rt)
-    with httpx.Client(base_url=gateway.base_url, timeout=30) as client:
-        r = chat(client, member_key)
+    async with httpx.AsyncClient(base_url=gateway.base_url, timeout=30) as client:
+        r = await chat(client, member_key)
         assert r.status_code == 200, r.text
         async with gw_rt.db.read() as s:
             row = await s.scalar(select(Generation).where(Generation.id == r.json()["id"]))
@@ -50,13 +50,13 @@ async def test_member_keys_bill_the_shared_pool_and_settings_tighten_routing(gat
         try:
             deadline = time.monotonic() + 3  # the policy cache of every worker expires within its TTL
             while True:
-                r = chat(client, member_key)
+                r = await chat(client, member_key)
                 if r.status_code == 502 or time.monotonic() > deadline:
                     break
                 await asyncio.sleep(0.2)
             assert r.status_code == 502, r.text
             # A request cannot loosen the org's rule by asking for the provider either.
-            r = chat(client, member_key, provider={"only": ["fakeb"]})
+            r = await chat(client, member_key, provider={"only": ["fakeb"]})
             assert r.status_code == 503 and "data_collection" in r.json()["error"]["message"]
         finally:
             fake.set_script(None, model="fake-chat")
@@ -64,10 +64,10 @@ async def test_member_keys_bill_the_shared_pool_and_settings_tighten_routing(gat
 
 async def test_a_removed_member_key_stops_working(gateway, gw_rt):
     _, admin_actor, org, _, member_id, member_key = await make_team(gw_rt)
-    with httpx.Client(base_url=gateway.base_url, timeout=30) as client:
-        assert chat(client, member_key).status_code == 200
+    async with httpx.AsyncClient(base_url=gateway.base_url, timeout=30) as client:
+        assert (await chat(client, member_key)).status_code == 200
         await members.remove_member(gw_rt, actor=admin_actor, organization_id=org.id, user_id=member_id)
         deadline = time.monotonic() + 3
-        while chat(client, member_key).status_code != 401 and time.monotonic() < deadline:
+        while (await chat(client, member_key)).status_code != 401 and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
-        assert chat(client, member_key).status_code == 401
+        assert (await chat(client, member_key)).status_code == 401
