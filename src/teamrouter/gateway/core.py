@@ -69,7 +69,7 @@ from teamrouter.providers.base import (
     output_chars,
     usage_chunk,
 )
-from teamrouter.providers.checks import RequestError
+from teamrouter.providers.checks import RequestError, check_nesting
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +142,7 @@ class Gateway:
         except orjson.JSONDecodeError as exc:
             raise BadRequest("Malformed JSON body", code="malformed_json", field="body") from exc
         try:
+            check_nesting(body, payload)
             request = ChatRequest.parse(payload, kind=kind)
             prefs = parse_provider_preferences(request.provider) if request.provider is not None else None
         except (RequestError, InvalidRoutingRequest) as exc:

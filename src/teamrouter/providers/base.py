@@ -318,7 +318,10 @@ def loads(data: bytes | str) -> Any:
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError:
-        return json.loads(data)
+        try:
+            return json.loads(data)
+        except RecursionError:  # deeper than orjson's 1,024 levels: malformed like any other
+            raise ValueError("JSON nested too deeply") from None
 
 
 def usage_chunk(

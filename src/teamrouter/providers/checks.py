@@ -44,8 +44,28 @@ INTEGER_RANGES: Mapping[str, tuple[int | None, int | None]] = {
     "top_logprobs": (0, 20),
 }
 BOOLEANS = ("logprobs", "parallel_tool_calls", "include_reasoning")
+# How deep a request body may nest. The body is re-encoded for each upstream, and orjson writes at
+# most 254 levels (the stdlib, its fallback, fails near 1,000 with a RecursionError): the parser
+# takes 1,024, so without this bound a body between them got a 500 after its hold. A tool's JSON
+# schema nests a few tens of levels; an adapter's rewriting adds one or two.
+MAX_NESTING = 128
 OBJECTS = ("response_format", "logit_bias", "stream_options", "reasoning", "prediction")
 LISTS_OF_OBJECTS = ("tools", "functions")
+
+
+def check_nesting(raw: bytes, body: object) -> None:
+    """At most `MAX_NESTING` levels of arrays and objects in `body`, parsed from `raw`."""
+    # bytes.count runs in C at memory speed: a body with no more brackets than the bound cannot
+    # nest deeper than it, which spares nearly every request the walk below.
+    if raw.count(b"[") + raw.count(b"{") <= MAX_NESTING or (type(body) is not dict and type(body) is not list):
+        return
+    level: list[tuple[object, int]] = [(body, 1)]  # a stack, not recursion: depth is what is in doubt
+    while level:
+        value, depth = level.pop()
+        if depth > MAX_NESTING:
+            raise RequestError("body", f"must not nest arrays and objects more than {MAX_NESTING} levels deep")
+        children = value.values() if type(value) is dict else value
+        level.extend((child, depth + 1) for child in children if type(child) is dict or type(child) is list)
 
 
 def check_messages(messages: Sequence[object]) -> None:

@@ -364,8 +364,25 @@ async def test_malformed_and_oversized_bodies(client, gw_rt):
     big = json.dumps({"model": "test/chat", "messages": msgs("x" * (5 * 1024 * 1024))})
     r = client.post("/api/v1/chat/completions", content=big, headers=auth)
     assert r.status_code == 413 and r.json()["error"]["code"] == 413
+    # Nested deeper than the body can be re-encoded for an upstream (orjson: 254 levels, the
+    # stdlib: ~1,000), yet within what the parser takes (1,024): a 500 after a hold, before.
+    for depth, path, fields in (
+        (200, "chat/completions", {"messages": msgs()}),
+        (1_000, "chat/completions", {"messages": msgs(), "stream": True}),
+        (1_000, "completions", {"prompt": "hi"}),
+    ):
+        deep = json.dumps({"model": "test/chat", "max_tokens": 5, **fields, "extra": "EXTRA"})
+        deep = deep.replace('"EXTRA"', "[" * depth + "1" + "]" * depth)  # json.dumps itself stops near 1,000
+        r = client.post(f"/api/v1/{path}", content=deep, headers=auth)
+        assert r.status_code == 400, (depth, path, r.text)
+        assert r.json()["error"]["metadata"] == {"code": "invalid_field", "field": "body"}
+        assert "128 levels" in r.json()["error"]["message"]
     async with gw_rt.db.read() as s:
         assert await s.scalar(select(func.count()).select_from(Hold).where(Hold.account_id == who.account_id)) == 0
+    # As deep as a JSON schema gets, and more, goes through.
+    fine = json.dumps({"model": "test/chat", "max_tokens": 5, "messages": msgs(), "extra": "EXTRA"})
+    fine = fine.replace('"EXTRA"', "[" * 120 + "1" + "]" * 120)
+    assert client.post("/api/v1/chat/completions", content=fine, headers=auth).status_code == 200
 
 
 async def test_keys_that_may_not_run_inference(client, gw_rt):

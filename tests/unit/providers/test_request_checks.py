@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from teamrouter.providers.base import ChatRequest
-from teamrouter.providers.checks import RequestError
+from teamrouter.providers.checks import MAX_NESTING, RequestError, check_nesting
 
 USER = {"role": "user", "content": "hi"}
 
@@ -131,3 +133,16 @@ def test_legacy_prompts(prompt: object, ok: bool) -> None:
         with pytest.raises(RequestError) as raised:
             ChatRequest.parse(body, kind="completion")
         assert raised.value.field == "prompt"
+
+
+def test_nesting_is_bounded_and_brackets_inside_strings_do_not_count() -> None:
+    def body(depth: int, text: str = "hi") -> tuple[bytes, object]:
+        raw = '{"model":"m","messages":[{"role":"user","content":' + json.dumps(text) + '}],"extra":'
+        raw += "[" * depth + "1" + "]" * depth + "}"
+        return raw.encode(), json.loads(raw)
+
+    check_nesting(*body(MAX_NESTING - 1))  # the body object itself is the first level
+    with pytest.raises(RequestError) as refused:
+        check_nesting(*body(MAX_NESTING))
+    assert refused.value.field == "body" and str(MAX_NESTING) in refused.value.problem
+    check_nesting(*body(3, text="[" * 5_000))  # many brackets, all in a string: walked, and fine
