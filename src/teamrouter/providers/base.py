@@ -527,7 +527,7 @@ class ChatRequest:
         else:
             prompt = body.get("prompt")
             check_prompt(prompt)
-        check_parameters(body)
+        check_parameters(body, legacy=kind == "completion")
         return cls(
             body=body,
             kind=kind,

@@ -43,7 +43,11 @@ INTEGER_RANGES: Mapping[str, tuple[int | None, int | None]] = {
     "seed": (None, None),
     "top_logprobs": (0, 20),
 }
-BOOLEANS = ("logprobs", "parallel_tool_calls", "include_reasoning")
+BOOLEANS = ("parallel_tool_calls", "include_reasoning")
+# `logprobs` is a switch in chat (the count is `top_logprobs`) and the count itself in legacy text
+# completions, at most 5 (OpenAI's API reference): each endpoint's own meaning, or the SDKs'
+# `completions.create(logprobs=2)` is refused.
+LEGACY_LOGPROBS = (0, 5)
 # How deep a request body may nest. The body is re-encoded for each upstream, and orjson writes at
 # most 254 levels (the stdlib, its fallback, fails near 1,000 with a RecursionError): the parser
 # takes 1,024, so without this bound a body between them got a 500 after its hold. A tool's JSON
@@ -117,8 +121,9 @@ def check_prompt(prompt: object) -> None:
     raise RequestError("prompt", "must be a list of strings, of token ids, or of lists of token ids")
 
 
-def check_parameters(body: Mapping[str, Any]) -> None:
-    """The common sampling parameters, when present (null means absent)."""
+def check_parameters(body: Mapping[str, Any], *, legacy: bool = False) -> None:
+    """The common sampling parameters, when present (null means absent); `legacy`: of a text
+    completion (`/completions`), not a chat."""
     for name, (low, high) in NUMBER_RANGES.items():
         value = body.get(name)
         if value is not None and (not _is_number(value) or not low <= value <= high):
@@ -139,6 +144,13 @@ def check_parameters(body: Mapping[str, Any]) -> None:
         value = body.get(name)
         if value is not None and not isinstance(value, bool):
             raise RequestError(name, "must be a boolean")
+    logprobs = body.get("logprobs")
+    if logprobs is not None:
+        lowest, highest = LEGACY_LOGPROBS
+        if not legacy and not isinstance(logprobs, bool):
+            raise RequestError("logprobs", "must be a boolean (the number of tokens is top_logprobs)")
+        if legacy and (not _is_int(logprobs) or not lowest <= logprobs <= highest):
+            raise RequestError("logprobs", f"must be an integer from {lowest} to {highest} in a text completion")
     for name in OBJECTS:
         value = body.get(name)
         if value is not None and not isinstance(value, Mapping):

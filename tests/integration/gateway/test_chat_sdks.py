@@ -136,8 +136,8 @@ async def test_demo_model_answers_offline_and_bills(sdk, gateway, gw_rt):
 async def test_legacy_text_completions(sdk, gateway, gw_rt):
     who = await funded_person(gw_rt, usd="1")
     result = sdk(who.key).completions.create(
-        model="test/chat", prompt=script(content="legacy text", usage=USAGE), max_tokens=100
-    )
+        model="test/chat", prompt=script(content="legacy text", usage=USAGE), max_tokens=100, logprobs=2
+    )  # a text completion's logprobs is a count (a chat's, a switch)
     assert result.choices[0].text == "legacy text"
     assert result.usage.model_extra["cost"] == pytest.approx(COST_CHAT / UNITS_PER_USD)
 

@@ -135,6 +135,32 @@ def test_legacy_prompts(prompt: object, ok: bool) -> None:
         assert raised.value.field == "prompt"
 
 
+@pytest.mark.parametrize(
+    ("logprobs", "chat_ok", "legacy_ok"),
+    [
+        (True, True, False),
+        (False, True, False),
+        (0, False, True),
+        (5, False, True),
+        (6, False, False),
+        ("2", False, False),
+    ],
+)
+def test_logprobs_is_a_switch_in_chat_and_a_count_in_text_completions(
+    logprobs: object, chat_ok: bool, legacy_ok: bool
+) -> None:
+    for body, kind, ok in (
+        (chat(logprobs=logprobs), "chat", chat_ok),
+        ({"model": "m/x", "prompt": "a", "logprobs": logprobs}, "completion", legacy_ok),
+    ):
+        if ok:
+            ChatRequest.parse(body, kind=kind)
+        else:
+            with pytest.raises(RequestError) as raised:
+                ChatRequest.parse(body, kind=kind)
+            assert raised.value.field == "logprobs", kind
+
+
 def test_nesting_is_bounded_and_brackets_inside_strings_do_not_count() -> None:
     def body(depth: int, text: str = "hi") -> tuple[bytes, object]:
         raw = '{"model":"m","messages":[{"role":"user","content":' + json.dumps(text) + '}],"extra":'
