@@ -453,7 +453,13 @@ def route(
     # The request's preferences win over the organization's: its own order, or its sort (an org
     # order would otherwise re-rank a request that asked for the cheapest first).
     order = prefs.order if prefs.order is not None else (None if prefs.sort else org.order)
-    allow_fallbacks = prefs.allow_fallbacks is not False and org.allow_fallbacks is not False
+    # An organization's order without fallbacks is a filter above ("these providers only"): within
+    # what it leaves, a request orders and falls back as it asked. Taken as the request's own flag as
+    # well, it made the request's order a hard list: one naming none of the org's providers found
+    # nothing, though the request allowed fallbacks and the org's providers serve the model. With
+    # no org order, the org's allow_fallbacks = false means what it says: no falling back at all.
+    org_forbids_fallbacks = org.allow_fallbacks is False and not org.order
+    allow_fallbacks = prefs.allow_fallbacks is not False and not org_forbids_fallbacks
 
     result: list[Endpoint] = []
     reasons: dict[str, str] = {}

@@ -291,6 +291,15 @@ def test_an_org_order_without_fallbacks_confines_requests_to_it(catalog: Catalog
     assert go(catalog, None, org=org) == ["safe"]
     # The request's own order is a preference: it re-ranks, but cannot reach past the org's list.
     assert go(catalog, {"order": ["cheap", "safe"]}, org=org) == ["safe"]
+    # Nor does an order naming none of the org's providers leave nothing, when the request allows
+    # fallbacks: the org's list is what it falls back to, in the request's order where it has one.
+    assert go(catalog, {"order": ["cheap"]}, org=org) == ["safe"]
+    wider = OrgPolicy(order=("safe", "pricey"), allow_fallbacks=False)
+    assert go(catalog, {"order": ["pricey"]}, org=wider) == ["pricey", "safe"]
+    assert go(catalog, {"order": ["pricey"], "allow_fallbacks": False}, org=wider) == ["pricey"]
+    with pytest.raises(NoEndpointsError) as info:
+        go(catalog, {"order": ["cheap"], "allow_fallbacks": False}, org=org)
+    assert "provider.order with allow_fallbacks = false" in str(info.value)
     with pytest.raises(NoEndpointsError) as info:
         go(catalog, {"only": ["cheap"]}, org=org)
     assert "the organization's provider order with allow_fallbacks = false" in str(info.value)
