@@ -102,6 +102,9 @@ async def fetch(
     if isinstance(adapter, DemoAdapter):
         if payload is not None:
             payload.sent = True  # in-process: it has the request at once
+        refusal = adapter.backend.refusal(request, context_length=endpoint.context_length)
+        if refusal is not None:
+            raise _refused(adapter, 400, refusal, None)
         return adapter.backend.respond(request)
     timeouts = timeouts or Timeouts.of(endpoint.provider)
     try:
@@ -136,6 +139,9 @@ async def open_stream(
     if isinstance(adapter, DemoAdapter):
         if payload is not None:
             payload.sent = True
+        refusal = adapter.backend.refusal(request, context_length=endpoint.context_length)
+        if refusal is not None:
+            raise _refused(adapter, 400, refusal, None)
         iterator = adapter.backend.stream(request)
         first = await anext(iterator)
         return OpenStream(first=first, rest=iterator, close=None)

@@ -61,21 +61,42 @@ def _truncate(text: str, max_tokens: int) -> tuple[str, bool]:
     return raw[:limit].decode("utf-8", "ignore"), True
 
 
+def _prompt_tokens(body: Mapping[str, Any], *, chat: bool) -> int:
+    if chat:
+        return estimate_prompt_tokens(body.get("messages") or [], tools=body.get("tools"))
+    return estimate_completion_prompt_tokens(body.get("prompt"))
+
+
 class DemoBackend:
     """Answers an OpenAI-format `UpstreamRequest` in process."""
 
     def __init__(self, *, chunk_delay: float = 0.0) -> None:
         self.chunk_delay = chunk_delay
 
+    def refusal(self, request: UpstreamRequest, *, context_length: int) -> bytes | None:
+        """The 400 body an OpenAI server sends for a prompt longer than the model's context, or None
+        when it fits: the demo model refuses what a real one would, rather than bill for it."""
+        body = json.loads(request.json_body)
+        chat = request.url.endswith("/chat/completions")
+        tokens = _prompt_tokens(body, chat=chat)
+        if tokens <= context_length:
+            return None
+        what = "messages" if chat else "prompt"
+        message = (
+            f"This model's maximum context length is {context_length} tokens. However, your {what} "
+            f"resulted in {tokens} tokens. Please reduce the length of the {what}."
+        )
+        error = {"message": message, "type": "invalid_request_error", "param": what, "code": "context_length_exceeded"}
+        return dumps({"error": error})
+
     def reply(self, body: Mapping[str, Any], *, chat: bool) -> tuple[str, bool, Usage]:
         """The reply text, whether it was cut by max_tokens, and the usage (all n choices)."""
         if chat:
             said = _last_user_text(body.get("messages"))
-            prompt_tokens = estimate_prompt_tokens(body.get("messages") or [], tools=body.get("tools"))
         else:
             prompt = body.get("prompt")
             said = prompt if isinstance(prompt, str) else " ".join(map(str, prompt or []))
-            prompt_tokens = estimate_completion_prompt_tokens(prompt)
+        prompt_tokens = _prompt_tokens(body, chat=chat)
         budget = body.get("max_completion_tokens") or body.get("max_tokens") or DEFAULT_MAX_TOKENS
         text, cut = _truncate(PREFIX + said, int(budget))
         n = int(body.get("n") or 1)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import warnings
 
 import httpx
+import openai
 import pytest
 from sqlalchemy import select
 from tests.support.gateway import funded_person, script
@@ -131,6 +132,24 @@ async def test_demo_model_answers_offline_and_bills(sdk, gateway, gw_rt):
     )
     assert "[teamrouter demo]" in result.choices[0].message.content
     assert result.usage.model_extra["cost"] > 0
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_the_demo_model_refuses_a_prompt_longer_than_its_context_as_a_real_one_would(sdk, gw_rt, stream):
+    who = await funded_person(gw_rt, usd="1")
+    before = await balance(gw_rt, who.account_id)
+    long = "word " * 5_000  # 25,000 bytes: ~8,340 tokens by the demo's count (3 bytes a token), over 8,192
+    with pytest.raises(openai.BadRequestError) as refused:
+        sdk(who.key).chat.completions.create(
+            model="demo/echo", messages=[{"role": "user", "content": long}], max_tokens=5, stream=stream
+        )
+    assert "maximum context length is 8192 tokens" in refused.value.message
+    assert await balance(gw_rt, who.account_id) == before  # nothing billed, nothing held
+    half = long[: len(long) // 2]
+    answer = sdk(who.key).chat.completions.create(
+        model="demo/echo", messages=[{"role": "user", "content": half}], max_tokens=5
+    )
+    assert 4_000 < answer.usage.prompt_tokens < 8_192
 
 
 async def test_legacy_text_completions(sdk, gateway, gw_rt):
