@@ -8,6 +8,7 @@ from __future__ import annotations
 from decimal import Decimal, InvalidOperation
 
 UNITS_PER_USD = 1_000_000_000
+UNITS_PER_CENT = UNITS_PER_USD // 100
 # Largest amount one operation may move: far above any real purchase, far below int64 overflow.
 MAX_AMOUNT_USD = Decimal(1_000_000)
 MAX_AMOUNT_UNITS = int(MAX_AMOUNT_USD) * UNITS_PER_USD

@@ -73,6 +73,8 @@ async def test_dev_checkout_credits_personal_account_at_once(rt, make_person):
         "Infinity",
         "1e400",
         "0.0000000001",
+        "0.001",  # no way to pay charges fractions of a cent (dev mode stood in for one that did)
+        "10.505",
         "1000000.01",
         10**12,
         True,

@@ -7,11 +7,11 @@ from __future__ import annotations
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
 from teamrouter.clock import iso_utc as _iso
 from teamrouter.domain.credits.models import LedgerEntry, Payment
-from teamrouter.money import MAX_AMOUNT_UNITS, MAX_AMOUNT_USD, AmountError, to_usd, usd_to_units
+from teamrouter.money import MAX_AMOUNT_UNITS, MAX_AMOUNT_USD, UNITS_PER_CENT, AmountError, to_usd, usd_to_units
 
 MAX_AMOUNT_TEXT = 40
 
@@ -56,12 +56,20 @@ UsdAmount = Annotated[
 ]
 
 
+def whole_cents(units: int) -> int:
+    # Every way to pay (a card, an invoice) charges whole cents, and dev mode stands in for them:
+    # a purchase of $0.001 that dev mode credited would be refused in production.
+    if units % UNITS_PER_CENT:
+        raise ValueError('purchases are in whole cents, e.g. 10 or "10.50"')
+    return units
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
 class CheckoutCreate(Strict):
-    amount: UsdAmount
+    amount: Annotated[UsdAmount, AfterValidator(whole_cents)]
 
 
 class TransferCreate(Strict):

@@ -30,10 +30,9 @@ from teamrouter.domain.credits.payments.base import (
 )
 from teamrouter.errors import BadRequest, ConfigError, UpstreamFailed, bad_field
 from teamrouter.ids import new_id
-from teamrouter.money import UNITS_PER_USD
+from teamrouter.money import UNITS_PER_CENT
 from teamrouter.runtime import Runtime
 
-UNITS_PER_CENT = UNITS_PER_USD // 100
 MIN_CENTS = 50  # Stripe's smallest USD charge
 # Our payments' ids (teamrouter.ids.new_id("pay")): what a checkout session of ours names.
 PAYMENT_ID_PREFIX = "pay_"
