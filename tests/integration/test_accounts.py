@@ -116,6 +116,11 @@ async def test_login_rotates_the_session(client, make_person, rt):
         ({"email": "a@example.com", "password": "password123"}, 400, ["password", "common"]),
         ({"email": "a@example.com", "password": "aaaaaaaaaaaa"}, 400, ["password", "different characters"]),
         (
+            {"email": "crlf@example.com", "password": "crlf long passphrase"},
+            400,
+            ["password: Password must not contain the name part of your email address (before the @)"],
+        ),
+        (
             {"email": "a@example.com", "password": PASSWORD, "is_staff": True},
             400,
             ["is_staff", "unknown field"],
@@ -291,7 +296,17 @@ async def test_openapi_document_is_served(client):
     assert "/api/v1/auth/signup" in r.json()["paths"]
 
 
-async def test_an_api_key_on_a_session_only_endpoint_is_forbidden_not_unauthenticated(client):
-    r = await client.get(f"{API}/me", headers={"Authorization": "Bearer sk-tr-v1-" + "0" * 64})
+async def test_an_api_key_on_a_session_only_endpoint_is_forbidden_not_unauthenticated(client, make_person):
+    ada = await make_person()
+    r = await ada.call("POST", "/keys", json={"name": "automation", "management": True})
+    assert r.status_code == 201, r.text
+    key, key_hash = r.json()["key"], r.json()["data"]["hash"]
+    r = await client.get(f"{API}/me", headers={"Authorization": f"Bearer {key}"})
     error = assert_envelope(r, 403, "dashboard session")
     assert error["metadata"]["code"] == "session_only"
+    # What is not a working key is no key at all: 401, as everywhere (API.md).
+    for header in ("Bearer sk-tr-v1-" + "0" * 64, "Bearer garbage", "Basic YWRhOnB3"):
+        r = await client.get(f"{API}/me", headers={"Authorization": header})
+        assert_envelope(r, 401)
+    assert (await ada.call("PATCH", f"/keys/{key_hash}", json={"disabled": True})).status_code == 200
+    assert_envelope(await client.get(f"{API}/me", headers={"Authorization": f"Bearer {key}"}), 401)

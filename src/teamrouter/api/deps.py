@@ -118,9 +118,15 @@ async def session_actor_or_none(request: Request, rt: RuntimeDep) -> Actor | Non
     return auth.actor
 
 
-async def session_actor(request: Request, actor: Annotated[Actor | None, Depends(session_actor_or_none)]) -> Actor:
+async def session_actor(
+    request: Request, rt: RuntimeDep, actor: Annotated[Actor | None, Depends(session_actor_or_none)]
+) -> Actor:
     if actor is None:
-        if request.headers.get("authorization"):
+        token = bearer_token(request)  # 401 for another scheme
+        if token is not None:
+            # A working key is refused for what it is (403); anything else is not a key at all, and
+            # API.md answers a missing, unknown, disabled or expired key with 401.
+            await key_auth.load_usable_key(rt, token)
             raise Forbidden(
                 "This endpoint needs a signed-in dashboard session; API keys cannot use it", code="session_only"
             )
