@@ -267,6 +267,11 @@ async def test_sessions_are_only_stored_hashed(make_person, rt):
 async def test_framework_errors_use_the_envelope(client):
     assert_envelope(await client.get(f"{API}/no-such-route"), 404)
     assert_envelope(await client.delete(f"{API}/auth/login"), 405)
+    # Allow names every method of the path, not only the first route's (each method is a route).
+    r = await client.put(f"{API}/organizations/org_x/settings", json={})
+    assert_envelope(r, 405)
+    assert r.headers["allow"] == "GET, PATCH"
+    assert (await client.put(f"{API}/organizations")).headers["allow"] == "GET, POST"
     assert_envelope(await client.get(f"{API}/me"), 401, "sign in")
 
 

@@ -9,10 +9,12 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
+from starlette.routing import Match
 
 from teamrouter.errors import TeamrouterError
 
 log = logging.getLogger(__name__)
+_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
 
 _STATUS_CODES = {
     400: "bad_request",
@@ -89,6 +91,20 @@ def describe_validation(errors: list[dict[str, Any]]) -> tuple[str, str]:
     return "; ".join(messages), first_field
 
 
+def allowed_methods(request: Request) -> str:
+    """Every method some route takes at this path. Starlette's 405 names only the first route that
+    matched the path, and each method is a route of its own here: `PUT /organizations/{org}/settings`
+    said `Allow: GET` where PATCH works too. Asked of the routes themselves, method by method (only
+    on a 405), so routers included with a prefix answer as they route."""
+    routes = request.app.router.routes
+    allowed = [
+        method
+        for method in _METHODS
+        if any(route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes)
+    ]
+    return ", ".join(allowed)
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(TeamrouterError)
     async def _domain(_request: Request, exc: TeamrouterError) -> JSONResponse:
@@ -103,14 +119,13 @@ def install(app: FastAPI) -> None:
         return JSONResponse(envelope(400, message, code, field=field), status_code=400)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         message = exc.detail if isinstance(exc.detail, str) else "Request failed"
         code = _STATUS_CODES.get(exc.status_code, "http_error")
-        return JSONResponse(
-            envelope(exc.status_code, message, code),
-            status_code=exc.status_code,
-            headers=getattr(exc, "headers", None),
-        )
+        headers = getattr(exc, "headers", None)
+        if exc.status_code == 405:
+            headers = {**(headers or {}), "Allow": allowed_methods(request)}
+        return JSONResponse(envelope(exc.status_code, message, code), status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
