@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from teamrouter import __version__
 from teamrouter.api import errors
 from teamrouter.api.limits import BodyLimit
+from teamrouter.api.query import SingleValuedDep
 from teamrouter.api.routes import api_routers, root_routers
 from teamrouter.gateway.asgi import GATEWAY_KEY, InferenceFront, inference_kind
 from teamrouter.gateway.setup import build_gateway, close_gateway, start_sweeper, stop_sweeper
@@ -79,6 +80,7 @@ def create_app(runtime: Runtime) -> FastAPI:
         openapi_url=f"{API_PREFIX}/openapi.json",
         docs_url=f"{API_PREFIX}/docs",
         redoc_url=None,
+        dependencies=[SingleValuedDep],
     )
     app.state.runtime = runtime
     errors.install(app)

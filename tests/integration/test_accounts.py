@@ -315,3 +315,13 @@ async def test_an_api_key_on_a_session_only_endpoint_is_forbidden_not_unauthenti
         assert_envelope(r, 401)
     assert (await ada.call("PATCH", f"/keys/{key_hash}", json={"disabled": True})).status_code == 200
     assert_envelope(await client.get(f"{API}/me", headers={"Authorization": f"Bearer {key}"}), 401)
+
+
+async def test_every_route_refuses_a_query_parameter_given_twice(make_person):
+    # No parameter takes several values; the framework would keep the last one and answer as if
+    # the first had not been sent.
+    ada = await make_person()
+    for path in ("/organizations?limit=1&limit=2", "/keys?offset=0&offset=1", "/me?x=&x=1"):
+        r = await ada.call("GET", path)
+        assert_envelope(r, 400)
+        assert r.json()["error"]["metadata"]["code"] == "repeated_parameter", path

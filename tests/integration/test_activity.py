@@ -265,6 +265,27 @@ async def test_unknown_query_parameters_are_a_400_naming_them_and_the_accepted_o
         assert_envelope(await world.admin.call("GET", path, params={"limit": 5}), 400, "'limit'")
 
 
+@pytest.mark.parametrize("path", ["/activity/generations", "/activity/export.csv", "/activity"])
+async def test_a_query_parameter_given_twice_is_a_400_naming_it(rt, world, path):
+    # Kept to its last value, `?model=a&model=b` answered with b's rows alone, read as both models'.
+    await seed(rt, world)
+    alice1, bob, bob_id = world.keys["alice1"].hash, world.keys["bob"].hash, world.bob.id
+    for params, repeated in (
+        ([("model", "test/chat"), ("model", "test/claude")], ["model"]),
+        ([("api_key_hash", alice1), ("api_key_hash", bob)], ["api_key_hash"]),
+        ([("user_id", bob_id), ("user_id", bob_id)], ["user_id"]),  # even the same value
+        (
+            [("user_id", bob_id), ("api_key_hash", bob), ("user_id", ""), ("api_key_hash", bob)],
+            ["api_key_hash", "user_id"],
+        ),
+    ):
+        error = assert_envelope(await world.admin.call("GET", path, params=params), 400, *map(repr, repeated))
+        assert error["metadata"] == {"code": "repeated_parameter", "field": repeated[0], "repeated": repeated}
+    # Each once, the same filters answer as before.
+    r = await world.admin.call("GET", path, params=[("api_key_hash", bob), ("user_id", world.bob.id)])
+    assert r.status_code == 200, r.text
+
+
 async def test_export_pages_through_more_rows_than_one_page(rt, world, monkeypatch):
     from teamrouter.domain.activity import feed as feed_module
 

@@ -60,6 +60,20 @@ async def test_dev_checkout_credits_personal_account_at_once(rt, make_person):
     await check_ledger(rt)
 
 
+async def test_ledger_and_payments_refuse_a_parameter_given_twice(rt, make_person):
+    # Kept to its last value, a repeated `limit` or `cursor` answered another page than the first one.
+    ada = await make_person()
+    assert (await ada.call("POST", "/credits/checkout", json={"amount": 1})).status_code == 200
+    for path in ("/api/v1/credits/ledger", "/api/v1/credits/payments"):
+        for params, name in (
+            ([("limit", "1"), ("limit", "50")], "limit"),
+            ([("cursor", "a"), ("cursor", "b")], "cursor"),
+        ):
+            error = assert_envelope(await ada.client.get(path, params=params), 400, name)
+            assert error["metadata"] == {"code": "repeated_parameter", "field": name, "repeated": [name]}
+        assert (await ada.client.get(path, params=[("limit", "1")])).status_code == 200
+
+
 @pytest.mark.parametrize(
     "amount",
     [

@@ -233,6 +233,21 @@ async def test_list_pagination_and_expired(make_person, rt):
     assert r.status_code == 400 and r.json()["error"]["metadata"]["field"] == "offset"
 
 
+async def test_list_refuses_a_parameter_given_twice(make_person, rt):
+    # Kept to its last value, `include_disabled=true&include_disabled=false` quietly hid disabled keys.
+    ada = await make_person()
+    await new_key(ada, name="k0")
+    for params, name in (
+        ([("include_disabled", "true"), ("include_disabled", "false")], "include_disabled"),
+        ([("offset", "0"), ("offset", "1")], "offset"),
+    ):
+        r = await ada.call("GET", "/keys", params=params)
+        assert r.status_code == 400 and repr(name) in r.json()["error"]["message"], r.text
+        assert r.json()["error"]["metadata"] == {"code": "repeated_parameter", "field": name, "repeated": [name]}
+    r = await ada.call("GET", "/keys", params=[("include_disabled", "true"), ("offset", "0")])
+    assert [k["name"] for k in r.json()["data"]] == ["k0"]
+
+
 async def test_org_without_credit_account_gets_one_on_first_key(make_person, rt):
     """Accounts are made with the org; a key never fails for lack of one (created once, race-free)."""
     ada = await make_person()

@@ -17,6 +17,7 @@ from teamrouter.domain.keys import service as keys
 from teamrouter.domain.orgs.settings import OrgSettings, org_settings
 from teamrouter.domain.roles import Role
 from teamrouter.gateway.catalog import parse_catalog
+from teamrouter.gateway.routing import OrgPolicy, route
 from teamrouter.gateway.setup import CATALOG_KEY
 
 DEFAULTS = {
@@ -99,14 +100,14 @@ async def test_settings_defaults_and_partial_merges(team, rt):
         f"/organizations/{org}/settings",
         json={
             "privacy": {"zdr_only": True},
-            "provider": {"order": ["acme", " Teamrouter Demo "], "ignore": ["slowco"], "only": []},
+            "provider": {"order": ["acme", " Teamrouter Demo "], "ignore": ["slowco"], "only": None},
             "activity_visibility": "own",
         },
     )
     data = r.json()["data"]
     assert data["provider"] == {
-        "order": ["acme", "Teamrouter Demo"],
-        "only": None,  # an empty allow-list means "no allow-list"
+        "order": ["acme", "demo"],  # stored as the catalog's slugs
+        "only": None,  # null: no allow-list
         "ignore": ["slowco"],
         "sort": "price",  # kept from the first PATCH
         "allow_fallbacks": True,
@@ -120,7 +121,7 @@ async def test_settings_defaults_and_partial_merges(team, rt):
     # The typed helper the gateway reads.
     typed = org_settings(await org_row(rt, org))
     assert isinstance(typed, OrgSettings)
-    assert typed.provider.order == ["acme", "Teamrouter Demo"] and typed.privacy.zdr_only is True
+    assert typed.provider.order == ["acme", "demo"] and typed.privacy.zdr_only is True
     assert typed.activity_visibility == "own"
 
     async with rt.db.read() as s:
@@ -163,6 +164,127 @@ async def test_bad_settings_change_nothing(team, rt):
         assert_envelope(await admin.call("PATCH", f"/organizations/{org}/settings", json=body), 400, *words)
     assert (await admin.client.get(f"/api/v1/organizations/{org}/settings")).json()["data"] == DEFAULTS
     assert await settings_audits(rt) == 0
+
+
+async def test_provider_names_are_stored_as_the_catalogs_slugs(team, rt):
+    # Display names and any case are accepted, as the gateway matches them; GET shows the slug.
+    admin, member, org = team
+    sent = {"order": ["Teamrouter Demo", "ACME"], "only": ["teamrouter demo", "Acme"], "ignore": ["SlowCo"]}
+    r = await admin.call("PATCH", f"/organizations/{org}/settings", json={"provider": sent})
+    assert r.status_code == 200, r.text
+    canonical = {"order": ["demo", "acme"], "only": ["demo", "acme"], "ignore": ["slowco"]}
+    assert {k: r.json()["data"]["provider"][k] for k in canonical} == canonical
+    shown = (await member.client.get(f"/api/v1/organizations/{org}/settings")).json()["data"]["provider"]
+    assert {k: shown[k] for k in canonical} == canonical
+    stored = (await org_row(rt, org)).settings
+    assert {k: stored["provider"][k] for k in canonical} == canonical
+    # The gateway reads the stored slugs as it read the names typed.
+    catalog = rt.extras[CATALOG_KEY]
+    as_typed = route(catalog, model="demo/echo", org=OrgPolicy.from_settings({"provider": sent}))
+    assert route(catalog, model="demo/echo", org=OrgPolicy.from_settings(stored)) == as_typed
+
+
+CONTRADICTIONS = (
+    # A provider allowed (or preferred) and ignored at once: every org key would get 503s.
+    (
+        {"only": ["demo"], "ignore": ["demo"]},
+        "provider.ignore",
+        ["'demo' is in both provider.only and provider.ignore"],
+    ),
+    ({"only": ["Teamrouter Demo"], "ignore": ["DEMO"]}, "provider.ignore", ["'demo'", "provider.only"]),
+    ({"order": ["acme", "demo"], "ignore": ["acme"]}, "provider.ignore", ["'acme'", "provider.order"]),
+    ({"order": ["acme", "demo"], "only": ["demo"]}, "provider.only", ["'acme' is in provider.order but not in"]),
+    # An empty allow-list allows nothing (null is "no allow-list").
+    ({"only": []}, "provider.only", ["must not be empty", "allow no provider"]),
+    # A provider twice, under one name or two.
+    ({"order": ["demo", "demo"]}, "provider.order", ["'demo' is listed twice"]),
+    ({"order": ["demo", "acme", "Teamrouter Demo"]}, "provider.order", ["'demo' and 'Teamrouter Demo' are both"]),
+    ({"ignore": ["slowco", "SLOWCO"]}, "provider.ignore", ["are both 'slowco'"]),
+    ({"only": ["demo", "acme", "Demo"]}, "provider.only", ["are both 'demo'"]),
+    # Lists that leave no provider able to serve any model of the catalog (only "demo" serves one).
+    ({"only": ["acme", "slowco"]}, "provider.only", ["leaves no provider", "allowed providers (only)"]),
+    ({"ignore": ["demo"]}, "provider.ignore", ["leaves no provider", "ignored providers"]),
+    ({"order": ["acme"], "allow_fallbacks": False}, "provider.order", ["leaves no provider", "allow_fallbacks"]),
+)
+
+
+@pytest.mark.parametrize(("provider", "field", "words"), CONTRADICTIONS)
+async def test_provider_settings_that_contradict_themselves_or_leave_no_provider_are_refused(
+    team, rt, provider, field, words
+):
+    admin, _, org = team
+    r = await admin.call("PATCH", f"/organizations/{org}/settings", json={"provider": provider})
+    error = assert_envelope(r, 400, field, *words)
+    assert error["metadata"]["field"] == field
+    assert (await org_row(rt, org)).settings == {} and await settings_audits(rt) == 0
+
+
+async def test_provider_settings_are_checked_together_with_what_is_stored(team, rt):
+    admin, _, org = team
+
+    async def patch(provider: dict) -> httpx.Response:
+        return await admin.call("PATCH", f"/organizations/{org}/settings", json={"provider": provider})
+
+    assert (await patch({"only": ["demo"]})).status_code == 200
+    assert_envelope(await patch({"ignore": ["demo"]}), 400, "provider.ignore", "'demo' is in both provider.only")
+    assert_envelope(await patch({"order": ["acme"]}), 400, "provider.order", "not in provider.only")
+    r = await patch({"only": None, "order": ["acme"]})  # null removes the allow-list
+    assert r.status_code == 200 and r.json()["data"]["provider"]["only"] is None
+    # Without fallbacks, the order alone is allowed: "acme" serves no model.
+    error = assert_envelope(await patch({"allow_fallbacks": False}), 400, "provider.allow_fallbacks", "leaves no")
+    assert error["metadata"]["field"] == "provider.allow_fallbacks"
+    assert (await patch({"order": ["demo"], "allow_fallbacks": False})).status_code == 200
+    assert org_settings(await org_row(rt, org)).provider.model_dump() == {
+        "order": ["demo"], "only": None, "ignore": [], "sort": None, "allow_fallbacks": False
+    }  # fmt: skip
+
+
+ZDR_CATALOG = """
+[[providers]]
+slug = "safe"
+kind = "demo"
+zdr = true
+data_collection = "deny"
+
+[[providers]]
+slug = "leaky"
+name = "Leaky AI"
+kind = "demo"
+
+[[models]]
+id = "demo/echo"
+context_length = 4096
+[[models.endpoints]]
+provider = "safe"
+prompt_price = "0"
+completion_price = "0"
+[[models.endpoints]]
+provider = "leaky"
+prompt_price = "0"
+completion_price = "0"
+"""
+
+
+async def test_provider_lists_must_leave_a_provider_the_privacy_settings_allow(team, rt):
+    admin, _, org = team
+    rt.extras[CATALOG_KEY] = parse_catalog(ZDR_CATALOG, env={})
+
+    async def patch(body: dict) -> httpx.Response:
+        return await admin.call("PATCH", f"/organizations/{org}/settings", json=body)
+
+    assert (await patch({"privacy": {"zdr_only": True}})).status_code == 200
+    error = assert_envelope(await patch({"provider": {"only": ["Leaky AI"]}}), 400, "provider.only", "zdr_only = true")
+    assert error["metadata"]["field"] == "provider.only"
+    assert (await patch({"provider": {"only": ["leaky", "safe"]}})).status_code == 200
+    # A privacy setting is never refused for leaving nothing: refusing `zdr_only` or "deny" would keep
+    # the org's data going to providers it means to rule out. Its requests get a 503 naming it.
+    assert (await patch({"privacy": {"zdr_only": False}, "provider": {"only": ["leaky"]}})).status_code == 200
+    r = await patch({"privacy": {"data_collection": "deny"}})
+    assert r.status_code == 200 and r.json()["data"]["privacy"]["data_collection"] == "deny"
+    # A later change to the lists must mend that, not keep it (`sort` alone is no list).
+    assert (await patch({"provider": {"sort": "price"}})).status_code == 200
+    assert_envelope(await patch({"provider": {"order": ["leaky"]}}), 400, "provider.only", 'data_collection = "deny"')
+    assert (await patch({"provider": {"only": None, "order": ["leaky"]}})).status_code == 200
 
 
 async def test_members_cannot_change_settings_or_see_billing(team, rt):

@@ -1,13 +1,21 @@
-"""Query-string models that refuse the parameters they do not declare.
+"""Query strings that say exactly one thing: no undeclared parameter, none given twice.
 
 A GET that quietly ignores a parameter it does not know answers a misspelt or unsupported filter
 (`?modle=…`, or a filter the endpoint does not have) with every row, and the caller believes the
 answer filtered: on a view of money, that misleads. An endpoint that declares its query parameters
 as one `QueryModel` has a single list to check against and to name in the refusal.
+
+A parameter given twice misleads the same way: the framework keeps the last value, so
+`?model=a&model=b` answered with b's rows alone, read as the rows of both. No query parameter
+takes several values (analytics' `in` filters are the way to ask for several), so `SingleValuedDep`,
+a dependency of the whole app, refuses a repeat on every route.
 """
 
 from __future__ import annotations
 
+from collections import Counter
+
+from fastapi import Depends, Request
 from pydantic import BaseModel, ConfigDict
 
 from teamrouter.errors import BadRequest
@@ -33,3 +41,22 @@ def refuse_undeclared(params: QueryModel) -> None:
         unknown=unknown,
         accepted=accepted,
     )
+
+
+def refuse_repeated(request: Request) -> None:
+    """A 400 naming every query parameter given more than once (empty values count: `?a=&a=x`)."""
+    counts = Counter(name for name, _ in request.query_params.multi_items())
+    repeated = sorted(name for name, count in counts.items() if count > 1)
+    if not repeated:
+        return
+    plural = "s" if len(repeated) > 1 else ""
+    raise BadRequest(
+        f"query parameter{plural} {', '.join(map(repr, repeated))} given more than once: each takes one value",
+        code="repeated_parameter",
+        field=repeated[0],
+        repeated=repeated,
+    )
+
+
+# The app's `dependencies=[...]` (teamrouter.app): it runs before any route's own parameters are read.
+SingleValuedDep = Depends(refuse_repeated)

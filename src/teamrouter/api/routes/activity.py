@@ -1,7 +1,8 @@
 """Activity: the feed (`GET /activity/generations`), its CSV export, and OpenRouter's daily
 `GET /activity`. A session or a management key, in its context; who sees what is decided by the
 activity service (`domain.activity.scope`). The feed and the export refuse a query parameter they do
-not know (400), so a misspelt filter never answers with every row."""
+not know (400), so a misspelt filter never answers with every row (and, like every route, one given
+twice: `api.query`)."""
 
 from __future__ import annotations
 

@@ -25,9 +25,6 @@ from teamrouter.domain.orgs.schemas import (
     org_public,
 )
 from teamrouter.domain.orgs.settings import BillingPatch, SettingsPatch, billing_public, settings_public
-from teamrouter.errors import bad_field
-from teamrouter.gateway.routing import InvalidRoutingRequest, check_provider_names
-from teamrouter.gateway.setup import catalog_for
 from teamrouter.runtime import Runtime
 
 router = APIRouter(tags=["organizations"])
@@ -138,15 +135,9 @@ async def get_settings(org: str, actor: SessionActor, rt: RuntimeDep) -> dict[st
 
 @router.patch("/organizations/{org}/settings", openapi_extra=access(Access.ADMIN))
 async def update_settings(org: str, body: SettingsPatch, actor: SessionActor, rt: RuntimeDep) -> dict[str, Any]:
-    """Merge the settings sent (nested objects too); unknown fields are refused, and so are
-    provider names the catalog does not list (a typo in `only` would stop all of the org's traffic)."""
-    if "provider" in body.model_fields_set:
-        try:
-            check_provider_names(
-                catalog_for(rt), order=body.provider.order, only=body.provider.only, ignore=body.provider.ignore
-            )
-        except InvalidRoutingRequest as exc:
-            raise bad_field(exc.field, exc.problem) from exc
+    """Merge the settings sent (nested objects too); unknown fields are refused, and so are provider
+    lists that name a provider the catalog does not list, contradict each other or leave no provider
+    (a typo in `only` would stop all of the org's traffic). Providers are stored by slug."""
     _, settings = await orgs.update_settings(rt, actor=actor, organization_id=org, patch=body)
     return {"data": settings_public(settings)}
 

@@ -29,6 +29,7 @@ from teamrouter.domain.orgs.settings import (
 from teamrouter.domain.roles import Role, Scope
 from teamrouter.errors import BadRequest, Forbidden, bad_field
 from teamrouter.ids import new_id
+from teamrouter.gateway.setup import catalog_for
 from teamrouter.listeners import ORG_SETTINGS_LISTENERS
 from teamrouter.runtime import Runtime
 from teamrouter.storage.db import UnitOfWork
@@ -133,13 +134,14 @@ async def get_settings(rt: Runtime, *, actor: Actor, organization_id: str) -> tu
 async def update_settings(
     rt: Runtime, *, actor: Actor, organization_id: str, patch: SettingsPatch
 ) -> tuple[str, OrgSettings]:
-    """Merge the fields sent into the current settings (admin only). An empty patch is a 400."""
+    """Merge the fields sent into the current settings (admin only). An empty patch is a 400, and so
+    are provider lists the catalog cannot satisfy (`settings.merge_settings`)."""
     async with rt.db.uow() as uow:
         org, _ = await load_org(uow.session, organization_id, user_id=actor.user_id, need=Scope.ORG_MANAGE, lock=True)
         if not patch.model_fields_set:
             raise BadRequest("Nothing to change: send at least one setting", code="empty_update")
         before = org_settings(org)
-        after = org_settings_mod.merge_settings(before, patch)
+        after = org_settings_mod.merge_settings(before, patch, catalog=catalog_for(rt))
         await _store_settings(uow, rt, actor, org, before, after)
     return org.id, after
 

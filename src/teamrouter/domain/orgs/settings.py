@@ -6,8 +6,12 @@ gateway above all) get a complete typed object. Writing goes through `merge_sett
 `merge_billing`: the PATCH body (already validated, unknown fields refused) is merged field by field
 into the current value, nested objects included, and the result validated again as a whole.
 
-Provider `only`: null means "no allow-list". An empty list is normalised to null, because an
-allow-list that allows nothing would silently turn every request into a 503.
+Provider lists sent in a PATCH are checked against the catalog and stored as the providers' slugs,
+so what GET shows is what the gateway matches (it matches a slug or a display name, in any case).
+Settings that contradict themselves or cannot work are refused with a 400 naming the field, rather
+than found out as 503s on every request: an empty `only` (null is "no allow-list"), a provider named
+twice in a list, a provider in `only` or `order` that `ignore` also lists, one in `order` outside
+`only`, and lists that leave no provider able to serve any model of the catalog.
 """
 
 from __future__ import annotations
@@ -17,6 +21,9 @@ from typing import Annotated, Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, StrictBool, StringConstraints, field_validator
 
 from teamrouter.domain.orgs.models import Organization
+from teamrouter.errors import bad_field
+from teamrouter.gateway.catalog import Catalog
+from teamrouter.gateway.routing import InvalidRoutingRequest, NoEndpointsError, OrgPolicy, check_provider_names, route
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -32,18 +39,12 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def _none_if_empty(value: list[str] | None) -> list[str] | None:
-    return value or None
-
-
 class ProviderSettings(_Strict):
     order: SlugList = Field(default_factory=list)
     only: SlugList | None = None
     ignore: SlugList = Field(default_factory=list)
     sort: Sort | None = None
     allow_fallbacks: StrictBool = True
-
-    _only = field_validator("only")(_none_if_empty)
 
 
 class PrivacySettings(_Strict):
@@ -136,8 +137,18 @@ def org_billing(org: Organization) -> OrgBilling:
     return _tolerant(OrgBilling, org.billing)
 
 
-def merge_settings(current: OrgSettings, patch: SettingsPatch) -> OrgSettings:
-    return OrgSettings.model_validate(_merge(current.model_dump(), patch))
+def merge_settings(current: OrgSettings, patch: SettingsPatch, *, catalog: Catalog) -> OrgSettings:
+    """`current` with the fields `patch` sent. Provider lists sent are checked against `catalog` and
+    stored by slug; a change to the lists or to `allow_fallbacks` must leave the org a provider."""
+    if "provider" not in patch.model_fields_set:
+        return OrgSettings.model_validate(_merge(current.model_dump(), patch))
+    sent = patch.provider.model_fields_set
+    provider = patch.provider.model_copy(update=_slug_lists(patch.provider, catalog))
+    merged = OrgSettings.model_validate(_merge(current.model_dump(), patch.model_copy(update={"provider": provider})))
+    _check_consistent(merged.provider, sent, catalog)
+    if sent & {"order", "only", "ignore", "allow_fallbacks"}:
+        _check_leaves_a_provider(merged, sent, catalog)
+    return merged
 
 
 def merge_billing(current: OrgBilling, patch: BillingPatch) -> OrgBilling:
@@ -164,6 +175,121 @@ def _merge(current: dict[str, Any], patch: BaseModel) -> dict[str, Any]:
         else:
             merged[name] = value
     return merged
+
+
+# Provider lists ----------------------------------------------------------------------------------
+
+_LISTS = ("order", "only", "ignore")
+
+
+def _providers_by_name(catalog: Catalog) -> dict[str, list[str]]:
+    """Every way the gateway matches a provider (slug or display name, casefolded) → the slugs it
+    matches: more than one when a catalog gives two providers colliding names."""
+    found: dict[str, list[str]] = {}
+    for provider in catalog.providers():
+        for name in {provider.slug.casefold(), provider.name.casefold()}:
+            found.setdefault(name, []).append(provider.slug)
+    return found
+
+
+def _slug_lists(sent: ProviderPatch, catalog: Catalog) -> dict[str, list[str]]:
+    """The lists `sent` names, each provider by its slug; a 400 for an unknown or ambiguous name, a
+    provider listed twice (under one name or two), or an empty `only`."""
+    given = {field: getattr(sent, field) for field in _LISTS if field in sent.model_fields_set}
+    try:
+        check_provider_names(catalog, **given)
+    except InvalidRoutingRequest as exc:
+        raise bad_field(exc.field, exc.problem) from exc
+    by_name = _providers_by_name(catalog)
+    out: dict[str, list[str]] = {}
+    for field, names in given.items():
+        if names is None:  # `only: null`: no allow-list
+            continue
+        if field == "only" and not names:
+            # OpenRouter's `only` lists the providers allowed, and the gateway reads an empty one so:
+            # it would allow none. A request's `provider.only: []` is refused the same way.
+            raise bad_field("provider.only", "must not be empty: it would allow no provider (null means no allow-list)")
+        slugs: list[str] = []
+        for name in names:
+            matches = by_name[name.casefold()]
+            if len(matches) > 1:
+                problem = f"{name!r} names several providers ({', '.join(matches)}): use a slug"
+                raise bad_field(f"provider.{field}", problem)
+            slug = matches[0]
+            if slug in slugs:
+                # Refused, not de-duplicated: a second entry for one provider is more likely a typo
+                # for another provider than something meant, and order would depend on which stays.
+                first = names[slugs.index(slug)]
+                same = f"{name!r} is listed twice" if first == name else f"{first!r} and {name!r} are both {slug!r}"
+                raise bad_field(f"provider.{field}", f"{same}: name each provider once")
+            slugs.append(slug)
+        out[field] = slugs
+    return out
+
+
+def _check_consistent(merged: ProviderSettings, sent: set[str], catalog: Catalog) -> None:
+    """A provider both allowed (`only`) or preferred (`order`) and ignored, or preferred outside the
+    allow-list, could never be used: a 400 naming the list sent. Lists kept from before may hold
+    names stored by an older version (display names, providers gone from the catalog): compared by
+    slug where the catalog knows the name."""
+    by_name = _providers_by_name(catalog)
+
+    def slug(name: str) -> str:
+        matches = by_name.get(name.casefold(), [])
+        return matches[0] if len(matches) == 1 else name.casefold()
+
+    order, ignore = [slug(n) for n in merged.order], {slug(n) for n in merged.ignore}
+    only = None if merged.only is None else {slug(n) for n in merged.only}
+    outside = [s for s in order if s not in only] if only is not None else []
+    clashes = [
+        ("only", "ignore", [s for s in only or () if s in ignore], "is in both provider.only and provider.ignore"),
+        ("order", "ignore", [s for s in order if s in ignore], "is in both provider.order and provider.ignore"),
+        ("order", "only", outside, "is in provider.order but not in provider.only"),
+    ]
+    for listed, other, clash, problem in clashes:
+        if clash and (listed in sent or other in sent):
+            field = other if other in sent else listed
+            raise bad_field(f"provider.{field}", f"{clash[0]!r} {problem}: it could never be used")
+
+
+def _check_leaves_a_provider(merged: OrgSettings, sent: set[str], catalog: Catalog) -> None:
+    """A 400 when the provider lists leave no provider that can serve any model of the catalog (every
+    request would get a 503), naming the first list that empties it. Decided by the gateway's own
+    routing, so it means what a request would meet. Privacy settings that alone leave nothing are
+    left alone: refusing `zdr_only` or `data_collection: "deny"` would keep data flowing to the
+    providers the organization means to rule out, and a 503 is then the right answer."""
+    privacy = merged.privacy.model_dump()
+    if _unserved(catalog, {"privacy": privacy}) is not None:
+        return
+    p = merged.provider
+    steps: list[tuple[str, dict[str, Any]]] = [
+        ("only", {"only": p.only}),
+        ("ignore", {"only": p.only, "ignore": p.ignore}),
+        ("order", {"only": p.only, "ignore": p.ignore, "order": p.order, "allow_fallbacks": p.allow_fallbacks}),
+    ]
+    for field, provider in steps:
+        why = _unserved(catalog, {"provider": provider, "privacy": privacy})
+        if why is None:
+            continue
+        if field == "order" and "order" not in sent and "allow_fallbacks" in sent:
+            field = "allow_fallbacks"  # the order was there before: turning fallbacks off emptied it
+        problem = f"leaves no provider to serve any model of the catalog, so every request would get a 503 ({why})"
+        raise bad_field(f"provider.{field}", problem)
+
+
+def _unserved(catalog: Catalog, settings: dict[str, Any]) -> str | None:
+    """None when a request for some model of the catalog could be routed under these organization
+    settings; else the gateway's reasons why not."""
+    policy = OrgPolicy.from_settings(settings)
+    reasons: list[str] = []
+    for model in catalog.models():
+        try:
+            route(catalog, model=model.id, org=policy)
+        except NoEndpointsError as exc:
+            reasons += [why for why in exc.reasons.values() if why not in reasons]
+        else:
+            return None
+    return "excluded by " + "; ".join(reasons) if reasons else "the catalog lists no model"
 
 
 def _tolerant(model: type[M], stored: dict[str, Any] | None) -> M:
