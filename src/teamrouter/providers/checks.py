@@ -63,12 +63,12 @@ def check_nesting(raw: bytes, body: object) -> None:
     # nest deeper than it, which spares nearly every request the walk below.
     if raw.count(b"[") + raw.count(b"{") <= MAX_NESTING or (type(body) is not dict and type(body) is not list):
         return
-    level: list[tuple[object, int]] = [(body, 1)]  # a stack, not recursion: depth is what is in doubt
+    level: list[tuple[dict[str, Any] | list[Any], int]] = [(body, 1)]  # a stack: depth is what is in doubt
     while level:
         value, depth = level.pop()
         if depth > MAX_NESTING:
             raise RequestError("body", f"must not nest arrays and objects more than {MAX_NESTING} levels deep")
-        children = value.values() if type(value) is dict else value
+        children = value.values() if isinstance(value, dict) else value
         level.extend((child, depth + 1) for child in children if type(child) is dict or type(child) is list)
 
 
