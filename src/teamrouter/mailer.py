@@ -31,11 +31,18 @@ class Mailer(Protocol):
 SMTP_TIMEOUT_SECONDS = 10.0
 
 
+def _header_text(text: str) -> str:
+    # A header is one line: the email package refuses a CR or LF in one (ValueError), which no retry
+    # cures. Subjects quote names, and a name stored before teamrouter.domain.names refused line
+    # breaks, or a mail queued with one, would otherwise never leave.
+    return " ".join(text.splitlines())
+
+
 def _message(sender: str, to: str, subject: str, body: str) -> EmailMessage:
     message = EmailMessage()
     message["From"] = sender
     message["To"] = to
-    message["Subject"] = subject
+    message["Subject"] = _header_text(subject)
     message["Message-ID"] = make_msgid(domain="teamrouter.local")
     message.set_content(body)
     return message

@@ -129,3 +129,16 @@ def test_commands_on_an_unmigrated_database_say_so(cli, tmp_path):
     result = cli("db", "check-ledger", TEAMROUTER_DATABASE_URL=empty)
     assert result.returncode == 1
     assert "teamrouter db upgrade" in _one_line_error(result)
+
+
+async def test_users_create_words_the_password_and_name_rules_as_sign_up_does(cli, rt):
+    weak = cli("users", "create", "--email", "crlf@example.com", "--password", "crlf long passphrase")
+    assert weak.returncode == 1
+    assert _one_line_error(weak) == (
+        "error: password: Password must not contain the name part of your email address (before the @)"
+    )
+    broken = cli("users", "create", "--email", "lf@example.com", "--password", PASSWORD, "--name", "Line\nBreak")
+    assert broken.returncode == 1
+    assert _one_line_error(broken) == "error: name: must not contain line breaks (found U+000A)"
+    async with rt.db.read() as s:
+        assert await s.scalar(select(func.count()).select_from(User)) == 0

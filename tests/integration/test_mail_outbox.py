@@ -338,3 +338,20 @@ async def test_an_expired_verification_link_is_not_mailed(make_runtime, sink, ca
         [row] = await eventually(cancelled)
     assert to(sink, "late@outbox.example.com") == [] and row.body == ""
     assert "late@outbox.example.com" not in caplog.text and "token" not in caplog.text
+
+
+async def test_a_queued_mail_whose_subject_has_a_line_break_is_sent_on_one_line(make_runtime, sink):
+    # As one recorded before organization names were checked: "Invitation to join Line\r\nBreak …".
+    # The email package refuses such a header; every attempt would fail the same way.
+    rt = make_runtime()
+    async with rt.db.uow() as uow:
+        subject = "Invitation to join Line\r\nBreak\non teamrouter"
+        mail_after_commit(uow, rt, to="crlf@outbox.example.com", subject=subject, body="b", what="mail 'test'")
+
+    async def sent() -> list[OutgoingMail]:
+        return [m for m in await outbox(rt) if m.state == MailState.SENT]
+
+    [row] = await eventually(sent)
+    assert row.attempts == 1 and row.last_error is None
+    [mail] = to(sink, "crlf@outbox.example.com")
+    assert mail["Subject"] == "Invitation to join Line Break on teamrouter"

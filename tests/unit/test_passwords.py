@@ -22,12 +22,21 @@ async def test_production_hasher_is_argon2id_19_mib_t2():
         ("x" * 300, "at most 256"),
         ("aaaaaaaaaaaa", "different characters"),
         ("password123", "common"),
-        ("ada.lovelace-rocks", "email"),
+        ("ada.lovelace-rocks", "must not contain the name part of your email address (before the @)"),
+        ("ADA.LOVELACE rocks", "name part of your email address"),
     ],
 )
 def test_weak_passwords_say_why(password, problem):
     found = password_problem(password, email="ada.lovelace@example.com")
     assert found is not None and problem in found
+
+
+def test_the_email_rule_is_about_the_name_part_of_the_address():
+    # The tester's case: the address's whole text is not in the password, its name part is.
+    found = password_problem("crlf long passphrase", email="crlf@example.com")
+    assert found == "must not contain the name part of your email address (before the @)"
+    assert password_problem("example.com passphrase", email="crlf@example.com") is None  # the domain is not
+    assert password_problem("bob's long passphrase", email="bob@example.com") is None  # under 4 characters
 
 
 def test_good_password_passes():

@@ -12,6 +12,7 @@ from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError
 
 MIN_LENGTH = 10
+LOCAL_PART_MIN = 4
 MAX_LENGTH = 256  # argon2 has no limit; this bounds the work an anonymous caller can ask for
 COMMON = frozenset(
     {
@@ -49,9 +50,11 @@ def password_problem(password: str, *, email: str) -> str | None:
         return "uses too few different characters"
     if password.lower() in COMMON:
         return "is one of the most common passwords"
+    # The part before the @ is what people reuse ("ada.lovelace2024"); shorter ones ("al") are too
+    # likely to occur by chance in a good passphrase to refuse.
     local = email.split("@", 1)[0].lower()
-    if len(local) >= 4 and local in password.lower():
-        return "must not contain your email address"
+    if len(local) >= LOCAL_PART_MIN and local in password.lower():
+        return "must not contain the name part of your email address (before the @)"
     return None
 
 

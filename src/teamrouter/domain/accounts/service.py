@@ -1,4 +1,5 @@
-"""Account verbs: sign up, verify email, log in and out, resolve a session, switch context."""
+"""Account verbs: sign up, verify email, log in and out, resolve a session, switch context, and the
+operator's password reset."""
 
 from __future__ import annotations
 
@@ -22,9 +23,10 @@ from teamrouter.domain.actor import Actor
 from teamrouter.domain.audit import service as audit
 from teamrouter.domain.credits.models import CreditAccount
 from teamrouter.domain.mail.outbox import mail_after_commit
+from teamrouter.domain.names import clean_name
 from teamrouter.domain.orgs.models import Membership, Organization
 from teamrouter.domain.roles import Role
-from teamrouter.errors import BadRequest, Conflict, NotFound, RateLimited, Unauthorized, bad_field
+from teamrouter.errors import BadRequest, Conflict, Forbidden, NotFound, RateLimited, Unauthorized, bad_field
 from teamrouter.ids import hash_token, new_id, new_token
 from teamrouter.runtime import Runtime
 from teamrouter.storage.db import UnitOfWork
@@ -63,6 +65,7 @@ async def sign_up(rt: Runtime, *, email: str, password: str, name: str = "") -> 
     problem = password_problem(password, email=email)
     if problem:
         raise bad_field("password", f"Password {problem}")
+    name = clean_name("name", name, required=False)
     password_hash = await rt.passwords.hash(password)  # before the lookup: both paths pay for it
     now = rt.clock.now()
     try:
@@ -77,7 +80,7 @@ async def sign_up(rt: Runtime, *, email: str, password: str, name: str = "") -> 
             user = User(
                 id=new_id("user"),
                 email=email,
-                name=name.strip(),
+                name=name,
                 password_hash=password_hash,
                 is_staff=False,
                 created_at=now,
@@ -113,7 +116,7 @@ async def _restart_pending_sign_up(
     hijack). So the password becomes the new one, earlier links and sessions end, and the owner
     gets the same mail a new sign-up gets: whoever confirms does so for the password they chose."""
     user.password_hash = password_hash
-    user.name = name.strip()
+    user.name = name
     user.updated_at = now
     await uow.session.execute(
         update(EmailToken)
@@ -183,6 +186,7 @@ async def create_user(
     problem = password_problem(password, email=email)
     if problem:
         raise bad_field("password", f"Password {problem}")
+    name = clean_name("name", name, required=False)
     password_hash = await rt.passwords.hash(password)
     now = rt.clock.now()
     async with rt.db.uow() as uow:
@@ -211,6 +215,57 @@ async def create_user(
             after={"email": email, "verified": verified, "staff": staff},
         )
     return user
+
+
+@dataclass(frozen=True)
+class PasswordSet:
+    """What `set_password` did, for the operator to read."""
+
+    email: str
+    sessions_ended: int
+    verified_now: bool
+
+
+async def set_password(
+    rt: Runtime, *, actor: Actor | None, email: str, password: str, verified: bool = False
+) -> PasswordSet:
+    """Give a person a new password: the operator's reset (`teamrouter users set-password`). Staff only.
+
+    `actor=None` is the operator on the host, trusted like staff and audited with no acting user.
+    Sign-up's password rules apply. A reset is asked for when the account may be in other hands, so
+    every session of the person ends, and the address's failed sign-ins are forgotten so that the
+    new password works at once. `verified` also confirms the address, as `users create --verified`.
+    """
+    if actor is not None and not actor.is_staff:
+        raise Forbidden("Only deployment staff can set a person's password", code="staff_only")
+    email = normalize_email(email)
+    problem = password_problem(password, email=email)
+    if problem:
+        raise bad_field("password", f"Password {problem}")
+    password_hash = await rt.passwords.hash(password)  # before the transaction: no lock held meanwhile
+    now = rt.clock.now()
+    async with rt.db.uow() as uow:
+        user = await uow.session.scalar(select(User).where(User.email == email))
+        if user is None:
+            raise NotFound(f"No account with email {email}", code="user_not_found")
+        was_verified = user.email_verified_at is not None
+        user.password_hash = password_hash
+        user.updated_at = now
+        if verified and not was_verified:
+            user.email_verified_at = now
+        ended = await revoke_sessions(uow, user_id=user.id, now=now)
+        await uow.session.execute(delete(LoginFailure).where(LoginFailure.email_hash == hash_token(email)))
+        audit.record(
+            uow,
+            actor=actor,
+            clock=rt.clock,
+            action="user.password_set",
+            target_type="user",
+            target_id=user.id,
+            before={"email_verified": was_verified},
+            after={"email_verified": user.email_verified_at is not None, "sessions_ended": ended},
+        )
+    return PasswordSet(email=email, sessions_ended=ended, verified_now=verified and not was_verified)
 
 
 def _verification_link(uow: UnitOfWork, rt: Runtime, user: User) -> tuple[str, str]:
@@ -397,19 +452,22 @@ async def _revoke(uow: UnitOfWork, token: str, now: datetime) -> None:
     )
 
 
-async def revoke_sessions(uow: UnitOfWork, *, user_id: str, now: datetime) -> None:
+async def revoke_sessions(uow: UnitOfWork, *, user_id: str, now: datetime) -> int:
     """End every live session of a person, in the caller's transaction (they must sign in again).
 
     Used when the person's privileges change (TESTPLAN D33): a session token captured before the
-    change must not carry the new role. Sessions are bearer tokens handed out only by a sign-in
-    response, so another person's session cannot be reissued, only ended.
+    change must not carry the new role; and when their password is reset. Sessions are bearer tokens
+    handed out only by a sign-in response, so another person's session cannot be reissued, only
+    ended. Returns how many it ended.
     """
-    await uow.session.execute(
+    ended = await uow.session.execute(
         update(WebSession)
-        .where(WebSession.user_id == user_id, WebSession.revoked_at.is_(None))
+        # An expired session is over already: left alone, so the count is of sessions that worked.
+        .where(WebSession.user_id == user_id, WebSession.revoked_at.is_(None), WebSession.expires_at > now)
         .values(revoked_at=now)
         .execution_options(synchronize_session=False)
     )
+    return int(ended.rowcount)  # type: ignore[attr-defined]
 
 
 async def log_out(rt: Runtime, *, token: str) -> None:

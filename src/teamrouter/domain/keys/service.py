@@ -25,6 +25,7 @@ from typing import Any
 from sqlalchemy import Select, or_, select
 from sqlalchemy.exc import IntegrityError
 
+from teamrouter.domain import names
 from teamrouter.domain.actor import Actor
 from teamrouter.domain.audit import service as audit
 from teamrouter.domain.credits.models import CreditAccount
@@ -66,9 +67,7 @@ class CreatedKey:
 def _clean_name(name: str | None) -> str:
     if name is None:
         raise bad_field("name", "must be a string")
-    cleaned = name.strip()
-    if not cleaned:
-        raise bad_field("name", "must not be empty")
+    cleaned = names.clean_name("name", name)
     if len(cleaned) > NAME_MAX:
         raise bad_field("name", f"must be at most {NAME_MAX} characters")
     return cleaned

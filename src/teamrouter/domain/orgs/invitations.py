@@ -24,6 +24,7 @@ from teamrouter.domain.actor import Actor
 from teamrouter.domain.audit import service as audit
 from teamrouter.domain.mail.models import topic
 from teamrouter.domain.mail.outbox import cancel_mail, mail_after_commit
+from teamrouter.domain.names import shown_name
 from teamrouter.domain.orgs.models import Invitation, Membership, Organization
 from teamrouter.domain.orgs.policy import load_org
 from teamrouter.domain.orgs.schemas import effective_cap, invitation_status
@@ -138,7 +139,9 @@ def _mail_invitation(
         f"The link works once and expires in {days:g} days.\n"
         "If you did not expect this invitation, ignore this message.\n"
     )
-    subject = f"Invitation to join {org_name} on teamrouter"
+    # A name stored before teamrouter.domain.names refused them may hold a line break (a header cannot:
+    # the mail would never leave) or a bidi override; the body's repr shows such characters escaped.
+    subject = f"Invitation to join {shown_name(org_name)} on teamrouter"
     mail_after_commit(uow, rt, to=to, subject=subject, body=body, what="mail 'invitation'", topic=_topic(invitation_id))
 
 

@@ -15,6 +15,7 @@ from sqlalchemy import select, update
 from teamrouter.domain.actor import Actor
 from teamrouter.domain.audit import service as audit
 from teamrouter.domain.credits.models import CreditAccount
+from teamrouter.domain.names import clean_name
 from teamrouter.domain.orgs import settings as org_settings_mod
 from teamrouter.domain.orgs.models import Membership, Organization
 from teamrouter.domain.orgs.policy import context_org_id, load_org, org_not_found
@@ -28,8 +29,8 @@ from teamrouter.domain.orgs.settings import (
 )
 from teamrouter.domain.roles import Role, Scope
 from teamrouter.errors import BadRequest, Forbidden, bad_field
-from teamrouter.ids import new_id
 from teamrouter.gateway.setup import catalog_for
+from teamrouter.ids import new_id
 from teamrouter.listeners import ORG_SETTINGS_LISTENERS
 from teamrouter.runtime import Runtime
 from teamrouter.storage.db import UnitOfWork
@@ -52,9 +53,7 @@ async def create_organization(rt: Runtime, *, actor: Actor, name: str) -> OrgVie
             "Your email address must be verified before you can create an organization",
             code="email_not_verified",
         )
-    name = name.strip()
-    if not name:
-        raise bad_field("name", "must not be blank")
+    name = clean_name("name", name)
     now = rt.clock.now()
     async with rt.db.uow() as uow:
         org = Organization(

@@ -1,0 +1,76 @@
+"""The rule for names a person gives (organizations, keys, display names): one line of visible text.
+
+Names go into mail headers (an invitation's Subject), pages, logs and CSV exports, so a name may
+not contain, anywhere in it:
+
+- control characters (Unicode Cc: NUL, TAB, CR, LF, ESC, DEL, the C1 range with NEL): a line break
+  in a header makes the mail unsendable, PostgreSQL text columns refuse NUL, and the others
+  misalign or restyle a page, a log line or a CSV row;
+- line and paragraph separators (U+2028, U+2029): line breaks under other names;
+- format characters (Unicode Cf), which are invisible yet change how a name reads: the bidi
+  embeddings, overrides and isolates (U+202A–U+202E, U+2066–U+2069) reorder the text around them
+  ("Acme\\u202egnp.exe" shows as "Acmeexe.png"); the direction marks, zero-width space, word joiner,
+  soft hyphen, BOM and tag characters make names that look the same differ, or hide text in one.
+  Except ZWNJ and ZWJ (U+200C, U+200D): Persian and Indic scripts need them to spell words, and
+  emoji sequences (👩‍💻) are joined with ZWJ;
+- surrogates (Cs): a lone one is not a character, and neither UTF-8 nor PostgreSQL can store it.
+
+Letters of other scripts that look like Latin ones (Cyrillic "а") are allowed: names are written in
+every script, and telling a look-alike from a real name is not something a character rule can do.
+Leading and trailing whitespace is dropped first, so a pasted "Acme\\n" is simply "Acme".
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from itertools import groupby
+
+from teamrouter.errors import bad_field
+
+_JOINERS = frozenset("\u200c\u200d")  # ZWNJ, ZWJ
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+_LINE_BREAKS = frozenset("\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029")  # what str.splitlines splits at
+
+
+def _kind(char: str) -> str | None:
+    """What is wrong with one character in a name, or None."""
+    if char in _LINE_BREAKS:
+        return "line breaks"
+    if char in _BIDI_CONTROLS:
+        return "text direction controls"
+    category = unicodedata.category(char)
+    if category == "Cc":
+        return "control characters"
+    if category == "Cf" and char not in _JOINERS:
+        return "formatting characters"
+    if category == "Cs":
+        return "unpaired surrogates"
+    return None
+
+
+def name_problem(name: str) -> str | None:
+    """Why `name` cannot be a name, in words for the person who typed it (naming the first character
+    refused by its code point: it is usually invisible), or None."""
+    for char in name:
+        kind = _kind(char)
+        if kind is not None:
+            return f"must not contain {kind} (found U+{ord(char):04X})"
+    return None
+
+
+def clean_name(field: str, name: str, *, required: bool = True) -> str:
+    """`name` without surrounding whitespace, or a 400 naming `field` (blank too, when `required`)."""
+    cleaned = name.strip()
+    if required and not cleaned:
+        raise bad_field(field, "must not be blank")
+    problem = name_problem(cleaned)
+    if problem is not None:
+        raise bad_field(field, problem)
+    return cleaned
+
+
+def shown_name(name: str) -> str:
+    """A stored name as one line of plain text, for rows stored before this rule: each run of the
+    characters it refuses reads as one space ("Line\\nBreak" → "Line Break")."""
+    runs = groupby(name, key=lambda char: _kind(char) is not None)
+    return "".join(" " if refused else "".join(chars) for refused, chars in runs).strip()
