@@ -318,7 +318,7 @@ async def test_billing_settings(team, rt):
         json={
             "billing_email": "Billing@Example.com",
             "contacts": ["cfo@example.com", {"email": "ap@example.com", "name": "Payables"}],
-            "invoicing": {"company_name": "Acme Ltd"},
+            "invoicing": {"company_name": "Acme Ltd", "address": "1 Road\nTown"},  # an address has lines
         },
     )
     assert r.status_code == 200, r.text
@@ -329,7 +329,7 @@ async def test_billing_settings(team, rt):
         {"email": "cfo@example.com", "name": None},
         {"email": "ap@example.com", "name": "Payables"},
     ]
-    assert data["invoicing"] == {"company_name": "Acme Ltd", "address": None, "tax_id": "GB123"}
+    assert data["invoicing"] == {"company_name": "Acme Ltd", "address": "1 Road\nTown", "tax_id": "GB123"}
     assert (await admin.client.get(f"/api/v1/organizations/{org}/billing")).json()["data"] == data
     assert await settings_audits(rt) == 2
 
@@ -343,6 +343,11 @@ BAD_BILLING = (
     ({"invoicing": {"address": "x" * 1001}}, ["invoicing.address"]),
     ({"contacts": [f"c{i}@example.com" for i in range(21)]}, ["contacts"]),
     ({"balance": 100}, ["balance", "unknown field"]),
+    # Billing text is written onto invoices and into mail: one line of visible text, as names.
+    ({"invoicing": {"company_name": "Acme\nLtd"}}, ["invoicing.company_name", "line breaks"]),
+    ({"invoicing": {"tax_id": "GB\u202e123"}}, ["invoicing.tax_id", "direction"]),
+    ({"invoicing": {"address": "1 Road\nTown\x00"}}, ["invoicing.address", "control"]),
+    ({"contacts": [{"email": "a@example.com", "name": "A\rB"}]}, ["contacts", "line breaks"]),
 )
 
 

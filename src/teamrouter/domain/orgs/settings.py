@@ -18,8 +18,18 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, StrictBool, StringConstraints, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    StrictBool,
+    StringConstraints,
+    field_validator,
+)
 
+from teamrouter.domain.names import name_problem
 from teamrouter.domain.orgs.models import Organization
 from teamrouter.errors import bad_field
 from teamrouter.gateway.catalog import Catalog
@@ -95,9 +105,35 @@ def _plain_emails(value: Any) -> Any:
     return value
 
 
+def _one_line(value: str | None) -> str | None:
+    # Billing text goes onto invoices, into mail to the billing contacts and into CSVs: the names
+    # rule (teamrouter.domain.names) applies to what is written. Checked on what a PATCH sends
+    # only: a stored value read back must never fail, or the org's billing would read as empty.
+    problem = None if value is None else name_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
+def _lines(value: str | None) -> str | None:
+    # An address has several lines; each one is held to the same rule.
+    for line in [] if value is None else value.splitlines():
+        _one_line(line)
+    return value
+
+
+OneLine = Annotated[str | None, AfterValidator(_one_line)]
+Lines = Annotated[str | None, AfterValidator(_lines)]
+
+
 class BillingContact(_Strict):
     email: EmailStr = Field(max_length=320)
     name: str | None = Field(default=None, max_length=200)
+
+
+class BillingContactPatch(_Strict):
+    email: EmailStr = Field(max_length=320)
+    name: OneLine = Field(default=None, max_length=200)
 
 
 class Invoicing(_Strict):
@@ -115,14 +151,14 @@ class OrgBilling(_Strict):
 
 
 class InvoicingPatch(_Strict):
-    company_name: str | None = Field(default=None, max_length=200)
-    address: str | None = Field(default=None, max_length=1000)
-    tax_id: str | None = Field(default=None, max_length=64)
+    company_name: OneLine = Field(default=None, max_length=200)
+    address: Lines = Field(default=None, max_length=1000)
+    tax_id: OneLine = Field(default=None, max_length=64)
 
 
 class BillingPatch(_Strict):
     billing_email: EmailStr | None = Field(default=None, max_length=320)
-    contacts: list[BillingContact] = Field(default_factory=list, max_length=20)
+    contacts: list[BillingContactPatch] = Field(default_factory=list, max_length=20)
     invoicing: InvoicingPatch = Field(default_factory=InvoicingPatch)
 
     _contacts = field_validator("contacts", mode="before")(_plain_emails)
