@@ -195,10 +195,18 @@ class _Loader:
         raw_providers = self.table_list(data.get("providers", []), "providers")
         raw_models = self.table_list(data.get("models", []), "models")
         providers: dict[str, Provider] = {}
+        # Requests and org settings name a provider by slug or display name, in any case: two
+        # providers answering to one name would both match it, and a setting could not tell them apart.
+        called: dict[str, str] = {}
         for i, raw in enumerate(raw_providers):
             provider = self.provider(raw, f"providers[{i}]")
             if provider.slug in providers:
                 raise self.fail(f"provider {provider.slug!r}", "duplicate provider slug")
+            for name in {provider.slug.casefold(), provider.name.casefold()}:
+                if name in called:
+                    problem = f"is called {name!r} (in any case) like provider {called[name]!r}: names must differ"
+                    raise self.fail(f"provider {provider.slug!r}", problem)
+                called[name] = provider.slug
             providers[provider.slug] = provider
         models: dict[str, Model] = {}
         position = 0

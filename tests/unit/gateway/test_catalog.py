@@ -161,6 +161,16 @@ BAD = [
         r"provider 'acme': duplicate provider slug",
     ),
     (
+        "display name like another provider's slug",
+        replace('name = "Anthropic"', 'name = "ACME"'),
+        r"provider 'claude': is called 'acme' \(in any case\) like provider 'acme'",
+    ),
+    (
+        "display names alike in another case",
+        replace('name = "Anthropic"', 'name = "acme ai"'),
+        r"provider 'claude': is called 'acme ai' \(in any case\) like provider 'acme'",
+    ),
+    (
         "unknown provider",
         replace('provider = "claude"', 'provider = "nobody"'),
         r"model 'acme/fast-chat'.*endpoint names unknown provider 'nobody'",
