@@ -89,6 +89,37 @@ async def test_bad_org_bodies_change_nothing(make_person, rt, body, words):
     assert await count(rt, CreditAccount, CreditAccount.organization_id.is_not(None)) == 0
 
 
+async def test_admins_rename_the_org_and_nobody_else_can(make_person, rt):
+    ada, bob, eve = await make_person(), await make_person(), await make_person()
+    org = await create_org(ada, "Acme")
+    await join(rt, ada, bob, org)
+    elsewhere = await create_org(eve, "Other")
+
+    r = await ada.call("PATCH", f"/organizations/{org}", json={"name": "  Acme Research  "})
+    assert r.status_code == 200, r.text
+    assert r.json()["data"]["name"] == "Acme Research" and r.json()["data"]["role"] == "admin"
+    me = (await bob.client.get("/api/v1/me")).json()["data"]
+    assert me["memberships"] == [{"organization_id": org, "name": "Acme Research", "role": "member"}]
+    async with rt.db.read() as s:
+        event = await s.scalar(select(AuditEvent).where(AuditEvent.action == "organization.rename"))
+    assert event is not None and (event.before, event.after) == ({"name": "Acme"}, {"name": "Acme Research"})
+
+    # A member may not, an outsider learns nothing, and bad names change nothing.
+    assert_envelope(await bob.call("PATCH", f"/organizations/{org}", json={"name": "Bob's"}), 403)
+    assert_envelope(await eve.call("PATCH", f"/organizations/{org}", json={"name": "Mine"}), 404)
+    assert_envelope(await ada.call("PATCH", f"/organizations/{elsewhere}", json={"name": "Mine"}), 404)
+    for body, words in (
+        ({"name": "Line\nBreak"}, ["name", "line breaks"]),
+        ({"name": " "}, ["name"]),
+        ({}, ["name", "required"]),
+        ({"name": "X", "member_cap": 50}, ["member_cap", "unknown field"]),
+    ):
+        assert_envelope(await ada.call("PATCH", f"/organizations/{org}", json=body), 400, *words)
+    assert (await org_row(rt, org)).name == "Acme Research"
+    assert (await org_row(rt, elsewhere)).name == "Other"
+    assert (await actions(rt)).count("organization.rename") == 1
+
+
 async def test_invitation_flow_over_real_smtp(make_person, rt, smtp):
     admin = await make_person()
     bob = await make_person("bob.orgs@example.com", name="Bob Builder")

@@ -344,6 +344,7 @@ async def test_every_route_declares_its_access(app):
         ("POST", "/api/v1/organizations"): Access.VERIFIED,
         ("GET", "/api/v1/organizations"): Access.SESSION,
         ("GET", "/api/v1/organizations/{org}"): Access.MEMBER,
+        ("PATCH", "/api/v1/organizations/{org}"): Access.ADMIN,
         ("GET", "/api/v1/organizations/{org}/members"): Access.MEMBER,
         ("PATCH", "/api/v1/organizations/{org}/members/{user_id}"): Access.ADMIN,
         ("DELETE", "/api/v1/organizations/{org}/members/{user_id}"): Access.ADMIN,

@@ -19,6 +19,7 @@ from teamrouter.domain.orgs.schemas import (
     InvitationCreate,
     MemberUpdate,
     OrganizationCreate,
+    OrganizationUpdate,
     invitation_public,
     member_public,
     membership_public,
@@ -51,6 +52,15 @@ async def list_organizations(actor: SessionActor, rt: RuntimeDep) -> dict[str, A
 @router.get("/organizations/{org}", openapi_extra=access(Access.MEMBER))
 async def get_organization(org: str, actor: SessionActor, rt: RuntimeDep) -> dict[str, Any]:
     view = await orgs.get_organization(rt, actor=actor, organization_id=org)
+    return {"data": _org(rt, view)}
+
+
+@router.patch("/organizations/{org}", openapi_extra=access(Access.ADMIN))
+async def rename_organization(
+    org: str, body: OrganizationUpdate, actor: SessionActor, rt: RuntimeDep
+) -> dict[str, Any]:
+    """Rename the organization (admin)."""
+    view = await orgs.rename_organization(rt, actor=actor, organization_id=org, name=body.name)
     return {"data": _org(rt, view)}
 
 

@@ -26,6 +26,10 @@ class OrganizationCreate(Strict):
     name: Name
 
 
+class OrganizationUpdate(Strict):
+    name: Name
+
+
 class InvitationCreate(Strict):
     email: EmailStr = Field(max_length=320)
     role: Role = Role.MEMBER

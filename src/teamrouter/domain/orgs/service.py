@@ -121,6 +121,31 @@ async def get_organization(rt: Runtime, *, actor: Actor, organization_id: str) -
     return OrgView(org=org, role=membership.role)
 
 
+async def rename_organization(rt: Runtime, *, actor: Actor, organization_id: str, name: str) -> OrgView:
+    """A new name for the org (admin only), under the names rule; audited with the old one."""
+    name = clean_name("name", name)
+    async with rt.db.uow() as uow:
+        org, membership = await load_org(
+            uow.session, organization_id, user_id=actor.user_id, need=Scope.ORG_MANAGE, lock=True
+        )
+        if org.name != name:
+            before = org.name
+            org.name = name
+            org.updated_at = rt.clock.now()
+            audit.record(
+                uow,
+                actor=actor,
+                clock=rt.clock,
+                action="organization.rename",
+                target_type="organization",
+                target_id=org.id,
+                organization_id=org.id,
+                before={"name": before},
+                after={"name": name},
+            )
+    return OrgView(org=org, role=membership.role)
+
+
 # Settings -----------------------------------------------------------------------------------------
 
 
