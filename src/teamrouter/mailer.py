@@ -38,13 +38,19 @@ def _header_text(text: str) -> str:
     return " ".join(text.splitlines())
 
 
-def _message(sender: str, to: str, subject: str, body: str) -> EmailMessage:
+def _message(sender: str, to: str, subject: str, body: str, *, readable: bool = False) -> EmailMessage:
+    """`readable`: the body as written, for a file a person opens (the dev outbox). By default the
+    email package picks quoted-printable for a body with non-ASCII text or long lines, which SMTP
+    carries safely but which breaks a link in a file (`=3D` for `=`, soft line breaks)."""
     message = EmailMessage()
     message["From"] = sender
     message["To"] = to
     message["Subject"] = _header_text(subject)
     message["Message-ID"] = make_msgid(domain="teamrouter.local")
-    message.set_content(body)
+    try:
+        message.set_content(body, cte="8bit" if readable else None)
+    except ValueError:  # a line longer than a message may carry: encoded after all
+        message.set_content(body)
     return message
 
 
@@ -108,7 +114,7 @@ class OutboxMailer:
         path = self._folder / f"{new_id('mail')}.eml"
         # Written aside, then renamed: whoever watches the folder sees a whole message or none.
         partial = path.with_suffix(".partial")
-        partial.write_bytes(bytes(_message(self._sender, to, subject, body)))
+        partial.write_bytes(bytes(_message(self._sender, to, subject, body, readable=True)))
         partial.replace(path)
         link = _LINK.search(body)
         log.warning(
