@@ -342,8 +342,14 @@ def staff_set_member_cap(
     """Raise (or lower) one organization's member cap."""
     from teamrouter.domain.orgs.service import set_member_cap
 
-    _operate(lambda rt: set_member_cap(rt, actor=None, organization_id=org, cap=cap))
-    typer.echo(f"member cap of {org} is now {cap}")
+    changed = _operate(lambda rt: set_member_cap(rt, actor=None, organization_id=org, cap=cap))
+    members = changed.member_count
+    note = ""
+    if members > cap:  # allowed, and said: nobody is removed, so it stays above its cap a while
+        note = f"; it has {members} members: nobody is removed, and nobody can join until {members - cap + 1} leave"
+    elif members == cap:
+        note = f"; it is full ({members} member{'' if members == 1 else 's'})"
+    typer.echo(f"member cap of {org} is now {cap}{note}")
 
 
 @keys_app.command("create")

@@ -68,7 +68,10 @@ async def test_staff_commands_move_money_once_and_are_audited(cli, rt):
     assert await balance(rt, org=org.id) == 1045 * UNITS_PER_USD // 10
     assert cli("staff", "grant-credits", "--org", org.id, "--amount", "-1", "--reference", "X").returncode == 2
 
-    assert cli("staff", "set-member-cap", "--org", org.id, "--cap", "25").returncode == 0
+    capped = cli("staff", "set-member-cap", "--org", org.id, "--cap", "1")
+    assert capped.returncode == 0 and capped.stdout.strip() == f"member cap of {org.id} is now 1; it is full (1 member)"
+    capped = cli("staff", "set-member-cap", "--org", org.id, "--cap", "25")
+    assert capped.returncode == 0 and capped.stdout.strip() == f"member cap of {org.id} is now 25"
     async with rt.db.read() as s:
         assert await s.scalar(select(Organization.member_cap).where(Organization.id == org.id)) == 25
         actions = set((await s.scalars(select(AuditEvent.action))).all())
