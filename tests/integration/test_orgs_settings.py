@@ -125,7 +125,12 @@ async def test_settings_defaults_and_partial_merges(team, rt):
     assert typed.activity_visibility == "own"
 
     async with rt.db.read() as s:
-        events = (await s.scalars(select(AuditEvent).where(AuditEvent.action == "organization.settings_update"))).all()
+        events = (
+            await s.scalars(
+                # Ids grow with time; without an order PostgreSQL may return updated rows in any order.
+                select(AuditEvent).where(AuditEvent.action == "organization.settings_update").order_by(AuditEvent.id)
+            )
+        ).all()
     assert len(events) == 3
     assert events[0].before == DEFAULTS and events[0].after["provider"]["sort"] == "price"
     assert events[0].actor_user_id == admin.id and events[0].organization_id == org
