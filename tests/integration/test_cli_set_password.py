@@ -24,6 +24,7 @@ from teamrouter.domain.accounts.models import LoginFailure, User
 from teamrouter.domain.accounts.passwords import password_problem
 from teamrouter.domain.actor import Actor
 from teamrouter.domain.audit.models import AuditEvent
+from teamrouter.domain.mail.models import MailState, OutgoingMail
 from teamrouter.errors import Forbidden
 from teamrouter.ids import hash_token
 
@@ -129,6 +130,20 @@ async def test_the_reset_is_audited_without_the_password(cli, rt, make_person):
         password_hash = await s.scalar(select(User.password_hash).where(User.id == ada.id))
     recorded = f"{event.before} {event.after}"
     assert NEW_PASSWORD not in recorded and password_hash not in recorded
+    # The person is told, through the outbox (sent by this process or, if it exits first, a server).
+    async with rt.db.read() as s:
+        [mail] = (await s.scalars(select(OutgoingMail).where(OutgoingMail.to_address == ada.email))).all()
+    assert mail.subject == "Your teamrouter password was changed" and mail.what == "mail 'password changed'"
+    assert mail.state == MailState.SENT or "tell them at once" in mail.body
+    assert NEW_PASSWORD not in mail.body
+
+
+async def test_no_mail_when_nothing_was_reset(cli, rt, make_person):
+    ada = await make_person("ada@example.com")
+    refused = cli("users", "set-password", "--email", ada.email, "--password-stdin", stdin="short\n")
+    assert refused.returncode == 1
+    async with rt.db.read() as s:
+        assert (await s.scalars(select(OutgoingMail).where(OutgoingMail.to_address == ada.email))).all() == []
 
 
 def _wait_for(proc: subprocess.Popen[bytes], seen: bytearray, text: bytes, tty: int) -> None:

@@ -23,7 +23,7 @@ from teamrouter.domain.actor import Actor
 from teamrouter.domain.audit import service as audit
 from teamrouter.domain.credits.models import CreditAccount
 from teamrouter.domain.mail.outbox import mail_after_commit
-from teamrouter.domain.names import clean_name
+from teamrouter.domain.names import clean_name, shown_name
 from teamrouter.domain.orgs.models import Membership, Organization
 from teamrouter.domain.roles import Role
 from teamrouter.errors import BadRequest, Conflict, Forbidden, NotFound, RateLimited, Unauthorized, bad_field
@@ -255,6 +255,7 @@ async def set_password(
             user.email_verified_at = now
         ended = await revoke_sessions(uow, user_id=user.id, now=now)
         await uow.session.execute(delete(LoginFailure).where(LoginFailure.email_hash == hash_token(email)))
+        _mail_password_changed(uow, rt, user, sessions_ended=ended)
         audit.record(
             uow,
             actor=actor,
@@ -266,6 +267,21 @@ async def set_password(
             after={"email_verified": user.email_verified_at is not None, "sessions_ended": ended},
         )
     return PasswordSet(email=email, sessions_ended=ended, verified_now=verified and not was_verified)
+
+
+def _mail_password_changed(uow: UnitOfWork, rt: Runtime, user: User, *, sessions_ended: int) -> None:
+    """Tell the person, in the reset's transaction: a reset the person did not ask for (an operator
+    talked into it by someone else) is then noticed by the one who can say so."""
+    signed_out = "Every session of yours was signed out.\n" if sessions_ended else ""
+    body = (
+        f"Hello{(' ' + shown_name(user.name)) if user.name else ''},\n\n"
+        "The people who run this teamrouter deployment have set a new password for your account.\n"
+        f"{signed_out}\n"
+        f"If you asked them to, sign in with the new password ({rt.settings.public_url}).\n"
+        "If you did not, tell them at once: someone else may have asked in your name.\n"
+    )
+    subject = "Your teamrouter password was changed"
+    mail_after_commit(uow, rt, to=user.email, subject=subject, body=body, what="mail 'password changed'")
 
 
 def _verification_link(uow: UnitOfWork, rt: Runtime, user: User) -> tuple[str, str]:
