@@ -13,11 +13,10 @@ a dependency of the whole app, refuses a repeat on every route.
 
 from __future__ import annotations
 
-from collections import Counter
-
 from fastapi import Depends, Request
 from pydantic import BaseModel, ConfigDict
 
+from teamrouter import query_strings
 from teamrouter.errors import BadRequest
 
 
@@ -44,18 +43,8 @@ def refuse_undeclared(params: QueryModel) -> None:
 
 
 def refuse_repeated(request: Request) -> None:
-    """A 400 naming every query parameter given more than once (empty values count: `?a=&a=x`)."""
-    counts = Counter(name for name, _ in request.query_params.multi_items())
-    repeated = sorted(name for name, count in counts.items() if count > 1)
-    if not repeated:
-        return
-    plural = "s" if len(repeated) > 1 else ""
-    raise BadRequest(
-        f"query parameter{plural} {', '.join(map(repr, repeated))} given more than once: each takes one value",
-        code="repeated_parameter",
-        field=repeated[0],
-        repeated=repeated,
-    )
+    """`teamrouter.query_strings.refuse_repeated` for a route's query string."""
+    query_strings.refuse_repeated(name for name, _ in request.query_params.multi_items())
 
 
 # The app's `dependencies=[...]` (teamrouter.app): it runs before any route's own parameters are read.

@@ -20,6 +20,7 @@ from teamrouter.gateway.core import Gateway
 from teamrouter.gateway.streaming import Head
 from teamrouter.ids import new_generation_id
 from teamrouter.providers.base import Kind, sse_event
+from teamrouter.query_strings import refuse_repeated_in
 from teamrouter.server import DISCONNECTED
 
 ROUTES: dict[str, Kind] = {"/api/v1/chat/completions": "chat", "/api/v1/completions": "completion"}
@@ -67,6 +68,7 @@ class InferenceFront:
         generation_id = new_generation_id()
         generation = [(b"x-generation-id", generation_id.encode())]
         try:
+            refuse_repeated_in(scope["query_string"])  # these take no parameters: empty, nearly always
             body = await self._body(receive, headers)
             token = _bearer(headers.get(b"authorization"))
             prepared = await gateway.prepare(

@@ -69,7 +69,7 @@ from teamrouter.providers.base import (
     output_chars,
     usage_chunk,
 )
-from teamrouter.providers.checks import RequestError, check_nesting
+from teamrouter.providers.checks import TOO_DEEP, RequestError, check_nesting
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +140,8 @@ class Gateway:
         try:
             payload = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
+            if "depth limit" in str(exc):  # well-formed, but past the parser's 1,024 levels
+                raise bad_field("body", TOO_DEEP) from exc
             raise BadRequest("Malformed JSON body", code="malformed_json", field="body") from exc
         try:
             check_nesting(body, payload)

@@ -53,6 +53,7 @@ LEGACY_LOGPROBS = (0, 5)
 # takes 1,024, so without this bound a body between them got a 500 after its hold. A tool's JSON
 # schema nests a few tens of levels; an adapter's rewriting adds one or two.
 MAX_NESTING = 128
+TOO_DEEP = f"must not nest arrays and objects more than {MAX_NESTING} levels deep"
 OBJECTS = ("response_format", "logit_bias", "stream_options", "reasoning", "prediction")
 LISTS_OF_OBJECTS = ("tools", "functions")
 
@@ -67,7 +68,7 @@ def check_nesting(raw: bytes, body: object) -> None:
     while level:
         value, depth = level.pop()
         if depth > MAX_NESTING:
-            raise RequestError("body", f"must not nest arrays and objects more than {MAX_NESTING} levels deep")
+            raise RequestError("body", TOO_DEEP)
         children = value.values() if isinstance(value, dict) else value
         level.extend((child, depth + 1) for child in children if type(child) is dict or type(child) is list)
 

@@ -370,6 +370,7 @@ async def test_malformed_and_oversized_bodies(client, gw_rt):
         (200, "chat/completions", {"messages": msgs()}),
         (1_000, "chat/completions", {"messages": msgs(), "stream": True}),
         (1_000, "completions", {"prompt": "hi"}),
+        (5_000, "chat/completions", {"messages": msgs()}),  # past the parser's own 1,024: same words
     ):
         deep = json.dumps({"model": "test/chat", "max_tokens": 5, **fields, "extra": "EXTRA"})
         deep = deep.replace('"EXTRA"', "[" * depth + "1" + "]" * depth)  # json.dumps itself stops near 1,000
@@ -377,6 +378,11 @@ async def test_malformed_and_oversized_bodies(client, gw_rt):
         assert r.status_code == 400, (depth, path, r.text)
         assert r.json()["error"]["metadata"] == {"code": "invalid_field", "field": "body"}
         assert "128 levels" in r.json()["error"]["message"]
+    # A query parameter given twice, as on every route (the inference paths take none).
+    fine_body = json.dumps({"model": "test/chat", "max_tokens": 5, "messages": msgs()})
+    for path in ("chat/completions?x=1&x=2", "completions?model=a&model=b"):
+        r = client.post(f"/api/v1/{path}", content=fine_body, headers=auth)
+        assert r.status_code == 400 and r.json()["error"]["metadata"]["code"] == "repeated_parameter", r.text
     async with gw_rt.db.read() as s:
         assert await s.scalar(select(func.count()).select_from(Hold).where(Hold.account_id == who.account_id)) == 0
     # As deep as a JSON schema gets, and more, goes through.
