@@ -286,10 +286,13 @@ async def test_provider_lists_must_leave_a_provider_the_privacy_settings_allow(t
     assert (await patch({"privacy": {"zdr_only": False}, "provider": {"only": ["leaky"]}})).status_code == 200
     r = await patch({"privacy": {"data_collection": "deny"}})
     assert r.status_code == 200 and r.json()["data"]["privacy"]["data_collection"] == "deny"
-    # A later change to the lists must mend that, not keep it (`sort` alone is no list).
+    # Settings that already leave nothing so do not block a change that is not what leaves nothing:
+    # refused was a change of allow_fallbacks, naming provider.only, which it had not sent.
     assert (await patch({"provider": {"sort": "price"}})).status_code == 200
-    assert_envelope(await patch({"provider": {"order": ["leaky"]}}), 400, "provider.only", 'data_collection = "deny"')
-    assert (await patch({"provider": {"only": None, "order": ["leaky"]}})).status_code == 200
+    assert (await patch({"provider": {"allow_fallbacks": False}})).status_code == 200
+    assert (await patch({"provider": {"order": ["leaky"], "allow_fallbacks": True}})).status_code == 200
+    assert (await patch({"provider": {"only": None}})).status_code == 200  # mended: "safe" serves
+    assert_envelope(await patch({"provider": {"only": ["leaky"]}}), 400, "provider.only", 'data_collection = "deny"')
 
 
 async def test_members_cannot_change_settings_or_see_billing(team, rt):
@@ -323,7 +326,8 @@ async def test_billing_settings(team, rt):
         json={
             "billing_email": "Billing@Example.com",
             "contacts": ["cfo@example.com", {"email": "ap@example.com", "name": "Payables"}],
-            "invoicing": {"company_name": "Acme Ltd", "address": "1 Road\nTown"},  # an address has lines
+            # Surrounding whitespace goes, as for names; an address has lines (LF or CRLF).
+            "invoicing": {"company_name": " Acme Ltd\n", "address": "1 Road \r\nTown\n"},
         },
     )
     assert r.status_code == 200, r.text
@@ -352,6 +356,9 @@ BAD_BILLING = (
     ({"invoicing": {"company_name": "Acme\nLtd"}}, ["invoicing.company_name", "line breaks"]),
     ({"invoicing": {"tax_id": "GB\u202e123"}}, ["invoicing.tax_id", "direction"]),
     ({"invoicing": {"address": "1 Road\nTown\x00"}}, ["invoicing.address", "control"]),
+    ({"invoicing": {"address": "1 Road\x0bTown"}}, ["invoicing.address", "line breaks"]),
+    ({"invoicing": {"address": "1 Road\u2028Town"}}, ["invoicing.address", "line breaks"]),
+    ({"invoicing": {"address": "1 Road\rTown"}}, ["invoicing.address", "line breaks"]),
     ({"contacts": [{"email": "a@example.com", "name": "A\rB"}]}, ["contacts", "line breaks"]),
 )
 

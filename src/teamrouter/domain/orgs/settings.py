@@ -107,19 +107,25 @@ def _plain_emails(value: Any) -> Any:
 
 def _one_line(value: str | None) -> str | None:
     # Billing text goes onto invoices, into mail to the billing contacts and into CSVs: the names
-    # rule (teamrouter.domain.names) applies to what is written. Checked on what a PATCH sends
-    # only: a stored value read back must never fail, or the org's billing would read as empty.
-    problem = None if value is None else name_problem(value)
+    # rule (teamrouter.domain.names) applies to what is written, surrounding whitespace dropped as
+    # for names. Checked on what a PATCH sends only: a stored value read back must never fail, or
+    # the org's billing would read as empty.
+    if value is None:
+        return None
+    value = value.strip()
+    problem = name_problem(value)
     if problem is not None:
         raise ValueError(problem)
     return value
 
 
 def _lines(value: str | None) -> str | None:
-    # An address has several lines; each one is held to the same rule.
-    for line in [] if value is None else value.splitlines():
-        _one_line(line)
-    return value
+    # An address has lines, ended by LF or CRLF; every other line break (a lone CR, VT, NEL,
+    # U+2028, …) is refused within a line, as in a name.
+    if value is None:
+        return None
+    lines = [_one_line(line) or "" for line in value.replace("\r\n", "\n").strip().split("\n")]
+    return "\n".join(lines)
 
 
 OneLine = Annotated[str | None, AfterValidator(_one_line)]
@@ -182,7 +188,9 @@ def merge_settings(current: OrgSettings, patch: SettingsPatch, *, catalog: Catal
     provider = patch.provider.model_copy(update=_slug_lists(patch.provider, catalog))
     merged = OrgSettings.model_validate(_merge(current.model_dump(), patch.model_copy(update={"provider": provider})))
     _check_consistent(merged.provider, sent, catalog)
-    if sent & {"order", "only", "ignore", "allow_fallbacks"}:
+    # Refused only when this change is what leaves nothing: settings that already left nothing (a
+    # privacy setting made so since, which is never refused) must not block an unrelated change.
+    if sent & {"order", "only", "ignore", "allow_fallbacks"} and _served_before(catalog, current):
         _check_leaves_a_provider(merged, sent, catalog)
     return merged
 
@@ -311,6 +319,13 @@ def _check_leaves_a_provider(merged: OrgSettings, sent: set[str], catalog: Catal
             field = "allow_fallbacks"  # the order was there before: turning fallbacks off emptied it
         problem = f"leaves no provider to serve any model of the catalog, so every request would get a 503 ({why})"
         raise bad_field(f"provider.{field}", problem)
+
+
+def _served_before(catalog: Catalog, current: OrgSettings) -> bool:
+    try:
+        return _unserved(catalog, current.model_dump()) is None
+    except InvalidRoutingRequest:  # stored by an older version in a shape routing no longer reads
+        return False
 
 
 def _unserved(catalog: Catalog, settings: dict[str, Any]) -> str | None:
