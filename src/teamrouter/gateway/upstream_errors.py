@@ -74,7 +74,12 @@ def as_api_error(error: UpstreamError | None) -> TeamrouterError:
         return UpstreamTimeout(f"Upstream timed out: {error.message}")
     if 400 <= error.status < 500 and error.status not in (401, 403, 408, 429):
         # The upstream refused the request itself (a parameter it does not accept): the client's to fix.
-        return BadRequest(f"Provider rejected the request: {error.message}", code="upstream_rejected")
+        # The upstream's code goes along: a prompt too long for the model is the one clients act on
+        # (a shorter prompt, another model), so it is also the error's own code, as OpenAI's.
+        upstream = error.upstream_code
+        code = upstream if upstream == "context_length_exceeded" else "upstream_rejected"
+        extra = {"upstream_code": upstream} if upstream is not None else {}
+        return BadRequest(f"Provider rejected the request: {error.message}", code=code, **extra)
     if error.status == 429:
         # Every endpoint tried was rate limited: a 429, which clients (the SDKs) back off and retry,
         # not a 502 they would take for a fault.

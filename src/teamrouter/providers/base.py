@@ -58,6 +58,9 @@ class UpstreamError(Exception):
         self.message = message
         self.retryable = retryable
         self.retry_after: float | None = None  # seconds, from a 429's `Retry-After`
+        # The upstream's own error code (OpenAI's `code`, Anthropic's `type`), when it gave a plain
+        # one: clients tell some refusals apart by it ("context_length_exceeded").
+        self.upstream_code: str | None = None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.status}, {self.message!r}, retryable={self.retryable})"
@@ -90,7 +93,29 @@ def upstream_error(status: int, body: bytes) -> UpstreamError:
         message = f"upstream error {status}: the provider refused this deployment's credentials"
     else:
         message = f"upstream error {status}: {error_message(body)}"
-    return UpstreamError(status, message, retryable=is_retryable_status(status))
+    error = UpstreamError(status, message, retryable=is_retryable_status(status))
+    error.upstream_code = _error_code(body)
+    return error
+
+
+_PLAIN_CODE = re.compile(r"[a-z][a-z0-9_]{0,63}")
+
+
+def _error_code(body: bytes) -> str | None:
+    """`error.code` (OpenAI) or `error.type` (Anthropic) of an error body, when it is a plain
+    identifier: anything else could carry text that is not the gateway's to repeat."""
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    err = data.get("error", data) if isinstance(data, Mapping) else None
+    if not isinstance(err, Mapping):
+        return None
+    for name in ("code", "type"):
+        code = err.get(name)
+        if isinstance(code, str) and _PLAIN_CODE.fullmatch(code):
+            return code
+    return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -144,6 +144,9 @@ async def test_the_demo_model_refuses_a_prompt_longer_than_its_context_as_a_real
             model="demo/echo", messages=[{"role": "user", "content": long}], max_tokens=5, stream=stream
         )
     assert "maximum context length is 8192 tokens" in refused.value.message
+    # OpenAI's code for it, which clients act on, is the error's code (the upstream's too).
+    metadata = refused.value.body["metadata"]  # type: ignore[index]
+    assert metadata == {"code": "context_length_exceeded", "upstream_code": "context_length_exceeded"}
     assert await balance(gw_rt, who.account_id) == before  # nothing billed, nothing held
     half = long[: len(long) // 2]
     answer = sdk(who.key).chat.completions.create(
