@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from starlette.middleware.errors import ServerErrorMiddleware
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from teamrouter import __version__
 from teamrouter.api import errors
@@ -43,7 +43,21 @@ class FrontedApp(FastAPI):
         if self.inference is not None and inference_kind(scope) is not None:
             await self.inference(scope, receive, send)
             return
+        if scope["type"] == "http" and scope["method"] == "HEAD":
+            # HEAD wherever GET works (RFC 9110; load balancers probe /healthz so): FastAPI's routes
+            # answer GET only, so a HEAD is served as the GET, without its body.
+            await super().__call__({**scope, "method": "GET"}, receive, _headers_only(send))
+            return
         await super().__call__(scope, receive, send)
+
+
+def _headers_only(send: Send) -> Send:
+    async def send_head(message: Message) -> None:
+        if message["type"] == "http.response.body":
+            message = {**message, "body": b""}
+        await send(message)
+
+    return send_head
 
 
 def create_app(runtime: Runtime) -> FastAPI:

@@ -270,8 +270,14 @@ async def test_framework_errors_use_the_envelope(client):
     # Allow names every method of the path, not only the first route's (each method is a route).
     r = await client.put(f"{API}/organizations/org_x/settings", json={})
     assert_envelope(r, 405)
-    assert r.headers["allow"] == "GET, PATCH"
-    assert (await client.put(f"{API}/organizations")).headers["allow"] == "GET, POST"
+    assert r.headers["allow"] == "GET, HEAD, PATCH"
+    assert (await client.put(f"{API}/organizations")).headers["allow"] == "GET, HEAD, POST"
+    # HEAD wherever GET works: the GET's status and headers, no body.
+    got, head = await client.get("/healthz"), await client.head("/healthz")
+    assert head.status_code == got.status_code == 200 and head.content == b""
+    assert head.headers["content-length"] == got.headers["content-length"]
+    assert (await client.head(f"{API}/me")).status_code == 401
+    assert (await client.head(f"{API}/auth/login")).headers["allow"] == "POST"
     assert_envelope(await client.get(f"{API}/me"), 401, "sign in")
 
 

@@ -14,7 +14,7 @@ from starlette.routing import Match
 from teamrouter.errors import TeamrouterError
 
 log = logging.getLogger(__name__)
-_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+_METHODS = ("DELETE", "GET", "OPTIONS", "PATCH", "POST", "PUT")
 
 _STATUS_CODES = {
     400: "bad_request",
@@ -97,12 +97,14 @@ def allowed_methods(request: Request) -> str:
     said `Allow: GET` where PATCH works too. Asked of the routes themselves, method by method (only
     on a 405), so routers included with a prefix answer as they route."""
     routes = request.app.router.routes
-    allowed = [
+    allowed = {
         method
         for method in _METHODS
         if any(route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes)
-    ]
-    return ", ".join(allowed)
+    }
+    if "GET" in allowed:
+        allowed.add("HEAD")  # served as the GET (teamrouter.app)
+    return ", ".join(sorted(allowed))
 
 
 def install(app: FastAPI) -> None:
