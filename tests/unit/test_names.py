@@ -61,6 +61,16 @@ def test_surrounding_whitespace_is_dropped_and_blank_is_refused_only_when_requir
         clean_name("name", " \n ")
 
 
+@pytest.mark.parametrize("name", ["\u3164", "\u115f\u1160", "\uffa0", "\u2800\u2800", "\u034f", "\u0301\u0301"])
+def test_a_name_that_prints_as_nothing_is_blank(name):
+    # Hangul fillers, the braille blank, combining marks with nothing under them: letters and marks
+    # by category, blank on the page.
+    with pytest.raises(BadRequest, match="name: must not be blank"):
+        clean_name("name", name)
+    assert clean_name("name", "e\u0301\u0301") == "e\u0301\u0301"  # marks on a letter show it
+    assert clean_name("name", "\u3164Acme") == "\u3164Acme"
+
+
 def test_a_stored_name_is_shown_as_one_line_of_plain_text():
     assert shown_name("Line\nBreak") == "Line Break"
     assert shown_name("Line\r\n\r\nBreak\n") == "Line Break"

@@ -17,7 +17,9 @@ not contain, anywhere in it:
 
 Letters of other scripts that look like Latin ones (Cyrillic "а") are allowed: names are written in
 every script, and telling a look-alike from a real name is not something a character rule can do.
-Leading and trailing whitespace is dropped first, so a pasted "Acme\\n" is simply "Acme".
+Leading and trailing whitespace is dropped first, so a pasted "Acme\\n" is simply "Acme". A name
+must show something: one made only of characters that print as nothing (the Hangul fillers, the
+braille blank, combining marks with no letter under them) is as blank as an empty one.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from teamrouter.errors import bad_field
 _JOINERS = frozenset("\u200c\u200d")  # ZWNJ, ZWJ
 _BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 _LINE_BREAKS = frozenset("\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029")  # what str.splitlines splits at
+# Letters and symbols by category that print as blank space.
+_BLANKS = frozenset("\u115f\u1160\u3164\uffa0\u2800")  # Hangul fillers, braille pattern blank
 
 
 def _kind(char: str) -> str | None:
@@ -58,10 +62,18 @@ def name_problem(name: str) -> str | None:
     return None
 
 
+def shows_something(name: str) -> bool:
+    """Whether `name` has a character that prints as more than blank space."""
+    return any(
+        not char.isspace() and char not in _BLANKS and unicodedata.category(char) not in ("Mn", "Me", "Cf")
+        for char in name
+    )
+
+
 def clean_name(field: str, name: str, *, required: bool = True) -> str:
     """`name` without surrounding whitespace, or a 400 naming `field` (blank too, when `required`)."""
     cleaned = name.strip()
-    if required and not cleaned:
+    if required and not shows_something(cleaned):
         raise bad_field(field, "must not be blank")
     problem = name_problem(cleaned)
     if problem is not None:
