@@ -152,6 +152,9 @@ def check_parameters(body: Mapping[str, Any], *, legacy: bool = False) -> None:
             raise RequestError("logprobs", "must be a boolean (the number of tokens is top_logprobs)")
         if legacy and (not _is_int(logprobs) or not lowest <= logprobs <= highest):
             raise RequestError("logprobs", f"must be an integer from {lowest} to {highest} in a text completion")
+    if not legacy and body.get("top_logprobs") is not None and logprobs is not True:
+        # OpenAI's rule: the count of alternatives means nothing without the log probabilities.
+        raise RequestError("top_logprobs", "needs logprobs: true")
     for name in OBJECTS:
         value = body.get(name)
         if value is not None and not isinstance(value, Mapping):

@@ -34,7 +34,9 @@ def chat(**fields: object) -> dict[str, object]:
         (chat(top_p=-0.1), "top_p"),
         (chat(presence_penalty=3), "presence_penalty"),
         (chat(top_k=1.5), "top_k"),
-        (chat(top_logprobs=21), "top_logprobs"),
+        (chat(top_logprobs=21, logprobs=True), "top_logprobs"),
+        (chat(top_logprobs=2), "top_logprobs"),  # without logprobs: true, as OpenAI refuses it
+        (chat(top_logprobs=2, logprobs=False), "top_logprobs"),
         (chat(seed="7"), "seed"),
         (chat(logprobs="yes"), "logprobs"),
         (chat(response_format="json"), "response_format"),
