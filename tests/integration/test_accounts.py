@@ -278,6 +278,8 @@ async def test_framework_errors_use_the_envelope(client):
     assert head.headers["content-length"] == got.headers["content-length"]
     assert (await client.head(f"{API}/me")).status_code == 401
     assert (await client.head(f"{API}/auth/login")).headers["allow"] == "POST"
+    # A mount's own 405 keeps its own Allow (static files).
+    assert (await client.post("/static/pages.css")).headers["allow"] == "GET, HEAD"
     assert_envelope(await client.get(f"{API}/me"), 401, "sign in")
 
 

@@ -9,7 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
-from starlette.routing import Match
+from starlette.routing import Match, Mount
 
 from teamrouter.errors import TeamrouterError
 
@@ -92,11 +92,12 @@ def describe_validation(errors: list[dict[str, Any]]) -> tuple[str, str]:
 
 
 def allowed_methods(request: Request) -> str:
-    """Every method some route takes at this path. Starlette's 405 names only the first route that
-    matched the path, and each method is a route of its own here: `PUT /organizations/{org}/settings`
-    said `Allow: GET` where PATCH works too. Asked of the routes themselves, method by method (only
-    on a 405), so routers included with a prefix answer as they route."""
-    routes = request.app.router.routes
+    """Every method some route of the app takes at this path ("" when none does). Starlette's 405
+    names only the first route that matched the path, and each method is a route of its own here.
+    Asked of the routes themselves, method by method (only on a 405), so routers included with a
+    prefix answer as they route."""
+    # A mount matches every method: what it takes is its own app's to say.
+    routes = [route for route in request.app.router.routes if not isinstance(route, Mount)]
     allowed = {
         method
         for method in _METHODS
@@ -125,8 +126,9 @@ def install(app: FastAPI) -> None:
         message = exc.detail if isinstance(exc.detail, str) else "Request failed"
         code = _STATUS_CODES.get(exc.status_code, "http_error")
         headers = getattr(exc, "headers", None)
-        if exc.status_code == 405:
-            headers = {**(headers or {}), "Allow": allowed_methods(request)}
+        allowed = allowed_methods(request) if exc.status_code == 405 else ""
+        if allowed:  # else not a route of the app's own (a mount: static files say their own Allow)
+            headers = {**(headers or {}), "Allow": allowed}
         return JSONResponse(envelope(exc.status_code, message, code), status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(Exception)

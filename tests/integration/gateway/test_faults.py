@@ -367,7 +367,7 @@ async def test_malformed_and_oversized_bodies(client, gw_rt):
     # Nested deeper than the body can be re-encoded for an upstream (orjson: 254 levels, the
     # stdlib: ~1,000), yet within what the parser takes (1,024): a 500 after a hold, before.
     for depth, path, fields in (
-        (200, "chat/completions", {"messages": msgs()}),
+        (300, "chat/completions", {"messages": msgs()}),
         (1_000, "chat/completions", {"messages": msgs(), "stream": True}),
         (1_000, "completions", {"prompt": "hi"}),
         (5_000, "chat/completions", {"messages": msgs()}),  # past the parser's own 1,024: same words
@@ -377,7 +377,7 @@ async def test_malformed_and_oversized_bodies(client, gw_rt):
         r = client.post(f"/api/v1/{path}", content=deep, headers=auth)
         assert r.status_code == 400, (depth, path, r.text)
         assert r.json()["error"]["metadata"] == {"code": "invalid_field", "field": "body"}
-        assert "128 levels" in r.json()["error"]["message"]
+        assert "254 levels" in r.json()["error"]["message"]
     # A query parameter given twice, as on every route (the inference paths take none).
     fine_body = json.dumps({"model": "test/chat", "max_tokens": 5, "messages": msgs()})
     for path in ("chat/completions?x=1&x=2", "completions?model=a&model=b"):
@@ -387,7 +387,7 @@ async def test_malformed_and_oversized_bodies(client, gw_rt):
         assert await s.scalar(select(func.count()).select_from(Hold).where(Hold.account_id == who.account_id)) == 0
     # As deep as a JSON schema gets, and more, goes through.
     fine = json.dumps({"model": "test/chat", "max_tokens": 5, "messages": msgs(), "extra": "EXTRA"})
-    fine = fine.replace('"EXTRA"', "[" * 120 + "1" + "]" * 120)
+    fine = fine.replace('"EXTRA"', "[" * 253 + "1" + "]" * 253)  # 254 levels with the body's own
     assert client.post("/api/v1/chat/completions", content=fine, headers=auth).status_code == 200
 
 
