@@ -64,6 +64,18 @@ def worse(last: UpstreamError | None, error: UpstreamError) -> UpstreamError:
     return error
 
 
+CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"
+# How upstreams word it when they give no such code: OpenAI-compatible servers (vLLM) and Anthropic.
+_CONTEXT_WORDS = ("maximum context length", "prompt is too long")
+
+
+def _context_too_long(error: UpstreamError) -> bool:
+    if error.upstream_code == CONTEXT_LENGTH_EXCEEDED:
+        return True
+    message = error.message.lower()
+    return any(words in message for words in _CONTEXT_WORDS)
+
+
 def as_api_error(error: UpstreamError | None) -> TeamrouterError:
     if error is None:
         return ServiceUnavailable("No provider available", code="no_endpoints")
@@ -74,10 +86,10 @@ def as_api_error(error: UpstreamError | None) -> TeamrouterError:
         return UpstreamTimeout(f"Upstream timed out: {error.message}")
     if 400 <= error.status < 500 and error.status not in (401, 403, 408, 429):
         # The upstream refused the request itself (a parameter it does not accept): the client's to fix.
-        # The upstream's code goes along: a prompt too long for the model is the one clients act on
-        # (a shorter prompt, another model), so it is also the error's own code, as OpenAI's.
+        # The upstream's code goes along. A prompt too long for the model is the refusal clients act
+        # on (a shorter prompt, another model), so it is also the error's own code, as OpenAI's.
         upstream = error.upstream_code
-        code = upstream if upstream == "context_length_exceeded" else "upstream_rejected"
+        code = CONTEXT_LENGTH_EXCEEDED if _context_too_long(error) else "upstream_rejected"
         extra = {"upstream_code": upstream} if upstream is not None else {}
         return BadRequest(f"Provider rejected the request: {error.message}", code=code, **extra)
     if error.status == 429:

@@ -98,14 +98,14 @@ def upstream_error(status: int, body: bytes) -> UpstreamError:
     return error
 
 
-_PLAIN_CODE = re.compile(r"[a-z][a-z0-9_]{0,63}")
+_PLAIN_CODE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
 
 
 def _error_code(body: bytes) -> str | None:
     """`error.code` (OpenAI) or `error.type` (Anthropic) of an error body, when it is a plain
     identifier: anything else could carry text that is not the gateway's to repeat."""
     try:
-        data = json.loads(body)
+        data = loads(body)
     except (ValueError, UnicodeDecodeError):
         return None
     err = data.get("error", data) if isinstance(data, Mapping) else None
@@ -416,7 +416,7 @@ def error_message(body: bytes, *, limit: int = UPSTREAM_TEXT_LIMIT) -> str:
 
 def _raw_error_message(body: bytes, limit: int) -> str:
     try:
-        data = json.loads(body)
+        data = loads(body)  # never a RecursionError, however deep an upstream nests its error
     except (ValueError, UnicodeDecodeError):
         text = body[:limit].decode("utf-8", "replace").strip()
         return text or "no error message"
