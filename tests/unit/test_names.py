@@ -21,8 +21,10 @@ REFUSED = [
     ("Zero\u200bwidth", "formatting characters", "200B"),
     ("Soft\xadhyphen", "formatting characters", "00AD"),
     ("\ufeffBom", "formatting characters", "FEFF"),
-    ("Mark\u200f", "formatting characters", "200F"),
     ("Tag\U000e0041", "formatting characters", "E0041"),
+    # Tags spell hidden text: a flag's tags pass only for the three subdivision flags.
+    ("\U0001f3f4\U000e0068\U000e0069\U000e007f", "formatting characters", "E0068"),
+    ("Join\u2060er", "formatting characters", "2060"),
     ("Lone\ud800", "unpaired surrogates", "D800"),
 ]
 
@@ -46,6 +48,11 @@ def test_refused_characters_are_named_by_kind_and_code_point(name, kind, code):
         "فارسی\u200cزبان",  # ZWNJ: Persian needs it to spell the word
         "\U0001f469\u200d\U0001f4bb devs",  # ZWJ: one emoji, woman technologist
         "\u0410cme",  # Cyrillic A: look-alikes are letters of other scripts (see the module)
+        "\u05e9\u05dc\u05d5\u05dd\u200f (2024)",  # RLM, as text pasted from a right-to-left document has it
+        "\u182c\u1820\u1837\u1820\u180e\u1820",  # Mongolian, with its vowel separator
+        "\u0600\u0661\u0662",  # an Arabic number sign before its digits
+        "\u0710\u070f\u0712",  # the Syriac abbreviation mark
+        "Team \U0001f3f4\U000e0067\U000e0062\U000e0073\U000e0063\U000e0074\U000e007f",  # Scotland's flag
     ],
 )
 def test_names_in_any_script_pass(name):

@@ -11,8 +11,13 @@ not contain, anywhere in it:
   embeddings, overrides and isolates (U+202A–U+202E, U+2066–U+2069) reorder the text around them
   ("Acme\\u202egnp.exe" shows as "Acmeexe.png"); the direction marks, zero-width space, word joiner,
   soft hyphen, BOM and tag characters make names that look the same differ, or hide text in one.
-  Except ZWNJ and ZWJ (U+200C, U+200D): Persian and Indic scripts need them to spell words, and
-  emoji sequences (👩‍💻) are joined with ZWJ;
+  Except what writing needs: ZWNJ and ZWJ (U+200C, U+200D), which Persian and Indic scripts need
+  to spell words and emoji sequences (👩‍💻) are joined with; the left-to-right, right-to-left and
+  Arabic letter marks (U+200E, U+200F, U+061C), which text pasted from right-to-left documents
+  carries and which, unlike the overrides, reorder nothing but the punctuation beside them; the
+  signs some scripts write with (the Mongolian vowel separator, the Syriac abbreviation mark, the
+  Arabic number signs and end of ayah, the Kaithi number signs); and the tag characters of the
+  three subdivision flags (England, Scotland, Wales) and nowhere else, for tags spell hidden text;
 - surrogates (Cs): a lone one is not a character, and neither UTF-8 nor PostgreSQL can store it.
 
 Letters of other scripts that look like Latin ones (Cyrillic "а") are allowed: names are written in
@@ -24,12 +29,21 @@ braille blank, combining marks with no letter under them) is as blank as an empt
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from itertools import groupby
 
 from teamrouter.errors import bad_field
 
-_JOINERS = frozenset("\u200c\u200d")  # ZWNJ, ZWJ
+# Format characters that writing needs (see above).
+_WRITTEN = frozenset(
+    "\u200c\u200d"  # ZWNJ, ZWJ
+    "\u200e\u200f\u061c"  # LRM, RLM, ALM
+    "\u180e\u070f\u0600\u0601\u0602\u0603\u0604\u0605\u06dd\u08e2\U000110bd\U000110cd"
+)
+_FLAG_TAGS = re.compile(
+    "\U0001f3f4\U000e0067\U000e0062(?:\U000e0065\U000e006e\U000e0067|\U000e0073\U000e0063\U000e0074|\U000e0077\U000e006c\U000e0073)\U000e007f"
+)
 _BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 _LINE_BREAKS = frozenset("\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029")  # what str.splitlines splits at
 # Letters and symbols by category that print as blank space.
@@ -45,7 +59,7 @@ def _kind(char: str) -> str | None:
     category = unicodedata.category(char)
     if category == "Cc":
         return "control characters"
-    if category == "Cf" and char not in _JOINERS:
+    if category == "Cf" and char not in _WRITTEN:
         return "formatting characters"
     if category == "Cs":
         return "unpaired surrogates"
@@ -55,7 +69,7 @@ def _kind(char: str) -> str | None:
 def name_problem(name: str) -> str | None:
     """Why `name` cannot be a name, in words for the person who typed it (naming the first character
     refused by its code point: it is usually invisible), or None."""
-    for char in name:
+    for char in _FLAG_TAGS.sub("\U0001f3f4", name):
         kind = _kind(char)
         if kind is not None:
             return f"must not contain {kind} (found U+{ord(char):04X})"
@@ -84,5 +98,11 @@ def clean_name(field: str, name: str, *, required: bool = True) -> str:
 def shown_name(name: str) -> str:
     """A stored name as one line of plain text, for rows stored before this rule: each run of the
     characters it refuses reads as one space ("Line\\nBreak" → "Line Break")."""
-    runs = groupby(name, key=lambda char: _kind(char) is not None)
-    return "".join(" " if refused else "".join(chars) for refused, chars in runs).strip()
+    flags = _FLAG_TAGS.findall(name)
+    parts = []
+    for i, part in enumerate(_FLAG_TAGS.split(name)):  # a flag's tags are kept whole
+        runs = groupby(part, key=lambda char: _kind(char) is not None)
+        parts.append("".join(" " if refused else "".join(chars) for refused, chars in runs))
+        if i < len(flags):
+            parts.append(flags[i])
+    return "".join(parts).strip()
