@@ -216,16 +216,34 @@ def users_set_password(
         typer.Option("--password-stdin", help="Read the new password from the first line of standard input."),
     ] = False,
     verified: Annotated[bool, typer.Option("--verified", help="Also mark the email as verified.")] = False,
+    disable_keys: Annotated[
+        bool, typer.Option("--disable-keys", help="Also disable every API key the person created.")
+    ] = False,
 ) -> None:
     """Give a person a new password (asked twice), end all their sessions and clear failed sign-ins."""
-    from teamrouter.domain.accounts import service as accounts
+    from teamrouter.domain.accounts.reset import set_password
 
     # An unknown address is said before the password is asked for.
     _operate(lambda rt: _user_id(rt, email))
     password = _new_password(from_stdin=password_stdin)
-    done = _operate(lambda rt: accounts.set_password(rt, actor=None, email=email, password=password, verified=verified))
-    ended = f"{done.sessions_ended} session{'' if done.sessions_ended == 1 else 's'} ended"
-    typer.echo(f"password of {done.email} set; {ended}" + ("; email marked verified" if done.verified_now else ""))
+    done = _operate(
+        lambda rt: set_password(
+            rt, actor=None, email=email, password=password, verified=verified, disable_keys=disable_keys
+        )
+    )
+    said = [f"password of {done.email} set", _count(done.sessions_ended, "session") + " ended"]
+    if done.verified_now:
+        said.append("email marked verified")
+    if done.keys_disabled:
+        said.append(_count(done.keys_disabled, "API key") + " disabled")
+    if done.keys_working:
+        # Said, for a reset often follows a takeover, and keys outlive passwords.
+        said.append(_count(done.keys_working, "API key") + " still working (--disable-keys disables them)")
+    typer.echo("; ".join(said))
+
+
+def _count(n: int, thing: str) -> str:
+    return f"{n} {thing}{'' if n == 1 else 's'}"
 
 
 def _new_password(*, from_stdin: bool) -> str:

@@ -19,9 +19,9 @@ from tests.conftest import PASSWORD
 from tests.support.orgs import API, assert_envelope
 from tests.support.server import ServerProcess
 
-from teamrouter.domain.accounts import service as accounts
 from teamrouter.domain.accounts.models import LoginFailure, User
 from teamrouter.domain.accounts.passwords import password_problem
+from teamrouter.domain.accounts.reset import set_password
 from teamrouter.domain.actor import Actor
 from teamrouter.domain.audit.models import AuditEvent
 from teamrouter.domain.mail.models import MailState, OutgoingMail
@@ -125,7 +125,7 @@ async def test_the_reset_is_audited_without_the_password(cli, rt, make_person):
 
     [event] = await _resets(rt)
     assert event.target_id == ada.id and event.actor_user_id is None  # the operator on the host
-    assert event.after == {"email_verified": True, "sessions_ended": 1}
+    assert event.after == {"email_verified": True, "sessions_ended": 1, "keys_disabled": 0}
     async with rt.db.read() as s:
         password_hash = await s.scalar(select(User.password_hash).where(User.id == ada.id))
     recorded = f"{event.before} {event.after}"
@@ -268,11 +268,44 @@ async def test_only_staff_may_set_a_password(rt, make_person, client):
     ada = await make_person("ada@example.com")
     bob = await make_person("bob@example.com")
     with pytest.raises(Forbidden):
-        await accounts.set_password(rt, actor=Actor(user_id=bob.id), email=ada.email, password=NEW_PASSWORD)
+        await set_password(rt, actor=Actor(user_id=bob.id), email=ada.email, password=NEW_PASSWORD)
     assert (await _log_in(client, ada.email, PASSWORD)).status_code == 200
 
     staff = Actor(user_id=bob.id, is_staff=True)
-    done = await accounts.set_password(rt, actor=staff, email=ada.email, password=NEW_PASSWORD)
+    done = await set_password(rt, actor=staff, email=ada.email, password=NEW_PASSWORD)
     assert done.sessions_ended == 2  # make_person's sign-in, and the one just above
     [event] = await _resets(rt)
     assert event.actor_user_id == bob.id
+
+
+async def test_keys_are_said_to_outlive_the_reset_or_disabled_with_it(cli, rt, make_person, client):
+    # Whoever had the password may have made keys, and a management key acts as the person.
+    ada = await make_person("ada@example.com")
+    made = []
+    for body in ({"name": "laptop"}, {"name": "automation", "management": True}):
+        r = await ada.call("POST", "/keys", json=body)
+        assert r.status_code == 201, r.text
+        made.append(r.json()["key"])
+
+    kept = cli("users", "set-password", "--email", ada.email, "--password-stdin", stdin=NEW_PASSWORD + "\n")
+    assert kept.returncode == 0, kept.stderr
+    assert kept.stdout.strip().endswith("; 2 API keys still working (--disable-keys disables them)")
+    for key in made:
+        assert (await client.get(f"{API}/key", headers={"Authorization": f"Bearer {key}"})).status_code == 200
+
+    again = "another new passphrase"
+    done = cli("users", "set-password", "--email", ada.email, "--password-stdin", "--disable-keys", stdin=again + "\n")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().endswith("; 2 API keys disabled")
+    for key in made:
+        assert_envelope(await client.get(f"{API}/key", headers={"Authorization": f"Bearer {key}"}), 401)
+    async with rt.db.read() as s:
+        reasons = [
+            e.after["reason"] for e in await s.scalars(select(AuditEvent).where(AuditEvent.action == "api_key.disable"))
+        ]
+        bodies = [m.body for m in await s.scalars(select(OutgoingMail).where(OutgoingMail.to_address == ada.email))]
+    assert reasons == ["password reset", "password reset"]
+    assert any("2 API keys were disabled" in body for body in bodies) or all(body == "" for body in bodies)
+    # Back in, the person re-enables what is theirs.
+    r = await _log_in(client, ada.email, again)
+    assert r.status_code == 200, r.text

@@ -1,5 +1,4 @@
-"""Account verbs: sign up, verify email, log in and out, resolve a session, switch context, and the
-operator's password reset."""
+"""Account verbs: sign up, verify email, log in and out, resolve a session, switch context."""
 
 from __future__ import annotations
 
@@ -23,10 +22,10 @@ from teamrouter.domain.actor import Actor
 from teamrouter.domain.audit import service as audit
 from teamrouter.domain.credits.models import CreditAccount
 from teamrouter.domain.mail.outbox import mail_after_commit
-from teamrouter.domain.names import clean_name, shown_name
+from teamrouter.domain.names import clean_name
 from teamrouter.domain.orgs.models import Membership, Organization
 from teamrouter.domain.roles import Role
-from teamrouter.errors import BadRequest, Conflict, Forbidden, NotFound, RateLimited, Unauthorized, bad_field
+from teamrouter.errors import BadRequest, Conflict, NotFound, RateLimited, Unauthorized, bad_field
 from teamrouter.ids import hash_token, new_id, new_token
 from teamrouter.runtime import Runtime
 from teamrouter.storage.db import UnitOfWork
@@ -215,73 +214,6 @@ async def create_user(
             after={"email": email, "verified": verified, "staff": staff},
         )
     return user
-
-
-@dataclass(frozen=True)
-class PasswordSet:
-    """What `set_password` did, for the operator to read."""
-
-    email: str
-    sessions_ended: int
-    verified_now: bool
-
-
-async def set_password(
-    rt: Runtime, *, actor: Actor | None, email: str, password: str, verified: bool = False
-) -> PasswordSet:
-    """Give a person a new password: the operator's reset (`teamrouter users set-password`). Staff only.
-
-    `actor=None` is the operator on the host, trusted like staff and audited with no acting user.
-    Sign-up's password rules apply. A reset is asked for when the account may be in other hands, so
-    every session of the person ends, and the address's failed sign-ins are forgotten so that the
-    new password works at once. `verified` also confirms the address, as `users create --verified`.
-    """
-    if actor is not None and not actor.is_staff:
-        raise Forbidden("Only deployment staff can set a person's password", code="staff_only")
-    email = normalize_email(email)
-    problem = password_problem(password, email=email)
-    if problem:
-        raise bad_field("password", f"Password {problem}")
-    password_hash = await rt.passwords.hash(password)  # before the transaction: no lock held meanwhile
-    now = rt.clock.now()
-    async with rt.db.uow() as uow:
-        user = await uow.session.scalar(select(User).where(User.email == email))
-        if user is None:
-            raise NotFound(f"No account with email {email}", code="user_not_found")
-        was_verified = user.email_verified_at is not None
-        user.password_hash = password_hash
-        user.updated_at = now
-        if verified and not was_verified:
-            user.email_verified_at = now
-        ended = await revoke_sessions(uow, user_id=user.id, now=now)
-        await uow.session.execute(delete(LoginFailure).where(LoginFailure.email_hash == hash_token(email)))
-        _mail_password_changed(uow, rt, user, sessions_ended=ended)
-        audit.record(
-            uow,
-            actor=actor,
-            clock=rt.clock,
-            action="user.password_set",
-            target_type="user",
-            target_id=user.id,
-            before={"email_verified": was_verified},
-            after={"email_verified": user.email_verified_at is not None, "sessions_ended": ended},
-        )
-    return PasswordSet(email=email, sessions_ended=ended, verified_now=verified and not was_verified)
-
-
-def _mail_password_changed(uow: UnitOfWork, rt: Runtime, user: User, *, sessions_ended: int) -> None:
-    """Tell the person, in the reset's transaction: a reset the person did not ask for (an operator
-    talked into it by someone else) is then noticed by the one who can say so."""
-    signed_out = "Every session of yours was signed out.\n" if sessions_ended else ""
-    body = (
-        f"Hello{(' ' + shown_name(user.name)) if user.name else ''},\n\n"
-        "The people who run this teamrouter deployment have set a new password for your account.\n"
-        f"{signed_out}\n"
-        f"If you asked them to, sign in with the new password ({rt.settings.public_url}).\n"
-        "If you did not, tell them at once: someone else may have asked in your name.\n"
-    )
-    subject = "Your teamrouter password was changed"
-    mail_after_commit(uow, rt, to=user.email, subject=subject, body=body, what="mail 'password changed'")
 
 
 def _verification_link(uow: UnitOfWork, rt: Runtime, user: User) -> tuple[str, str]:
