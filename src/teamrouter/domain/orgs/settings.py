@@ -127,8 +127,9 @@ def _lines(value: str | None) -> str | None:
     return "\n".join(lines)
 
 
-OneLine = Annotated[str | None, AfterValidator(_one_line)]
-Lines = Annotated[str | None, AfterValidator(_lines)]
+# Stripped before a field's max_length is checked, as names are: "  Acme  " is "Acme" in length too.
+OneLine = Annotated[str | None, StringConstraints(strip_whitespace=True), AfterValidator(_one_line)]
+Lines = Annotated[str | None, StringConstraints(strip_whitespace=True), AfterValidator(_lines)]
 
 
 class BillingContact(_Strict):
