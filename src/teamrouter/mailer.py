@@ -20,7 +20,8 @@ import aiosmtplib
 from teamrouter.ids import new_id
 
 log = logging.getLogger(__name__)
-_LINK = re.compile(r"https?://\S+")
+# A link as prose holds it: not the closing bracket or full stop of the sentence around it.
+_LINK = re.compile(r"https?://\S+?(?=[).,;:!?\]>'\"]*(?:\s|$))")
 
 
 class Mailer(Protocol):

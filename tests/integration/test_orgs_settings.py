@@ -343,7 +343,13 @@ async def test_billing_settings(team, rt):
     # The length is the stored text's: surrounding whitespace is gone before it is measured.
     r = await admin.call("PATCH", f"/organizations/{org}/billing", json={"invoicing": {"tax_id": " " * 10 + "X" * 64}})
     assert r.status_code == 200 and r.json()["data"]["invoicing"]["tax_id"] == "X" * 64, r.text
-    assert await settings_audits(rt) == 3
+    # Text that shows nothing is none: a Hangul filler for a company name, spaces for an address.
+    r = await admin.call(
+        "PATCH", f"/organizations/{org}/billing", json={"invoicing": {"company_name": "\u3164", "address": "  "}}
+    )
+    assert r.status_code == 200 and r.json()["data"]["invoicing"]["company_name"] is None, r.text
+    assert r.json()["data"]["invoicing"]["address"] is None
+    assert await settings_audits(rt) == 4
 
 
 BAD_BILLING = (

@@ -74,6 +74,7 @@ def test_a_name_that_prints_as_nothing_is_blank(name):
     # by category, blank on the page.
     with pytest.raises(BadRequest, match="name: must not be blank"):
         clean_name("name", name)
+    assert clean_name("name", name, required=False) == ""  # an optional name that shows nothing is none
     assert clean_name("name", "e\u0301\u0301") == "e\u0301\u0301"  # marks on a letter show it
     assert clean_name("name", "\u3164Acme") == "\u3164Acme"
 

@@ -28,3 +28,9 @@ async def test_a_line_too_long_for_a_message_is_still_written_encoded(tmp_path: 
     await OutboxMailer(tmp_path, "teamrouter@example.com").send(to="bob@example.com", subject="Long", body=body)
     (path,) = tmp_path.glob("*.eml")
     assert email.message_from_bytes(path.read_bytes(), policy=policy.default).get_content() == body
+
+
+async def test_the_logged_link_stops_where_the_sentence_goes_on(tmp_path: Path, caplog) -> None:
+    body = "Sign in with the new password (http://127.0.0.1:8080).\n"
+    await OutboxMailer(tmp_path, "teamrouter@example.com").send(to="bob@example.com", subject="Changed", body=body)
+    assert caplog.messages[-1].endswith("; link: http://127.0.0.1:8080")

@@ -87,8 +87,10 @@ def shows_something(name: str) -> bool:
 def clean_name(field: str, name: str, *, required: bool = True) -> str:
     """`name` without surrounding whitespace, or a 400 naming `field` (blank too, when `required`)."""
     cleaned = name.strip()
-    if required and not shows_something(cleaned):
-        raise bad_field(field, "must not be blank")
+    if not shows_something(cleaned):
+        if required:
+            raise bad_field(field, "must not be blank")
+        return ""  # an optional name that shows nothing is no name
     problem = name_problem(cleaned)
     if problem is not None:
         raise bad_field(field, problem)

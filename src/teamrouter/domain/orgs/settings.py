@@ -29,7 +29,7 @@ from pydantic import (
     field_validator,
 )
 
-from teamrouter.domain.names import name_problem
+from teamrouter.domain.names import name_problem, shows_something
 from teamrouter.domain.orgs import provider_lists
 from teamrouter.domain.orgs.models import Organization
 from teamrouter.gateway.catalog import Catalog
@@ -112,6 +112,8 @@ def _one_line(value: str | None) -> str | None:
     if value is None:
         return None
     value = value.strip()
+    if not shows_something(value):
+        return None  # as if not given: a blank-looking company name is none
     problem = name_problem(value)
     if problem is not None:
         raise ValueError(problem)
@@ -121,7 +123,7 @@ def _one_line(value: str | None) -> str | None:
 def _lines(value: str | None) -> str | None:
     # An address has lines, ended by LF or CRLF; every other line break (a lone CR, VT, NEL,
     # U+2028, …) is refused within a line, as in a name.
-    if value is None:
+    if value is None or not shows_something(value):
         return None
     lines = [_one_line(line) or "" for line in value.replace("\r\n", "\n").strip().split("\n")]
     return "\n".join(lines)
