@@ -99,28 +99,27 @@ async def fetch(
 ) -> tuple[int, bytes]:
     """A whole (non-streamed) answer; raises UpstreamError (retryable or not). `payload`, when given,
     is `request.json_body` as a `Body`, for the caller to tell whether it went out."""
+    retry_after: str | None = None
     if isinstance(adapter, DemoAdapter):
         if payload is not None:
             payload.sent = True  # in-process: it has the request at once
-        refusal = adapter.backend.refusal(request, context_length=endpoint.context_length)
-        if refusal is not None:
-            raise _refused(adapter, 400, refusal, None)
-        return adapter.backend.respond(request)
-    timeouts = timeouts or Timeouts.of(endpoint.provider)
-    try:
-        # aiohttp copies the headers into its own multidict: no copy of ours is needed.
-        async with http.request(
-            request.method,
-            request.url,
-            data=request.json_body if payload is None else payload,
-            headers=request.headers,
-            timeout=timeouts.fetch,
-        ) as response:
-            body = await response.read()
-            status = response.status
-            retry_after = response.headers.get("Retry-After")
-    except Exception as exc:
-        raise error_from_exception(exc) from exc
+        status, body = adapter.backend.respond(request, context_length=endpoint.context_length)
+    else:
+        timeouts = timeouts or Timeouts.of(endpoint.provider)
+        try:
+            # aiohttp copies the headers into its own multidict: no copy of ours is needed.
+            async with http.request(
+                request.method,
+                request.url,
+                data=request.json_body if payload is None else payload,
+                headers=request.headers,
+                timeout=timeouts.fetch,
+            ) as response:
+                body = await response.read()
+                status = response.status
+                retry_after = response.headers.get("Retry-After")
+        except Exception as exc:
+            raise error_from_exception(exc) from exc
     if status != 200:
         raise _refused(adapter, status, body, retry_after)
     return status, body
@@ -139,11 +138,8 @@ async def open_stream(
     if isinstance(adapter, DemoAdapter):
         if payload is not None:
             payload.sent = True
-        refusal = adapter.backend.refusal(request, context_length=endpoint.context_length)
-        if refusal is not None:
-            raise _refused(adapter, 400, refusal, None)
-        iterator = adapter.backend.stream(request)
-        first = await anext(iterator)
+        iterator = adapter.backend.stream(request, context_length=endpoint.context_length)
+        first = await anext(iterator)  # a prompt too long is refused here, before anything is committed
         return OpenStream(first=first, rest=iterator, close=None)
     timeouts = timeouts or Timeouts.of(endpoint.provider)
     response: aiohttp.ClientResponse | None = None

@@ -29,7 +29,7 @@ from teamrouter.gateway.pricing import (
     estimate_prompt_tokens,
     estimate_text_tokens,
 )
-from teamrouter.providers.base import DONE, UpstreamRequest, Usage, dumps, sse_event
+from teamrouter.providers.base import DONE, UpstreamRequest, Usage, dumps, sse_event, upstream_error
 from teamrouter.providers.openai import OpenAIAdapter
 
 PREFIX = "[teamrouter demo] You said: "
@@ -61,10 +61,24 @@ def _truncate(text: str, max_tokens: int) -> tuple[str, bool]:
     return raw[:limit].decode("utf-8", "ignore"), True
 
 
-def _prompt_tokens(body: Mapping[str, Any], *, chat: bool) -> int:
+def _read(request: UpstreamRequest) -> tuple[dict[str, Any], bool, int]:
+    """The request's body, whether it is a chat, and its prompt's tokens."""
+    body = json.loads(request.json_body)
+    chat = request.url.endswith("/chat/completions")
     if chat:
-        return estimate_prompt_tokens(body.get("messages") or [], tools=body.get("tools"))
-    return estimate_completion_prompt_tokens(body.get("prompt"))
+        return body, chat, estimate_prompt_tokens(body.get("messages") or [], tools=body.get("tools"))
+    return body, chat, estimate_completion_prompt_tokens(body.get("prompt"))
+
+
+def _too_long(context_length: int, tokens: int, *, chat: bool) -> bytes:
+    """OpenAI's 400 body for a prompt longer than the model's context."""
+    what = "messages" if chat else "prompt"
+    message = (
+        f"This model's maximum context length is {context_length} tokens. However, your {what} "
+        f"resulted in {tokens} tokens. Please reduce the length of the {what}."
+    )
+    error = {"message": message, "type": "invalid_request_error", "param": what, "code": "context_length_exceeded"}
+    return dumps({"error": error})
 
 
 class DemoBackend:
@@ -73,40 +87,28 @@ class DemoBackend:
     def __init__(self, *, chunk_delay: float = 0.0) -> None:
         self.chunk_delay = chunk_delay
 
-    def refusal(self, request: UpstreamRequest, *, context_length: int) -> bytes | None:
-        """The 400 body an OpenAI server sends for a prompt longer than the model's context, or None
-        when it fits: the demo model refuses what a real one would, rather than bill for it."""
-        body = json.loads(request.json_body)
-        chat = request.url.endswith("/chat/completions")
-        tokens = _prompt_tokens(body, chat=chat)
-        if tokens <= context_length:
-            return None
-        what = "messages" if chat else "prompt"
-        message = (
-            f"This model's maximum context length is {context_length} tokens. However, your {what} "
-            f"resulted in {tokens} tokens. Please reduce the length of the {what}."
-        )
-        error = {"message": message, "type": "invalid_request_error", "param": what, "code": "context_length_exceeded"}
-        return dumps({"error": error})
-
-    def reply(self, body: Mapping[str, Any], *, chat: bool) -> tuple[str, bool, Usage]:
+    def reply(self, body: Mapping[str, Any], *, chat: bool, prompt_tokens: int) -> tuple[str, bool, Usage]:
         """The reply text, whether it was cut by max_tokens, and the usage (all n choices)."""
         if chat:
             said = _last_user_text(body.get("messages"))
         else:
             prompt = body.get("prompt")
             said = prompt if isinstance(prompt, str) else " ".join(map(str, prompt or []))
-        prompt_tokens = _prompt_tokens(body, chat=chat)
         budget = body.get("max_completion_tokens") or body.get("max_tokens") or DEFAULT_MAX_TOKENS
         text, cut = _truncate(PREFIX + said, int(budget))
         n = int(body.get("n") or 1)
         return text, cut, Usage(prompt_tokens, n * estimate_text_tokens(text))
 
-    def respond(self, request: UpstreamRequest, *, created: int | None = None) -> tuple[int, bytes]:
-        """The (status, body) an OpenAI server would answer to a non-streamed request."""
-        body = json.loads(request.json_body)
-        chat = request.url.endswith("/chat/completions")
-        text, cut, usage = self.reply(body, chat=chat)
+    def respond(
+        self, request: UpstreamRequest, *, context_length: int | None = None, created: int | None = None
+    ) -> tuple[int, bytes]:
+        """The (status, body) an OpenAI server would answer to a non-streamed request: a 400 for a
+        prompt longer than `context_length` (the demo model refuses what a real one would, rather
+        than bill for it)."""
+        body, chat, prompt_tokens = _read(request)
+        if context_length is not None and prompt_tokens > context_length:
+            return 400, _too_long(context_length, prompt_tokens, chat=chat)
+        text, cut, usage = self.reply(body, chat=chat, prompt_tokens=prompt_tokens)
         finish = "length" if cut else "stop"
         n = int(body.get("n") or 1)
         if chat:
@@ -132,11 +134,16 @@ class DemoBackend:
         }
         return 200, dumps(answer)
 
-    def chunks(self, request: UpstreamRequest, *, created: int | None = None) -> Iterator[bytes]:
-        """The SSE events of a streamed answer, as an OpenAI server would send them."""
-        body = json.loads(request.json_body)
-        chat = request.url.endswith("/chat/completions")
-        text, cut, usage = self.reply(body, chat=chat)
+    def chunks(
+        self, request: UpstreamRequest, *, context_length: int | None = None, created: int | None = None
+    ) -> Iterator[bytes]:
+        """The SSE events of a streamed answer, as an OpenAI server would send them; a prompt longer
+        than `context_length` raises the `UpstreamError` of its 400 at the first event, as the
+        refusal an upstream answers before any stream."""
+        body, chat, prompt_tokens = _read(request)
+        if context_length is not None and prompt_tokens > context_length:
+            raise upstream_error(400, _too_long(context_length, prompt_tokens, chat=chat))
+        text, cut, usage = self.reply(body, chat=chat, prompt_tokens=prompt_tokens)
         n = int(body.get("n") or 1)
         base = {
             "id": "demo-stream",
@@ -163,9 +170,11 @@ class DemoBackend:
             yield sse_event({**base, "choices": [], "usage": usage.to_openai()})
         yield DONE
 
-    async def stream(self, request: UpstreamRequest, *, created: int | None = None) -> AsyncIterator[bytes]:
+    async def stream(
+        self, request: UpstreamRequest, *, context_length: int | None = None, created: int | None = None
+    ) -> AsyncIterator[bytes]:
         """`chunks` as an async iterator, yielding to the event loop between events."""
-        for chunk in self.chunks(request, created=created):
+        for chunk in self.chunks(request, context_length=context_length, created=created):
             yield chunk
             await asyncio.sleep(self.chunk_delay)
 
