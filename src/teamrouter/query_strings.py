@@ -5,15 +5,17 @@ and answer as if the first had not been sent: `?model=a&model=b` filtered on b a
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
 from urllib.parse import parse_qsl
 
 from teamrouter.errors import BadRequest
 
 
-def refuse_repeated(names: Iterable[str]) -> None:
-    """A 400 naming every parameter of `names` given more than once (empty values count: `?a=&a=x`)."""
-    counts = Counter(names)
+def refuse_repeated_in(query_string: bytes) -> None:
+    """A 400 naming every parameter of an ASGI query string given more than once (empty values
+    count: `?a=&a=x`). Parsed as Starlette parses it for the routes' own parameters."""
+    if not query_string:
+        return
+    counts = Counter(name for name, _ in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True))
     repeated = sorted(name for name, count in counts.items() if count > 1)
     if not repeated:
         return
@@ -24,9 +26,3 @@ def refuse_repeated(names: Iterable[str]) -> None:
         field=repeated[0],
         repeated=repeated,
     )
-
-
-def refuse_repeated_in(query_string: bytes) -> None:
-    """`refuse_repeated` for a raw ASGI query string."""
-    if query_string:
-        refuse_repeated(name for name, _ in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True))

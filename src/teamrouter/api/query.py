@@ -43,8 +43,8 @@ def refuse_undeclared(params: QueryModel) -> None:
 
 
 def refuse_repeated(request: Request) -> None:
-    """`teamrouter.query_strings.refuse_repeated` for a route's query string."""
-    query_strings.refuse_repeated(name for name, _ in request.query_params.multi_items())
+    """`teamrouter.query_strings.refuse_repeated_in` for a route's query string."""
+    query_strings.refuse_repeated_in(request.scope["query_string"])
 
 
 # The app's `dependencies=[...]` (teamrouter.app): it runs before any route's own parameters are read.
