@@ -366,7 +366,7 @@ def staff_set_member_cap(
     if members > cap:  # allowed, and said: nobody is removed, so it stays above its cap a while
         note = f"; it has {members} members: nobody is removed, and nobody can join until {members - cap + 1} leave"
     elif members == cap:
-        note = f"; it is full ({members} member{'' if members == 1 else 's'})"
+        note = f"; it is full ({_count(members, 'member')})"
     typer.echo(f"member cap of {org} is now {cap}{note}")
 
 

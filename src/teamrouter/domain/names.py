@@ -84,16 +84,27 @@ def shows_something(name: str) -> bool:
     )
 
 
-def clean_name(field: str, name: str, *, required: bool = True) -> str:
-    """`name` without surrounding whitespace, or a 400 naming `field` (blank too, when `required`)."""
+def checked_name(name: str) -> str:
+    """`name` without surrounding whitespace, "" when it shows nothing; a ValueError saying what it
+    must not contain (for a pydantic validator: teamrouter.domain.orgs.settings)."""
     cleaned = name.strip()
     if not shows_something(cleaned):
-        if required:
-            raise bad_field(field, "must not be blank")
-        return ""  # an optional name that shows nothing is no name
+        return ""
     problem = name_problem(cleaned)
     if problem is not None:
-        raise bad_field(field, problem)
+        raise ValueError(problem)
+    return cleaned
+
+
+def clean_name(field: str, name: str, *, required: bool = True) -> str:
+    """`checked_name`, or a 400 naming `field` (blank too, when `required`: an optional name that
+    shows nothing is no name)."""
+    try:
+        cleaned = checked_name(name)
+    except ValueError as exc:
+        raise bad_field(field, str(exc)) from None
+    if required and not cleaned:
+        raise bad_field(field, "must not be blank")
     return cleaned
 
 

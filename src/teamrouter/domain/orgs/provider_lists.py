@@ -19,19 +19,15 @@ if TYPE_CHECKING:
 _LISTS = ("order", "only", "ignore")
 
 
-def _providers_by_name(catalog: Catalog) -> dict[str, list[str]]:
-    """Every way the gateway matches a provider (slug or display name, casefolded) → the slugs it
-    matches: more than one when a catalog gives two providers colliding names."""
-    found: dict[str, list[str]] = {}
-    for provider in catalog.providers():
-        for name in {provider.slug.casefold(), provider.name.casefold()}:
-            found.setdefault(name, []).append(provider.slug)
-    return found
+def _providers_by_name(catalog: Catalog) -> dict[str, str]:
+    """Every way the gateway matches a provider (slug or display name, casefolded) → its slug: one,
+    for a catalog refuses two providers answering to one name (gateway.catalog)."""
+    return {name.casefold(): p.slug for p in catalog.providers() for name in (p.slug, p.name)}
 
 
 def slug_lists(sent: ProviderPatch, catalog: Catalog) -> dict[str, list[str]]:
-    """The lists `sent` names, each provider by its slug; a 400 for an unknown or ambiguous name, a
-    provider listed twice (under one name or two), or an empty `only`."""
+    """The lists `sent` names, each provider by its slug; a 400 for an unknown name, a provider
+    listed twice (under one name or two), or an empty `only`."""
     given = {field: getattr(sent, field) for field in _LISTS if field in sent.model_fields_set}
     try:
         check_provider_names(catalog, **given)
@@ -48,11 +44,7 @@ def slug_lists(sent: ProviderPatch, catalog: Catalog) -> dict[str, list[str]]:
             raise bad_field("provider.only", "must not be empty: it would allow no provider (null means no allow-list)")
         slugs: list[str] = []
         for name in names:
-            matches = by_name[name.casefold()]
-            if len(matches) > 1:
-                problem = f"{name!r} names several providers ({', '.join(matches)}): use a slug"
-                raise bad_field(f"provider.{field}", problem)
-            slug = matches[0]
+            slug = by_name[name.casefold()]
             if slug in slugs:
                 # Refused, not de-duplicated: a second entry for one provider is more likely a typo
                 # for another provider than something meant, and order would depend on which stays.
@@ -72,8 +64,7 @@ def check_consistent(merged: ProviderSettings, sent: set[str], catalog: Catalog)
     by_name = _providers_by_name(catalog)
 
     def slug(name: str) -> str:
-        matches = by_name.get(name.casefold(), [])
-        return matches[0] if len(matches) == 1 else name.casefold()
+        return by_name.get(name.casefold(), name.casefold())
 
     order, ignore = [slug(n) for n in merged.order], {slug(n) for n in merged.ignore}
     only = None if merged.only is None else {slug(n) for n in merged.only}

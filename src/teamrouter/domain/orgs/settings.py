@@ -29,7 +29,7 @@ from pydantic import (
     field_validator,
 )
 
-from teamrouter.domain.names import name_problem, shows_something
+from teamrouter.domain.names import checked_name, shows_something
 from teamrouter.domain.orgs import provider_lists
 from teamrouter.domain.orgs.models import Organization
 from teamrouter.gateway.catalog import Catalog
@@ -109,15 +109,7 @@ def _one_line(value: str | None) -> str | None:
     # rule (teamrouter.domain.names) applies to what is written, surrounding whitespace dropped as
     # for names. Checked on what a PATCH sends only: a stored value read back must never fail, or
     # the org's billing would read as empty.
-    if value is None:
-        return None
-    value = value.strip()
-    if not shows_something(value):
-        return None  # as if not given: a blank-looking company name is none
-    problem = name_problem(value)
-    if problem is not None:
-        raise ValueError(problem)
-    return value
+    return None if value is None else checked_name(value) or None  # text that shows nothing is none
 
 
 def _lines(value: str | None) -> str | None:
@@ -125,7 +117,7 @@ def _lines(value: str | None) -> str | None:
     # U+2028, …) is refused within a line, as in a name.
     if value is None or not shows_something(value):
         return None
-    lines = [_one_line(line) or "" for line in value.replace("\r\n", "\n").strip().split("\n")]
+    lines = [checked_name(line) for line in value.replace("\r\n", "\n").strip().split("\n")]
     return "\n".join(lines)
 
 
